@@ -1,0 +1,5 @@
+import sys
+
+from nalln.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,156 @@
+"""Checkpoints as safetensors files: tensors plus JSON metadata, never pickle.
+
+Loading a pickle can execute arbitrary code, so a file in PyTorch's pickle format is refused
+outright. A SHA-256 over the metadata and every tensor's bytes is stored in the header and
+checked on load, so truncated or tampered files are reported instead of silently used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from nalln import __version__
+from nalln.errors import CheckpointError
+from nalln.io import write_bytes
+
+FORMAT = "nalln-checkpoint"
+FORMAT_VERSION = "1"
+_OPT_PREFIX = "optimizer/"
+_MODEL_PREFIX = "model/"
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds: model weights, metadata, optionally optimizer state."""
+
+    state_dict: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    optimizer_state: dict[str, Any] | None = None
+    path: Path | None = field(default=None, compare=False)
+
+
+def _digest(meta_json: str, tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256(meta_json.encode())
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entries in state["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"{_OPT_PREFIX}{idx}/{key}"] = value.detach().cpu()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        idx, key = name[len(_OPT_PREFIX) :].split("/", 1)
+        state.setdefault(int(idx), {})[key] = value
+    for idx, entries in info.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(entries)
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    state_dict: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    optimizer_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write atomically; ``meta`` must be JSON-serialisable."""
+    tensors = {f"{_MODEL_PREFIX}{k}": v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    full_meta = dict(meta)
+    full_meta.setdefault("nalln_version", __version__)
+    if optimizer_state is not None:
+        opt_tensors, opt_info = _flatten_optimizer(optimizer_state)
+        tensors.update({k: v.contiguous() for k, v in opt_tensors.items()})
+        full_meta["optimizer"] = opt_info
+    meta_json = json.dumps(full_meta, sort_keys=True)
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "meta": meta_json,
+        "sha256": _digest(meta_json, tensors),
+    }
+    return write_bytes(path, st_save(tensors, metadata=header))
+
+
+def _refuse_pickle(data: bytes, path: Path) -> None:
+    if data[:2] == b"PK" or data[:1] == b"\x80":
+        raise CheckpointError(
+            f"{path} is a pickle-based PyTorch file; nalln refuses pickled checkpoints because "
+            "loading them can execute arbitrary code. Use a checkpoint written by `nalln train` "
+            "(.safetensors)"
+        )
+
+
+def _header_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors header (8-byte length, then JSON)."""
+    size = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + size]).get("__metadata__") or {}
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read and verify a checkpoint; raises :class:`CheckpointError` with a fix on any problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(
+            f"checkpoint {p} does not exist; pass a run folder or .safetensors file"
+        )
+    data = p.read_bytes()
+    if not data:
+        raise CheckpointError(f"checkpoint {p} is empty (0 bytes); re-run training or restore it")
+    _refuse_pickle(data, p)
+    try:
+        tensors = st_load(data)
+        header = _header_metadata(data)
+    except (SafetensorError, ValueError, OSError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {p} is corrupted or truncated ({str(exc).splitlines()[0]}); "
+            "use the other checkpoint of the run (best/last) or re-train"
+        ) from None
+    if header.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{p} is a safetensors file but not a nalln checkpoint (no '{FORMAT}' header); "
+            "pass a checkpoint written by `nalln train`"
+        )
+    if header.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {p} has format version {header.get('format_version')!r}; this nalln "
+            f"({__version__}) reads version {FORMAT_VERSION}"
+        )
+    meta_json = header.get("meta", "")
+    if _digest(meta_json, tensors) != header.get("sha256"):
+        raise CheckpointError(
+            f"checkpoint {p} failed its SHA-256 check: the file was modified or damaged after it "
+            "was written; do not use it, restore it or re-train"
+        )
+    meta = json.loads(meta_json)
+    model_state = {
+        k[len(_MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)
+    }
+    opt_tensors = {k: v for k, v in tensors.items() if k.startswith(_OPT_PREFIX)}
+    opt_info = meta.pop("optimizer", None)
+    opt_state = _unflatten_optimizer(opt_tensors, opt_info) if opt_info is not None else None
+    return Checkpoint(model_state, meta, opt_state, p)

@@ -1,0 +1,95 @@
+"""``nalln train``: the paper's training protocol on a folder data set."""
+
+from __future__ import annotations
+
+import argparse
+
+from nalln.cli.common import add_progress_flag, show_progress, synthetic_banner
+from nalln.config import TrainConfig, apply_overrides, load_config_file
+
+# flag -> (config path, type, help)
+FLAGS: dict[str, tuple[str, type, str]] = {
+    "--model": ("model", str, "registered model name (see `nalln model list`)"),
+    "--epochs": ("epochs", int, "maximum epochs (paper: 50)"),
+    "--batch-size": ("batch_size", int, "batch size (paper: 16)"),
+    "--lr": ("lr", float, "initial learning rate (paper: 1e-3)"),
+    "--patience": ("patience", int, "early-stopping patience in epochs (paper: 5)"),
+    "--seed": ("seed", int, "seed for splits, shuffling and augmentation (paper: 42)"),
+    "--device": ("device", str, "auto, cpu, cuda or cuda:N"),
+    "--layout": ("layout", str, "data layout: auto, primary, external or a layout .toml"),
+    "--variant": ("variant", str, "sub-folder of the primary set: Original or Segmented"),
+    "--image-size": ("model_config.image_size", int, "input side in pixels (paper: 224)"),
+    "--num-steps": ("model_config.num_steps", int, "time steps T (paper: 4)"),
+    "--width-multiplier": ("model_config.width_multiplier", float, "scales every width"),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train NeurALLNet on a data set", description=__doc__)
+    p.add_argument("--data", required=True, help="data-set root (e.g. the Kaggle ALL folder)")
+    p.add_argument("--out", required=True, help="run folder to create (or resume)")
+    p.add_argument("--config", help="TOML or JSON file with training settings")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any setting, e.g. --set augment.photometric=true (repeatable)",
+    )
+    for flag, (_, typ, help_) in FLAGS.items():
+        p.add_argument(flag, type=typ, help=help_)
+    p.add_argument("--splits", help="reuse an existing split manifest (CSV) instead of making one")
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its last epoch"
+    )
+    p.add_argument("--no-augment", action="store_true", help="disable training augmentation")
+    p.add_argument("--photometric", action="store_true", help="add photometric augmentation")
+    p.add_argument(
+        "--clahe", action="store_true", help="CLAHE as fixed preprocessing (train and inference)"
+    )
+    add_progress_flag(p)
+    p.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    raw = load_config_file(args.config) if args.config else {}
+    sets = list(args.set)
+    for flag, (path, _, _) in FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            sets.append(f"{path}={value!r}" if isinstance(value, str) else f"{path}={value}")
+    if args.no_augment:
+        sets.append("augment.enabled=false")
+    if args.photometric:
+        sets.append("augment.photometric=true")
+    if args.clahe:
+        sets.append("preprocess.clahe=true")
+    return TrainConfig.from_dict(apply_overrides(raw, [s.replace("'", '"') for s in sets]))
+
+
+def run(args: argparse.Namespace) -> int:
+    from nalln.training.loop import train
+
+    cfg = None if args.resume else build_config(args)
+    args.interrupt_hint = f"continue with: nalln train --data {args.data} --out {args.out} --resume"
+    res = train(
+        args.data,
+        args.out,
+        cfg,
+        resume=args.resume,
+        splits_file=args.splits,
+        progress=show_progress(args),
+        echo=print,
+    )
+    print(synthetic_banner(res.synthetic), end="")
+    best = f"{res.best_val_accuracy:.4f}" if res.best_val_accuracy is not None else "n/a"
+    print(
+        f"best validation accuracy {best} (measured) at epoch {res.best_epoch}; "
+        f"{res.epochs_run} epochs run" + (" (early stop)" if res.stopped_early else "")
+    )
+    print(f"run folder: {res.run.path}")
+    print(f"  checkpoints: {res.run.best}, {res.run.last}")
+    print(
+        f"  metrics: {res.run.metrics_csv}; curves: {res.run.curves_png}; splits: {res.run.splits}"
+    )
+    return 0

@@ -1,0 +1,146 @@
+"""``nalln evaluate``: metrics with bootstrapped CIs on a split of the training data set or on
+an external data set, written as JSON, Markdown, CSV and PNG."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nalln.data.dataset import DatasetIndex, Record, load_images, scan
+from nalln.data.splits import check_manifest, read_manifest
+from nalln.errors import DataError, NallnError
+from nalln.evaluation.bootstrap import BootstrapSpec, bootstrap_metrics
+from nalln.evaluation.metrics import confusion_matrix, metrics_from_confusion
+from nalln.evaluation.plots import plot_confusion_matrix
+from nalln.evaluation.report import build_metrics_json, metrics_markdown
+from nalln.inference import pick_device, predict_logits
+from nalln.io import write_csv, write_json, write_text
+from nalln.runs import LoadedModel, load_model
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, Any]
+    out: Path
+    files: dict[str, Path]
+
+
+def select_records(
+    loaded: LoadedModel,
+    data: str | Path | None,
+    split: str,
+    external: str | Path | None,
+    layout: str = "auto",
+) -> tuple[DatasetIndex, list[Record], str]:
+    """The images to evaluate and a name for them (``test``, ``val``, ``external`` ...)."""
+    if external is not None:
+        index = scan(external, layout)
+        return index, list(index.records), "external"
+    if loaded.run is None or not loaded.run.splits.is_file():
+        raise NallnError(
+            "evaluating a split needs the run folder (it holds splits.csv); pass RUN instead of a "
+            "checkpoint file, or use --external ROOT to evaluate a whole data set"
+        )
+    data_meta = loaded.meta.get("data", {})
+    root = data if data is not None else data_meta.get("root")
+    if root is None:
+        raise NallnError("no data root recorded in the run; pass --data ROOT")
+    index = scan(
+        root,
+        data_meta.get("layout", "auto") if layout == "auto" else layout,
+        data_meta.get("variant"),
+    )
+    splits = read_manifest(loaded.run.splits)
+    if split not in splits:
+        raise NallnError(f"unknown split {split!r}; use train, val or test")
+    check_manifest(index, splits, loaded.run.splits)
+    if not splits[split]:
+        raise NallnError(f"the {split} split of this run is empty")
+    return index, splits[split], split
+
+
+def class_labels(
+    records: list[Record], class_names: tuple[str, ...], index: DatasetIndex
+) -> np.ndarray:
+    missing = sorted({r.label for r in records} - set(class_names))
+    if missing:
+        raise DataError(
+            f"data set {index.root} has class(es) {missing} that the model does not know "
+            f"({', '.join(class_names)})"
+        )
+    return np.array([class_names.index(r.label) for r in records], dtype=np.int64)
+
+
+def evaluate(
+    run: str | Path,
+    data: str | Path | None = None,
+    *,
+    split: str = "test",
+    external: str | Path | None = None,
+    out: str | Path | None = None,
+    layout: str = "auto",
+    checkpoint: str = "best",
+    bootstrap: BootstrapSpec = BootstrapSpec(),
+    batch_size: int = 64,
+    device: str = "auto",
+    progress: bool = True,
+) -> EvalResult:
+    dev = pick_device(device)
+    loaded = load_model(run, checkpoint, dev)
+    index, records, subset = select_records(loaded, data, split, external, layout)
+    y_true = class_labels(records, loaded.class_names, index)
+    images = load_images(index, records, loaded.image_size, progress, f"loading {subset} images")
+    logits = predict_logits(
+        loaded.model, loaded.preprocess, images, batch_size, dev, progress, "evaluating"
+    )
+    probs = F.softmax(logits, dim=1).numpy()
+    y_pred = probs.argmax(1)
+    k = len(loaded.class_names)
+    cm = confusion_matrix(y_true, y_pred, k)
+    point = metrics_from_confusion(cm)
+    ci = bootstrap_metrics(y_true, y_pred, k, bootstrap)
+    loss = float(F.cross_entropy(logits, torch.from_numpy(y_true)).item())
+    synthetic = index.synthetic or loaded.synthetic
+    out_dir = (
+        Path(out)
+        if out
+        else (loaded.run.path if loaded.run else Path(run).parent) / f"eval-{subset}"
+    )
+    source = {
+        "checkpoint": str(loaded.checkpoint.path),
+        "data": str(index.root),
+        "layout": index.layout.name,
+        "subset": subset,
+        "model": loaded.meta["model_name"],
+        "nalln_version": loaded.meta.get("nalln_version"),
+    }
+    metrics = build_metrics_json(
+        point, ci, cm, loaded.class_names, bootstrap, source, synthetic, loss
+    )
+    title = f"Evaluation on {subset}" + (" (SYNTHETIC data)" if synthetic else "")
+    files = {
+        "metrics.json": write_json(out_dir / "metrics.json", metrics),
+        "metrics.md": write_text(out_dir / "metrics.md", metrics_markdown(metrics, title)),
+        "confusion_matrix.csv": write_csv(
+            out_dir / "confusion_matrix.csv",
+            [[c, *row] for c, row in zip(loaded.class_names, cm.tolist(), strict=True)],
+            ["true\\predicted", *loaded.class_names],
+        ),
+        "confusion_matrix.png": plot_confusion_matrix(
+            cm, loaded.class_names, out_dir / "confusion_matrix.png", title, synthetic
+        ),
+        "predictions.csv": write_csv(
+            out_dir / "predictions.csv",
+            [
+                [r.path, r.label, loaded.class_names[p], *(f"{v:.6f}" for v in pr)]
+                for r, p, pr in zip(records, y_pred, probs, strict=True)
+            ],
+            ["path", "true", "predicted", *(f"p_{c}" for c in loaded.class_names)],
+        ),
+    }
+    return EvalResult(metrics, out_dir, files)

@@ -1,0 +1,123 @@
+"""The run folder: one place where a trained model and everything made from it live.
+
+    RUN/
+      config.json            full training configuration
+      splits.csv             the split manifest every command reuses
+      metrics.csv            per-epoch metrics; learning_curves.png
+      checkpoints/best.safetensors, checkpoints/last.safetensors
+      eval-<name>/           evaluation reports (metrics.json, ...)
+
+Later stages read the run folder; nothing writes back into training outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nalln.checkpoint import Checkpoint, load_checkpoint
+from nalln.data.transforms import Preprocess
+from nalln.errors import CheckpointError, NallnError
+from nalln.models.registry import create_from_config
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def splits(self) -> Path:
+        return self.path / "splits.csv"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def curves_png(self) -> Path:
+        return self.path / "learning_curves.png"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "checkpoints" / "best.safetensors"
+
+    @property
+    def last(self) -> Path:
+        return self.path / "checkpoints" / "last.safetensors"
+
+    def exists(self) -> bool:
+        return self.best.is_file() or self.last.is_file()
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with what is needed to feed it and read its output."""
+
+    model: torch.nn.Module
+    preprocess: Preprocess
+    class_names: tuple[str, ...]
+    meta: dict
+    checkpoint: Checkpoint
+    run: RunDir | None
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["model_config"]["image_size"])
+
+    @property
+    def synthetic(self) -> bool:
+        return bool(self.meta.get("data", {}).get("synthetic", False))
+
+
+def resolve_checkpoint(path: str | Path, which: str = "best") -> tuple[Path, RunDir | None]:
+    """Accept a run folder (uses ``which`` checkpoint) or a checkpoint file."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        run = RunDir(p)
+        ckpt = run.best if which == "best" else run.last
+        if not ckpt.is_file():
+            other = run.last if which == "best" else run.best
+            if other.is_file():
+                ckpt = other
+            else:
+                raise NallnError(
+                    f"{p} is not a nalln run folder (no checkpoints/{which}.safetensors); "
+                    "train one with `nalln train --data ROOT --out RUN`"
+                )
+        return ckpt, run
+    if p.is_file():
+        parent = p.parent.parent if p.parent.name == "checkpoints" else None
+        return p, RunDir(parent) if parent and RunDir(parent).config.is_file() else None
+    raise NallnError(f"run folder or checkpoint {p} does not exist")
+
+
+def load_model(
+    path: str | Path, which: str = "best", device: str | torch.device = "cpu"
+) -> LoadedModel:
+    """Load a checkpoint into a model in eval mode; the architecture comes from the checkpoint."""
+    ckpt_path, run = resolve_checkpoint(path, which)
+    ckpt = load_checkpoint(ckpt_path)
+    meta = ckpt.meta
+    for key in ("model_name", "model_config", "class_names", "normalisation"):
+        if key not in meta:
+            raise CheckpointError(
+                f"{ckpt_path} lacks '{key}' in its metadata; it was not written by `nalln train`"
+            )
+    model = create_from_config(meta["model_name"], meta["model_config"])
+    try:
+        model.load_state_dict(ckpt.state_dict, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "shape mismatch"
+        raise CheckpointError(
+            f"{ckpt_path} does not match the {meta['model_name']} architecture it names ({first}); "
+            "the file is from another model or was altered"
+        ) from None
+    model.to(device).eval()
+    pre = Preprocess.from_meta(meta["normalisation"]).to(device)
+    return LoadedModel(model, pre, tuple(meta["class_names"]), meta, ckpt, run)

@@ -1,0 +1,296 @@
+"""Training under the paper's protocol, resumable and deterministic on the CPU.
+
+Every epoch's randomness (shuffle order, augmentation) is seeded from ``seed + epoch``, so a run
+resumed from its last complete epoch continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from nalln import __version__
+from nalln.checkpoint import load_checkpoint, save_checkpoint
+from nalln.config import TrainConfig
+from nalln.data.dataset import DatasetIndex, load_images, scan
+from nalln.data.splits import SplitSpec, check_manifest, make_splits, read_manifest, write_manifest
+from nalln.data.transforms import Preprocess, build_augmentation, fit_preprocess, to_float
+from nalln.errors import NallnError
+from nalln.evaluation.plots import plot_learning_curves
+from nalln.inference import pick_device, predict_logits
+from nalln.io import write_csv, write_json
+from nalln.models.registry import create_from_config, model_config
+from nalln.runs import RunDir
+from nalln.training.schedule import EarlyStopping, paper_lr
+
+HISTORY_FIELDS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "seconds",
+)
+
+
+@dataclass
+class TrainResult:
+    run: RunDir
+    best_epoch: int
+    best_val_accuracy: float | None
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, Any]]
+    synthetic: bool
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _evaluate_split(model, pre, images, labels, device, batch_size) -> tuple[float, float]:
+    logits = predict_logits(model, pre, images, batch_size, device)
+    loss = F.cross_entropy(logits, labels).item()
+    acc = (logits.argmax(1) == labels).float().mean().item()
+    return loss, acc
+
+
+def _prepare_splits(index: DatasetIndex, run: RunDir, cfg: TrainConfig, splits_file: Path | None):
+    if run.splits.is_file():
+        splits, source = read_manifest(run.splits), run.splits
+    elif splits_file is not None:
+        splits, source = read_manifest(splits_file), splits_file
+    else:
+        spec = SplitSpec(cfg.split_train, cfg.split_val, cfg.split_test, cfg.seed)
+        splits, source = make_splits(index, spec), None
+    if source is not None:
+        check_manifest(index, splits, source)
+    if not run.splits.is_file():
+        write_manifest(run.splits, splits)
+    if not splits["train"]:
+        raise NallnError("the training split is empty; check the split fractions or manifest")
+    return splits
+
+
+def train(
+    data_root: str | Path,
+    out: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    splits_file: str | Path | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = tqdm.write,
+) -> TrainResult:
+    """Train a model on ``data_root`` into the run folder ``out``."""
+    run = RunDir(Path(out))
+    if resume:
+        if not run.last.is_file():
+            raise NallnError(f"nothing to resume in {run.path} (no checkpoints/last.safetensors)")
+        last = load_checkpoint(run.last)
+        config = TrainConfig.from_dict(last.meta["train_config"])
+    else:
+        last = None
+        if run.exists():
+            raise NallnError(
+                f"{run.path} already holds a trained run; pass --resume to continue it or choose "
+                "another --out"
+            )
+        config = config or TrainConfig()
+    cfg = config
+    device = pick_device(cfg.device)
+    _seed_everything(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+    index = scan(data_root, cfg.layout, cfg.variant)
+    run.path.mkdir(parents=True, exist_ok=True)
+    mcfg = model_config(cfg.model, **cfg.model_config)
+    size = mcfg.image_size
+    splits = _prepare_splits(index, run, cfg, Path(splits_file) if splits_file else None)
+    echo(index.describe())
+    echo(
+        f"split: train {len(splits['train'])}, val {len(splits['val'])}, "
+        f"test {len(splits['test'])} -> {run.splits}"
+    )
+    train_x = load_images(index, splits["train"], size, progress, "loading train images")
+    train_y = index.labels(splits["train"])
+    val_x = load_images(index, splits["val"], size, progress, "loading val images")
+    val_y = index.labels(splits["val"])
+
+    model = create_from_config(cfg.model, mcfg.to_dict()).to(device)
+    if last is not None:
+        pre = Preprocess.from_meta(last.meta["normalisation"])
+    else:
+        pre = fit_preprocess(train_x, cfg.preprocess)
+    pre = pre.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    stopper = EarlyStopping(cfg.patience)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if last is not None:
+        model.load_state_dict(last.state_dict)
+        if last.optimizer_state is not None:
+            optimizer.load_state_dict(last.optimizer_state)
+        history = list(last.meta["history"])
+        st = last.meta["early_stopping"]
+        stopper = EarlyStopping(cfg.patience, st["best"], st["best_epoch"], st["bad_epochs"])
+        start_epoch = int(last.meta["epoch"]) + 1
+        echo(f"resuming {run.path} after epoch {start_epoch - 1}")
+        if stopper.should_stop or start_epoch >= cfg.epochs:
+            echo("that run had already finished; nothing to do")
+
+    augment = build_augmentation(cfg.augment, size) if cfg.augment.enabled else None
+    meta_base = {
+        "nalln_version": __version__,
+        "model_name": cfg.model,
+        "model_config": mcfg.to_dict(),
+        "class_names": list(index.classes),
+        "normalisation": pre.to_meta(),
+        "train_config": cfg.to_dict(),
+        "data": {
+            "root": str(Path(data_root).resolve()),
+            "layout": index.layout.name,
+            "variant": cfg.variant,
+            "synthetic": index.synthetic,
+        },
+    }
+    if last is None:
+        write_json(run.config, {**meta_base, "device": str(device)})
+
+    stopped_early = stopper.should_stop
+    epoch = start_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        if stopper.should_stop:
+            stopped_early = True
+            break
+        t0 = time.perf_counter()
+        lr = paper_lr(epoch, cfg.lr, cfg.lr_decay_epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        _seed_everything(cfg.seed + epoch)
+        order = torch.randperm(
+            len(train_x), generator=torch.Generator().manual_seed(cfg.seed + epoch)
+        )
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        batches = range(0, len(order), cfg.batch_size)
+        bar = tqdm(
+            batches,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress,
+            unit="batch",
+            leave=False,
+        )
+        for i in bar:
+            idx = order[i : i + cfg.batch_size]
+            x = to_float(train_x[idx].to(device))
+            if augment is not None:
+                x = augment(x)
+            y = train_y[idx].to(device)
+            logits = model(pre(x))
+            loss = F.cross_entropy(logits, y)
+            if not math.isfinite(loss.item()):
+                raise NallnError(
+                    f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(idx)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "val_loss": None,
+            "val_accuracy": None,
+        }
+        if len(val_x):
+            row["val_loss"], row["val_accuracy"] = _evaluate_split(
+                model, pre, val_x, val_y, device, 64
+            )
+            improved = stopper.update(row["val_accuracy"], epoch + 1)
+        else:
+            improved = stopper.update(row["train_accuracy"], epoch + 1)
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        echo(
+            f"epoch {epoch + 1:3d}  lr {lr:.2e}  train loss {row['train_loss']:.4f} acc "
+            f"{row['train_accuracy']:.4f}"
+            + (
+                f"  val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f}"
+                if len(val_x)
+                else ""
+            )
+            + ("  *best*" if improved else "")
+            + f"  ({row['seconds']:.1f}s)"
+        )
+        meta = {
+            **meta_base,
+            "epoch": epoch,
+            "val_accuracy": row["val_accuracy"],
+            "history": history,
+            "early_stopping": dataclasses.asdict(stopper) | {"patience": cfg.patience},
+        }
+        if improved:
+            save_checkpoint(run.best, model.state_dict(), {**meta, "kind": "best"})
+        save_checkpoint(
+            run.last, model.state_dict(), {**meta, "kind": "last"}, optimizer.state_dict()
+        )
+        write_csv(
+            run.metrics_csv, [[h[k] for k in HISTORY_FIELDS] for h in history], HISTORY_FIELDS
+        )
+        plot_learning_curves(history, run.curves_png, index.synthetic)
+        if stopper.should_stop:
+            stopped_early = True
+            echo(f"early stopping: no improvement in {cfg.patience} epochs")
+            break
+
+    if history:
+        write_csv(
+            run.metrics_csv, [[h[k] for k in HISTORY_FIELDS] for h in history], HISTORY_FIELDS
+        )
+    summary = {
+        "best_epoch": stopper.best_epoch,
+        "best_val_accuracy": stopper.best if stopper.best_epoch > 0 else None,
+        "epochs_run": len(history),
+        "stopped_early": stopped_early,
+        "synthetic": index.synthetic,
+    }
+    write_json(run.path / "train_summary.json", summary)
+    return TrainResult(
+        run,
+        stopper.best_epoch,
+        summary["best_val_accuracy"],
+        len(history),
+        stopped_early,
+        history,
+        index.synthetic,
+    )
+
+
+def describe(result: TrainResult) -> str:
+    return json.dumps(
+        {
+            "run": str(result.run.path),
+            "best_epoch": result.best_epoch,
+            "best_val_accuracy": result.best_val_accuracy,
+        },
+        indent=None,
+    )
