@@ -26,6 +26,7 @@ class AugmentConfig:
     shear_deg: float = 20.0
     crop_scale_min: float = 0.8
     hflip: float = 0.5
+    padding: str = "zeros"  # rotated/shifted-in pixels: zeros (torchvision), border, reflection
     photometric: bool = False
     brightness: float = 0.3
     contrast: float = 0.3
@@ -39,6 +40,8 @@ class AugmentConfig:
             raise NallnError("augment.hflip is a probability in [0, 1]")
         if not 0 <= self.translate < 1:
             raise NallnError("augment.translate is a fraction in [0, 1)")
+        if self.padding not in ("zeros", "border", "reflection"):
+            raise NallnError("augment.padding must be zeros, border or reflection")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class TrainConfig:
     lr_decay_epochs: float = 20.0  # lr(epoch) = lr * 10 ** (-epoch / lr_decay_epochs)
     weight_decay: float = 0.0
     patience: int = 5
+    precise_bn_images: int = 0  # >0: re-estimate BatchNorm statistics per epoch on N images
     seed: int = 42
     device: str = "auto"
     layout: str = "auto"

@@ -42,10 +42,10 @@ class Morphology:
 
 
 MORPHOLOGY: dict[str, Morphology] = {
-    "Benign": Morphology(0.175, 0.80, 0.02, 0.95, 0.0, 0.10),
-    "Early": Morphology(0.190, 0.86, 0.08, 0.65, 1.2, 0.40),
-    "Pre": Morphology(0.205, 0.87, 0.16, 0.40, 2.5, 0.68),
-    "Pro": Morphology(0.220, 0.90, 0.26, 0.15, 4.0, 0.95),
+    "Benign": Morphology(0.170, 0.80, 0.02, 0.95, 0.0, 0.10),
+    "Early": Morphology(0.190, 0.86, 0.10, 0.62, 1.5, 0.42),
+    "Pre": Morphology(0.210, 0.87, 0.20, 0.35, 3.0, 0.70),
+    "Pro": Morphology(0.230, 0.90, 0.32, 0.10, 5.0, 0.97),
 }
 
 
@@ -112,7 +112,7 @@ def render(cls: str, rng: np.random.Generator, size: int, spread: float = 1.0) -
     r_cell = s * max(0.08, m.cell_radius + jit(0.015))
     nc = float(np.clip(m.nc_ratio + jit(0.04), 0.6, 0.97))
     irr = max(0.0, m.irregularity + jit(0.025))
-    dense = float(np.clip(m.chromatin + jit(0.05), 0.0, 1.0))
+    dense = float(np.clip(m.chromatin + jit(0.045), 0.0, 1.0))
     blue = float(np.clip(m.cytoplasm_blue + jit(0.09), 0.0, 1.0))
 
     cyto = (

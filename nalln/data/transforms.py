@@ -95,10 +95,15 @@ def fit_preprocess(images: torch.Tensor, config: PreprocessConfig, chunk: int = 
 
 def build_augmentation(cfg: AugmentConfig, size: int) -> nn.Module:
     """The paper's spatial augmentation (+ optional photometric jitter), applied per sample."""
+    pad = cfg.padding.upper()
     ops: list[nn.Module] = [
-        K.RandomRotation(degrees=cfg.rotation_deg, p=1.0),
+        K.RandomAffine(degrees=cfg.rotation_deg, padding_mode=pad, p=1.0),
         K.RandomAffine(
-            degrees=0.0, translate=(cfg.translate, cfg.translate), shear=cfg.shear_deg, p=1.0
+            degrees=0.0,
+            translate=(cfg.translate, cfg.translate),
+            shear=cfg.shear_deg,
+            padding_mode=pad,
+            p=1.0,
         ),
         K.RandomResizedCrop((size, size), scale=(cfg.crop_scale_min, 1.0), p=1.0),
         K.RandomHorizontalFlip(p=cfg.hflip),

@@ -23,6 +23,7 @@ from nalln import __version__
 from nalln.checkpoint import load_checkpoint, save_checkpoint
 from nalln.config import TrainConfig
 from nalln.data.dataset import DatasetIndex, load_images, scan
+from nalln.data.quality import reference_stats
 from nalln.data.splits import SplitSpec, check_manifest, make_splits, read_manifest, write_manifest
 from nalln.data.transforms import Preprocess, build_augmentation, fit_preprocess, to_float
 from nalln.errors import NallnError
@@ -31,6 +32,7 @@ from nalln.inference import pick_device, predict_logits
 from nalln.io import write_csv, write_json
 from nalln.models.registry import create_from_config, model_config
 from nalln.runs import RunDir
+from nalln.training.precise_bn import recompute_bn_stats
 from nalln.training.schedule import EarlyStopping, paper_lr
 
 HISTORY_FIELDS = (
@@ -152,13 +154,23 @@ def train(
         if stopper.should_stop or start_epoch >= cfg.epochs:
             echo("that run had already finished; nothing to do")
 
+    if last is not None and "image_reference" in last.meta:
+        image_reference = last.meta["image_reference"]
+    else:
+        image_reference = reference_stats(train_x[:: max(1, len(train_x) // 512)], size)
     augment = build_augmentation(cfg.augment, size) if cfg.augment.enabled else None
+
+    def prepare(batch: torch.Tensor) -> torch.Tensor:
+        x = to_float(batch)
+        return pre(augment(x) if augment is not None else x)
+
     meta_base = {
         "nalln_version": __version__,
         "model_name": cfg.model,
         "model_config": mcfg.to_dict(),
         "class_names": list(index.classes),
         "normalisation": pre.to_meta(),
+        "image_reference": image_reference,
         "train_config": cfg.to_dict(),
         "data": {
             "root": str(Path(data_root).resolve()),
@@ -196,11 +208,8 @@ def train(
         )
         for i in bar:
             idx = order[i : i + cfg.batch_size]
-            x = to_float(train_x[idx].to(device))
-            if augment is not None:
-                x = augment(x)
             y = train_y[idx].to(device)
-            logits = model(pre(x))
+            logits = model(prepare(train_x[idx].to(device)))
             loss = F.cross_entropy(logits, y)
             if not math.isfinite(loss.item()):
                 raise NallnError(
@@ -213,6 +222,9 @@ def train(
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(idx)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+        if cfg.precise_bn_images > 0:
+            gen = torch.Generator().manual_seed(cfg.seed + 10_000 + epoch)
+            recompute_bn_stats(model, train_x, prepare, cfg.batch_size, cfg.precise_bn_images, gen)
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": lr,

@@ -1,0 +1,177 @@
+"""``nalln data``: make synthetic data, check a data set, write a split manifest."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nalln.cli.common import add_progress_flag, format_table, print_json, show_progress
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="synthetic data, data-set checks and splits")
+    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    dsub.required = True
+
+    s = dsub.add_parser("synth", help="generate a SYNTHETIC blood-smear data set (primary layout)")
+    s.add_argument("out", help="folder to create")
+    s.add_argument("--n-per-class", type=int, default=200)
+    s.add_argument("--size", type=int, default=224, help="image side in pixels")
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--spread", type=float, default=1.0, help="within-class variation (overlap)")
+    add_progress_flag(s)
+    s.set_defaults(func=run_synth)
+
+    c = dsub.add_parser("check", help="integrity, formats and duplicates of a data set")
+    c.add_argument("root", help="data-set root")
+    c.add_argument("--against", help="second data set to look for shared images (e.g. external)")
+    c.add_argument("--splits", help="split manifest CSV or run folder: check across train/val/test")
+    c.add_argument("--layout", default="auto")
+    c.add_argument("--against-layout", default="auto")
+    c.add_argument("--variant", help="sub-folder of the primary set (Original or Segmented)")
+    c.add_argument("--threshold", type=int, default=6, help="near-duplicate pHash distance (bits)")
+    c.add_argument("--out", help="folder for check.json, files.csv, duplicates.csv")
+    c.add_argument("--json", action="store_true", help="print the JSON report")
+    add_progress_flag(c)
+    c.set_defaults(func=run_check)
+
+    sp = dsub.add_parser("split", help="write a stratified split manifest (CSV)")
+    sp.add_argument("root")
+    sp.add_argument("--out", required=True, help="CSV file to write")
+    sp.add_argument("--train", type=float, default=0.8)
+    sp.add_argument("--val", type=float, default=0.1)
+    sp.add_argument("--test", type=float, default=0.1)
+    sp.add_argument("--seed", type=int, default=42)
+    sp.add_argument("--layout", default="auto")
+    sp.add_argument("--variant")
+    sp.set_defaults(func=run_split)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from nalln.data.synth import SynthSpec, generate
+
+    spec = SynthSpec(args.n_per_class, args.size, args.seed, args.spread)
+    root = generate(args.out, spec, progress=show_progress(args))
+    n = spec.n_per_class * 4
+    print(f"wrote {n} SYNTHETIC images ({spec.size}x{spec.size}) to {root / spec.variant}")
+    return 0
+
+
+def _load_splits(spec: str | None):
+    if not spec:
+        return None
+    from nalln.data.splits import read_manifest
+
+    p = Path(spec)
+    return read_manifest(p / "splits.csv" if p.is_dir() else p)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from nalln.data.audit import audit
+    from nalln.data.quality import quality_flags
+    from nalln.io import write_csv, write_json
+
+    rep = audit(
+        args.root,
+        layout=args.layout,
+        variant=args.variant,
+        against=args.against,
+        against_layout=args.against_layout,
+        splits=_load_splits(args.splits),
+        threshold=args.threshold,
+        progress=show_progress(args),
+        quality_fn=quality_flags,
+    )
+    data = rep.to_json()
+    out = Path(args.out) if args.out else None
+    if out:
+        write_json(out / "check.json", data)
+        write_csv(
+            out / "files.csv",
+            [
+                [
+                    f.dataset,
+                    f.path,
+                    f.label,
+                    f.status,
+                    f.width,
+                    f.height,
+                    f.mode,
+                    f.format,
+                    f.split or "",
+                    ";".join(f.quality),
+                    f.sha256,
+                    f.phash,
+                    f.detail,
+                ]
+                for f in rep.files
+            ],
+            [
+                "dataset",
+                "path",
+                "label",
+                "status",
+                "width",
+                "height",
+                "mode",
+                "format",
+                "split",
+                "quality",
+                "sha256",
+                "phash",
+                "detail",
+            ],
+        )
+        write_csv(
+            out / "duplicates.csv",
+            [
+                [d.kind, d.scope, d.a, d.b, d.distance, d.a_split or "", d.b_split or ""]
+                for d in rep.duplicates
+            ],
+            ["kind", "scope", "a", "b", "hamming_bits", "a_split", "b_split"],
+        )
+    if args.json:
+        print_json(data)
+        return 0
+    tag = "SYNTHETIC data set" if rep.synthetic else "data set"
+    print(f"{tag} {rep.root} (layout {rep.layout}); counted from every file")
+    print(format_table([[c, n] for c, n in rep.counts.items()], ["class", "images"]))
+    print()
+    status = [[s, n] for s, n in sorted(rep.status_counts.items())]
+    print(format_table(status, ["file status", "count"]))
+    for f in rep.problems()[:20]:
+        print(f"  {f.status}: {f.path} {('- ' + f.detail) if f.detail else ''}")
+    if len(rep.problems()) > 20:
+        print(f"  ... and {len(rep.problems()) - 20} more (see files.csv)")
+    if rep.skipped_non_images:
+        print(f"non-image files skipped: {len(rep.skipped_non_images)}")
+    print("sizes: " + ", ".join(f"{k} x{v}" for k, v in list(rep.sizes.items())[:5]))
+    print("modes: " + ", ".join(f"{k} x{v}" for k, v in rep.modes.items()))
+    if rep.quality_counts:
+        print(
+            "image quality flags: " + ", ".join(f"{k} x{v}" for k, v in rep.quality_counts.items())
+        )
+    dup = rep.duplicate_summary()
+    print(
+        f"duplicates (exact = same bytes; near = pHash distance <= {rep.threshold} bits): "
+        + (", ".join(f"{k} {v}" for k, v in dup.items()) if dup else "none")
+    )
+    for d in rep.duplicates[:20]:
+        sp = f" [{d.a_split} / {d.b_split}]" if d.a_split or d.b_split else ""
+        print(f"  {d.kind} {d.scope}: {d.a} ~ {d.b} (distance {d.distance}){sp}")
+    if len(rep.duplicates) > 20:
+        print(f"  ... and {len(rep.duplicates) - 20} more (see duplicates.csv)")
+    if out:
+        print(f"reports: {out / 'check.json'}, {out / 'files.csv'}, {out / 'duplicates.csv'}")
+    return 0
+
+
+def run_split(args: argparse.Namespace) -> int:
+    from nalln.data.dataset import scan
+    from nalln.data.splits import SplitSpec, make_splits, write_manifest
+
+    index = scan(args.root, args.layout, args.variant)
+    splits = make_splits(index, SplitSpec(args.train, args.val, args.test, args.seed))
+    write_manifest(args.out, splits)
+    print(", ".join(f"{k} {len(v)}" for k, v in splits.items()) + f" -> {args.out}")
+    return 0

@@ -1,0 +1,77 @@
+"""``nalln predict``: class and probabilities per image; flags images that need manual review."""
+
+from __future__ import annotations
+
+import argparse
+
+from nalln.cli.common import format_table, print_json, synthetic_banner
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify image files or folders", description=__doc__)
+    p.add_argument("run", help="run folder or checkpoint")
+    p.add_argument("images", nargs="+", help="image files and/or folders")
+    p.add_argument("--out", help="CSV file to write (default: print only)")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--skip-unreadable", action="store_true", help="report unreadable files, go on")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nalln.io import write_csv
+    from nalln.predict import predict_paths
+
+    loaded, preds = predict_paths(
+        args.run,
+        args.images,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        skip_unreadable=args.skip_unreadable,
+    )
+    classes = list(loaded.class_names)
+    header = ["path", "predicted", *(f"p_{c}" for c in classes), "needs_review", "quality", "error"]
+    rows = [
+        [
+            p.path,
+            p.predicted or "",
+            *(f"{p.probabilities.get(c, float('nan')):.4f}" for c in classes),
+            "yes" if p.needs_review else "no",
+            ";".join(p.quality),
+            p.error or "",
+        ]
+        for p in preds
+    ]
+    if args.out:
+        write_csv(args.out, rows, header)
+    if args.json:
+        print_json(
+            {
+                "synthetic_model": loaded.synthetic,
+                "predictions": [
+                    {
+                        "path": p.path,
+                        "predicted": p.predicted,
+                        "probabilities": p.probabilities,
+                        "needs_review": p.needs_review,
+                        "quality": p.quality,
+                        "error": p.error,
+                    }
+                    for p in preds
+                ],
+            }
+        )
+        return 0
+    print(synthetic_banner(loaded.synthetic), end="")
+    shown = [
+        [r[0], r[1], max(p.probabilities.values(), default=0.0), r[-3], r[-2] or "-"]
+        for r, p in zip(rows, preds, strict=True)
+    ]
+    print(format_table(shown, ["image", "predicted", "probability", "review", "quality"]))
+    review = sum(p.needs_review for p in preds)
+    if review:
+        print(f"{review} image(s) need manual review (quality flags or unreadable)")
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
