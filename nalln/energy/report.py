@@ -188,6 +188,11 @@ def select_images(
     else:
         from nalln.evaluation.evaluate import select_records
 
+        if loaded.run is None or not loaded.run.splits.is_file():
+            raise NallnError(
+                f"--split {opts.split} needs the run folder (it holds splits.csv); pass RUN "
+                "instead of a checkpoint file, or use --split all to count images of --data"
+            )
         index, records, subset = select_records(loaded, root, opts.split, None, layout)
     if not records:
         raise DataError(f"no images to count in {index.root} ({subset}); the data set is empty")
@@ -431,7 +436,7 @@ def caveats(snn: NetworkCounts, ann: NetworkCounts, plan: Plan, synthetic: bool)
     out.append(
         "GPU/CPU figures are TDP / peak throughput at full utilisation without memory traffic "
         "or idle power: optimistic lower bounds. Dense execution gains nothing from sparse "
-        f"spikes, so the SNN costs about T={T} times the ANN's MACs there."
+        f"spikes: every layer after the once-computed stem costs T={T} times its ANN MACs there."
     )
     out.append(
         "The ANN baseline is the same architecture with the SNN's weights under ReLU, not a "
