@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "nalln.cli.evaluate",
     "nalln.cli.predict",
     "nalln.cli.demo",
+    "nalln.cli.energy",
+    "nalln.cli.hardware",
 )
 
 

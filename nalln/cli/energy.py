@@ -1,0 +1,100 @@
+"""``nalln energy report``: spikes, synaptic operations, MACs and energy per layer and target."""
+
+from __future__ import annotations
+
+import argparse
+
+from nalln.cli.common import add_progress_flag, print_json, show_progress
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "energy", help="count operations and estimate energy per target", description=__doc__
+    )
+    esub = p.add_subparsers(dest="energy_command", metavar="COMMAND")
+    esub.required = True
+    r = esub.add_parser(
+        "report",
+        help="per-layer spikes / SOPs / MACs and energy per inference on each target",
+        description=(
+            "Count a trained run on real images (forward hooks, NeuroBench rules), next to the "
+            "same network as a ReLU ANN, and price both on each hardware target. Writes "
+            "energy.json, CSV tables, energy.md and PNG plots into --out."
+        ),
+    )
+    r.add_argument("run", help="run folder (or checkpoint file)")
+    r.add_argument("--data", help="data-set root (default: the one the run was trained on)")
+    r.add_argument(
+        "--targets",
+        type=_csv,
+        default=(),
+        help="comma-separated target ids or .toml paths (default: every known target; "
+        "see `nalln hardware list`)",
+    )
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--n", type=int, default=100, help="images to count (default 100)")
+    r.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test", "all"),
+        help="which images: a split of the run's manifest, or all images of --data",
+    )
+    r.add_argument(
+        "--models",
+        type=_csv,
+        default=(),
+        help="energy models: ops, ops+memory, dense (default: every model a target supports)",
+    )
+    r.add_argument(
+        "--baseline",
+        default="asic45-int8",
+        help="ASIC target the ANN runs on when a neuromorphic target is compared (default "
+        "asic45-int8: a fair quantised ANN)",
+    )
+    r.add_argument(
+        "--host",
+        default="asic45-int8",
+        help="ASIC target that runs what a neuromorphic chip cannot (analog-input layers)",
+    )
+    r.add_argument(
+        "--targets-dir", action="append", default=[], help="extra folder of target .toml files"
+    )
+    r.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    r.add_argument("--batch-size", type=int, default=16)
+    r.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    r.add_argument("--layout", default="auto", help="data layout (auto, primary, external, FILE)")
+    r.add_argument("--seed", type=int, default=0, help="seed for picking --n images")
+    r.add_argument("--json", action="store_true", help="print energy.json to stdout")
+    add_progress_flag(r)
+    r.set_defaults(func=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from nalln.energy.render import terminal_text, write_report
+    from nalln.energy.report import ReportOptions, build_report
+
+    opts = ReportOptions(
+        targets=args.targets,
+        models=args.models,
+        n=args.n,
+        split=args.split,
+        baseline=args.baseline,
+        host=args.host,
+        targets_dirs=tuple(args.targets_dir),
+        checkpoint=args.checkpoint,
+        batch_size=args.batch_size,
+        device=args.device,
+        layout=args.layout,
+        seed=args.seed,
+    )
+    report = build_report(args.run, args.data, opts, progress=show_progress(args))
+    files = write_report(report, args.out)
+    if args.json:
+        print_json(report.data)
+    else:
+        print(terminal_text(report.data, files))
+    return 0

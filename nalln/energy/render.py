@@ -1,0 +1,424 @@
+"""Writing the energy report: energy.json, CSV tables, energy.md, PNG plots, terminal text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nalln.cli.common import format_table
+from nalln.energy.plots import plot_energy_per_layer, plot_firing_rates, plot_sops_vs_macs
+from nalln.energy.report import RULES, EnergyReport, headline
+from nalln.io import write_csv, write_json, write_text
+
+
+def energy_str(pj: float | None) -> str:
+    """Picojoules in a readable unit."""
+    if pj is None:
+        return "n/a"
+    for unit, scale in (("J", 1e12), ("mJ", 1e9), ("uJ", 1e6), ("nJ", 1e3)):
+        if abs(pj) >= scale:
+            return f"{pj / scale:.3g} {unit}"
+    return f"{pj:.3g} pJ"
+
+
+def count_str(v: float | None) -> str:
+    if v is None:
+        return "-"
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:.3g}" if v != int(v) else str(int(v))
+
+
+def rate_str(r: float | None) -> str:
+    return "-" if r is None else f"{r:.4f}"
+
+
+def break_even_str(s: dict[str, Any]) -> str:
+    """The break-even column: a rate, 'never' (fixed costs exceed the baseline) or 'none'
+    (cost independent of spikes)."""
+    if s["break_even_rate"] is None:
+        return "none (no spike-dependent cost)"
+    if s["break_even_rate"] == 0 and not s["snn_wins"]:
+        return "never"
+    return f"{s['break_even_rate']:.4f}" + (" (>1: any rate)" if s["break_even_rate"] >= 1 else "")
+
+
+def _groups(rep: dict[str, Any]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rep["snn"]["layers"]:
+        seen.setdefault(row["group"], None)
+    for e in rep["snn"]["extra_ops"]:
+        if e["name"] not in seen:
+            seen[e["name"]] = None
+    return list(seen)
+
+
+def layer_table(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
+    headers = [
+        "layer",
+        "kind",
+        "input",
+        "in rate",
+        "ACs",
+        "MACs",
+        "dense",
+        "ANN MACs",
+        "neurons",
+        "spikes",
+        "rate",
+    ]
+    rows = []
+    for r in rep["snn"]["layers"]:
+        rows.append(
+            [
+                r["name"],
+                r["kind"] + (" (once)" if r["computed"].startswith("once") else ""),
+                r["input"],
+                rate_str(r["input_rate"]),
+                count_str(r["synaptic_acs"]),
+                count_str(r["synaptic_macs"]),
+                count_str(r["dense_ops"]),
+                count_str(r["ann_dense_macs"]),
+                count_str(r.get("neurons")),
+                count_str(r.get("output_spikes")),
+                rate_str(r.get("firing_rate")),
+            ]
+        )
+    t = rep["snn"]["totals"]
+    rows.append(
+        [
+            "total",
+            "",
+            "",
+            "",
+            count_str(t["synaptic_acs"]),
+            count_str(t["synaptic_macs"]),
+            count_str(t["dense_ops"]),
+            count_str(rep["ann"]["totals"]["dense_ops"]),
+            count_str(t["neurons"]),
+            count_str(t["spikes"]),
+            rate_str(t["firing_rate"]),
+        ]
+    )
+    return rows, headers
+
+
+def summary_table(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
+    headers = ["target", "model", "SNN", "baseline", "baseline energy", "break-even rate", "wins"]
+    rows = []
+    for s in headline(rep["summary"]):
+        rows.append(
+            [
+                s["target"] + (" (PROXY)" if s["proxy"] else ""),
+                s["model"],
+                energy_str(s["snn_uj"] * 1e6),
+                s["baseline"],
+                energy_str(s["baseline_uj"] * 1e6),
+                break_even_str(s),
+                "SNN" if s["snn_wins"] else "ANN",
+            ]
+        )
+    return rows, headers
+
+
+def terminal_text(rep: dict[str, Any], files: dict[str, Path] | None = None) -> str:
+    src = rep["source"]
+    lines = []
+    if rep["synthetic"]:
+        lines.append("[SYNTHETIC DATA - pipeline check only, not clinical evidence]")
+    lines.append(
+        f"{src['model']} {src['image_size']}x{src['image_size']}, T={src['num_steps']}: counted "
+        f"on {src['n_images']} images ({src['subset']}); per inference, summed over T"
+    )
+    rows, headers = layer_table(rep)
+    lines.append(format_table(rows, headers, align="lllrrrrrrrr"))
+    rows, headers = summary_table(rep)
+    lines.append("")
+    lines.append(
+        "Energy per inference (estimated from cited constants; rate = spikes/neuron/step):"
+    )
+    lines.append(format_table(rows, headers, align="llrlrrl"))
+    for t, entry in rep["targets"].items():
+        for m, res in entry["models"].items():
+            if not res.get("available", True):
+                lines.append(f"  {t} / {m}: n/a - {res['reason']}")
+    if files:
+        lines.append(f"report in {Path(next(iter(files.values()))).parent}: " + ", ".join(files))
+    return "\n".join(lines)
+
+
+def markdown(rep: dict[str, Any]) -> str:
+    src = rep["source"]
+    t = rep["snn"]["totals"]
+    md = ["# Energy report: spikes, synaptic operations and energy per inference", ""]
+    if rep["synthetic"]:
+        md += [f"> **{rep['data_note']}**", ""]
+    md += [
+        f"- checkpoint: `{src['checkpoint']}` ({src['model']}, {src['image_size']} px, "
+        f"T = {src['num_steps']})",
+        f"- data: `{src['data']}` ({src['subset']}, {src['n_images']} images counted)",
+        f"- normalisation: {RULES['normalisation']}",
+        f"- mean firing rate (counted): **{t['firing_rate']:.4f}** spikes per neuron per step; "
+        f"{count_str(t['spikes'])} spikes, {count_str(t['synaptic_acs'])} synaptic ACs and "
+        f"{count_str(t['synaptic_macs'])} MACs per inference; the ANN twin does "
+        f"{count_str(rep['ann']['totals']['dense_ops'])} dense MACs",
+        "",
+        "## Counting rules",
+        "",
+    ]
+    md += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in RULES.items() if k != "normalisation"]
+    md += ["", "## Per layer (counted)", ""]
+    rows, headers = layer_table(rep)
+    md += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    md += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    md += [
+        "",
+        "Extra operations outside synaptic layers (per inference): "
+        + "; ".join(
+            f"{e['name']}: {count_str(e['adds'])} adds"
+            + (f", {count_str(e['muls'])} multiplies" if e["muls"] else "")
+            for e in rep["snn"]["extra_ops"]
+        ),
+        "",
+        "## Energy per inference (estimated)",
+        "",
+        "| target | model | SNN | baseline | baseline energy | break-even rate | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in rep["summary"]:
+        md.append(
+            f"| {s['target']}{' (PROXY: ' + s['proxy'] + ')' if s['proxy'] else ''} | "
+            f"{s['model']} | {energy_str(s['snn_uj'] * 1e6)} | {s['baseline']} | "
+            f"{energy_str(s['baseline_uj'] * 1e6)} | "
+            f"{break_even_str(s)} | "
+            f"{s['verdict']} |"
+        )
+    na = [
+        f"- {tid} / {m}: {res['reason']}"
+        for tid, e in rep["targets"].items()
+        for m, res in e["models"].items()
+        if not res.get("available", True)
+    ]
+    if na:
+        md += ["", "Not computed:", "", *na]
+    md += ["", "## Where the SNN wins and where it does not", ""]
+    for s in headline(rep["summary"]):
+        wins = ", ".join(s["snn_wins_layers"]) or "no layer"
+        loses = ", ".join(s["snn_loses_layers"]) or "no layer"
+        md.append(
+            f"- **{s['target']} / {s['model']}** vs {s['baseline']}: {s['verdict']}. "
+            f"SNN cheaper in: {wins}. Dearer in: {loses}."
+        )
+    md += ["", "## Caveats", ""]
+    md += [f"- {c}" for c in rep["caveats"]]
+    md += ["", "## Constants used (value, status, source)", ""]
+    for tid, e in rep["targets"].items():
+        md.append(
+            f"**{tid}** ({e['name']}; {e['file']})"
+            + (f" - energy PROXY: {e['energy_proxy']}" if e["energy_proxy"] else "")
+        )
+        md.append("")
+        for k, c in e["constants"].items():
+            proxy = f" [from {c['proxy_from']}]" if "proxy_from" in c else ""
+            md.append(f"- `{k}` = {c['value']:g} {c['unit']} ({c['status']}{proxy}): {c['source']}")
+        md.append("")
+    md += [
+        "## Figures",
+        "",
+        "![energy per layer](energy_per_layer.png)",
+        "",
+        "![SOPs vs MACs](sops_vs_macs.png)",
+        "",
+        "![firing rate](firing_rate.png)",
+        "",
+        f"_Counts: counted with forward hooks on {src['n_images']} images. Energies: estimated "
+        "from the cited constants. Timing: measured._",
+        "",
+    ]
+    return "\n".join(md)
+
+
+def _csv_layers(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
+    keys = [
+        "name",
+        "group",
+        "kind",
+        "role",
+        "input",
+        "counted_as",
+        "computed",
+        "weights",
+        "nonzero_weights",
+        "input_nonzero",
+        "input_rate",
+        "synaptic_acs",
+        "synaptic_macs",
+        "dense_ops",
+        "ann_dense_macs",
+        "ann_effective_macs",
+        "population",
+        "neurons",
+        "output_spikes",
+        "firing_rate",
+        "membrane_updates",
+    ]
+    mem_keys = sorted({k for r in rep["snn"]["layers"] for k in r.get("memory_accesses", {})})
+    rows = [
+        [r.get(k) for k in keys] + [r.get("memory_accesses", {}).get(k) for k in mem_keys]
+        for r in rep["snn"]["layers"]
+    ]
+    return rows, keys + [f"mem_{k}" for k in mem_keys]
+
+
+def _csv_steps(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
+    rows = []
+    for r in rep["snn"]["layers"]:
+        ps = r["per_step"]
+        for t in range(len(ps["synaptic_acs"])):
+            rows.append(
+                [
+                    r["name"],
+                    t,
+                    ps["input_nonzero"][t],
+                    ps["synaptic_acs"][t],
+                    ps["synaptic_macs"][t],
+                    ps["dense_ops"][t],
+                    ps.get("output_spikes", [None] * (t + 1))[t],
+                ]
+            )
+    return rows, [
+        "layer",
+        "step",
+        "input_nonzero",
+        "synaptic_acs",
+        "synaptic_macs",
+        "dense_ops",
+        "output_spikes",
+    ]
+
+
+def _csv_targets(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str], list[list[Any]]]:
+    rows, per_layer = [], []
+    for tid, e in rep["targets"].items():
+        for m, res in e["models"].items():
+            if not res.get("available", True):
+                rows.append(
+                    [tid, m, None, None, None, None, None, None, e["energy_proxy"], res["reason"]]
+                )
+                continue
+            ests = []
+            for net_key in ("snn", "ann", "ann_zero_skip"):
+                val = res.get(net_key)
+                if val is None:
+                    continue
+                ests += list(val.values()) if m == "dense" else [val]
+            for est in ests:
+                rows.append(
+                    [
+                        tid,
+                        m,
+                        est["network"],
+                        est["precision"],
+                        est["energy_pj"],
+                        est["fixed_pj"],
+                        est["activity_dependent_pj"],
+                        est["host_pj"],
+                        e["energy_proxy"],
+                        "; ".join(est["notes"]),
+                    ]
+                )
+                for g, pj in est["by_layer_pj"].items():
+                    per_layer.append([tid, m, est["network"], est["precision"], g, pj])
+    headers = [
+        "target",
+        "model",
+        "network",
+        "precision",
+        "energy_pj",
+        "fixed_pj",
+        "activity_dependent_pj",
+        "host_pj",
+        "energy_proxy",
+        "notes",
+    ]
+    return rows, headers, per_layer
+
+
+def write_report(report: EnergyReport, out: str | Path) -> dict[str, Path]:
+    """Write every file of the report into ``out``."""
+    rep = report.data
+    out = Path(out)
+    files: dict[str, Path] = {}
+    files["energy.json"] = write_json(out / "energy.json", rep)
+    rows, headers = _csv_layers(rep)
+    files["energy_layers.csv"] = write_csv(out / "energy_layers.csv", rows, headers)
+    rows, headers = _csv_steps(rep)
+    files["energy_per_step.csv"] = write_csv(out / "energy_per_step.csv", rows, headers)
+    rows, headers, per_layer = _csv_targets(rep)
+    files["energy_targets.csv"] = write_csv(out / "energy_targets.csv", rows, headers)
+    files["energy_per_layer_targets.csv"] = write_csv(
+        out / "energy_per_layer_targets.csv",
+        per_layer,
+        ["target", "model", "network", "precision", "group", "energy_pj"],
+    )
+    summary_rows = [[s[k] for k in s if not k.endswith("_layers")] for s in rep["summary"]]
+    summary_headers = [
+        k for k in (rep["summary"][0] if rep["summary"] else {}) if not k.endswith("_layers")
+    ]
+    files["energy_summary.csv"] = write_csv(
+        out / "energy_summary.csv", summary_rows, summary_headers
+    )
+    files["energy.md"] = write_text(out / "energy.md", markdown(rep))
+    synthetic = rep["synthetic"]
+    groups = _groups(rep)
+    series: dict[str, dict[str, dict[str, float]]] = {}
+    baselines: dict[str, dict[str, dict[str, float]]] = {}
+    for tid, e in rep["targets"].items():
+        for m, res in e["models"].items():
+            if not res.get("available", True):
+                continue
+            snn = res["snn"]["fp32"] if m == "dense" else res["snn"]
+            series.setdefault(m, {})[tid + (" (proxy)" if e["energy_proxy"] else "")] = snn[
+                "by_layer_pj"
+            ]
+            ann = res.get("ann")
+            if ann:
+                ann = ann["fp32"] if m == "dense" else ann
+                baselines.setdefault(m, {})[f"{ann['target']}"] = ann["by_layer_pj"]
+    files["energy_per_layer.png"] = plot_energy_per_layer(
+        groups,
+        series,
+        baselines,
+        out / "energy_per_layer.png",
+        synthetic,
+        preferred_baseline=rep["options"]["baseline"],
+    )
+    acs: dict[str, float] = {}
+    macs: dict[str, float] = {}
+    ann_macs: dict[str, float] = {}
+    for r in rep["snn"]["layers"]:
+        g = r["group"]
+        acs[g] = acs.get(g, 0.0) + r["synaptic_acs"]
+        macs[g] = macs.get(g, 0.0) + r["synaptic_macs"]
+        ann_macs[g] = ann_macs.get(g, 0.0) + (r["ann_dense_macs"] or 0.0)
+    layer_groups = list(acs)
+    files["sops_vs_macs.png"] = plot_sops_vs_macs(
+        layer_groups,
+        [acs[g] for g in layer_groups],
+        [macs[g] for g in layer_groups],
+        [ann_macs[g] for g in layer_groups],
+        out / "sops_vs_macs.png",
+        synthetic,
+    )
+    pops = [p for p in rep["snn"]["populations"]]
+    files["firing_rate.png"] = plot_firing_rates(
+        [p["name"] for p in pops],
+        [p["firing_rate"] for p in pops],
+        [[s / p["neurons"] for s in p["per_step_spikes"]] for p in pops],
+        out / "firing_rate.png",
+        synthetic,
+    )
+    report.out = out
+    report.files = files
+    return files
