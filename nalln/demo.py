@@ -28,7 +28,7 @@ from nalln.io import write_json
 from nalln.training.loop import train
 
 # (name, "module:function") of later pipeline stages, run in this order after evaluation.
-DEMO_STEPS: tuple[tuple[str, str], ...] = ()
+DEMO_STEPS: tuple[tuple[str, str], ...] = (("energy", "nalln.energy:run_demo_step"),)
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nalln.cli.common import format_table
 from nalln.energy.plots import plot_energy_per_layer, plot_firing_rates, plot_sops_vs_macs
 from nalln.energy.report import RULES, EnergyReport, headline
 from nalln.io import write_csv, write_json, write_text
+from nalln.textfmt import format_table
 
 
 def energy_str(pj: float | None) -> str:
