@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import signal
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -36,6 +37,39 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+TEST_KILL_VAR = "NALLN_TEST_KILL"
+_test_kill_counts: dict[str, int] = {}
+
+
+def _test_kill_point(target: Path, stage: str, fh: IO[Any] | None = None) -> None:
+    """Fault-injection hook for tests/faults; does nothing unless ``NALLN_TEST_KILL`` is set.
+
+    ``NALLN_TEST_KILL=NAME:N:STAGE`` SIGKILLs this process at the N-th atomic write of a file
+    called NAME, at STAGE: ``partial`` (half the bytes in the temporary file), ``written``
+    (temporary file complete, not yet renamed) or ``renamed`` (target replaced). A real kill,
+    at a point an outside killer could only hit by chance (docs/reliability.md).
+    """
+    spec = os.environ.get(TEST_KILL_VAR)
+    if not spec:
+        return
+    name, n, at = spec.rsplit(":", 2)
+    if name != target.name or at != stage:
+        return
+    _test_kill_counts[name] = _test_kill_counts.get(name, 0) + 1
+    if _test_kill_counts[name] == int(n):
+        if fh is not None:
+            fh.flush()
+            fh.truncate(fh.tell() // 2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Temporary files :func:`atomic_open` leaves behind when its process is killed."""
+    return sorted(p for p in Path(folder).glob(".*.tmp") if p.is_file())
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path``; on success rename it over ``path``."""
@@ -48,8 +82,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as fh:
             yield fh
             fh.flush()
+            _test_kill_point(target, "partial", fh)
             os.fsync(fh.fileno())
+        _test_kill_point(target, "written")
         os.replace(tmp, target)
+        _test_kill_point(target, "renamed")
         _fsync_dir(target.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from nalln import __version__
-from nalln.checkpoint import load_checkpoint, save_checkpoint
+from nalln.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from nalln.config import TrainConfig
 from nalln.data.dataset import DatasetIndex, load_images, scan
 from nalln.data.quality import reference_stats
@@ -29,7 +29,7 @@ from nalln.data.transforms import Preprocess, build_augmentation, fit_preprocess
 from nalln.errors import NallnError
 from nalln.evaluation.plots import plot_learning_curves
 from nalln.inference import pick_device, predict_logits
-from nalln.io import write_csv, write_json
+from nalln.io import read_json, stale_temp_files, write_csv, write_json
 from nalln.models.registry import create_from_config, model_config
 from nalln.runs import RunDir
 from nalln.training.precise_bn import recompute_bn_stats
@@ -71,6 +71,7 @@ def _evaluate_split(model, pre, images, labels, device, batch_size) -> tuple[flo
 
 
 def _prepare_splits(index: DatasetIndex, run: RunDir, cfg: TrainConfig, splits_file: Path | None):
+    """The run's splits; the caller writes them once the images have loaded."""
     if run.splits.is_file():
         splits, source = read_manifest(run.splits), run.splits
     elif splits_file is not None:
@@ -80,11 +81,42 @@ def _prepare_splits(index: DatasetIndex, run: RunDir, cfg: TrainConfig, splits_f
         splits, source = make_splits(index, spec), None
     if source is not None:
         check_manifest(index, splits, source)
-    if not run.splits.is_file():
-        write_manifest(run.splits, splits)
     if not splits["train"]:
         raise NallnError("the training split is empty; check the split fractions or manifest")
-    return splits
+    # The manifest stores each split sorted by path; a fresh run must see the same order as a
+    # resumed one (which reads the manifest), or the seeded shuffles pick different images.
+    return {name: sorted(records, key=lambda r: r.path) for name, records in splits.items()}
+
+
+def _resume_point(
+    run: RunDir, echo: Callable[[str], None]
+) -> tuple[Checkpoint | None, TrainConfig]:
+    """The last complete epoch of an interrupted run, or its configuration if none completed.
+
+    A run killed before its first epoch finished has config.json but no checkpoint; it starts
+    again from epoch 1 with the stored configuration (the same seed gives the same run).
+    Temporary files of writes cut short by the kill are removed.
+    """
+    for folder in (run.path, run.last.parent):
+        for tmp in stale_temp_files(folder):
+            tmp.unlink(missing_ok=True)
+            echo(f"removed {tmp.name}, left by an interrupted write")
+    if run.last.is_file():
+        last = load_checkpoint(run.last)
+        return last, TrainConfig.from_dict(last.meta["train_config"])
+    if run.config.is_file():
+        try:
+            stored = read_json(run.config)["train_config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise NallnError(
+                f"{run.config} is unreadable; start the run again without --resume"
+            ) from None
+        echo(f"{run.path} stopped before its first epoch finished; starting it again")
+        return None, TrainConfig.from_dict(stored)
+    raise NallnError(
+        f"nothing to resume in {run.path} (no checkpoints/last.safetensors or config.json); "
+        "start it without --resume"
+    )
 
 
 def train(
@@ -100,10 +132,7 @@ def train(
     """Train a model on ``data_root`` into the run folder ``out``."""
     run = RunDir(Path(out))
     if resume:
-        if not run.last.is_file():
-            raise NallnError(f"nothing to resume in {run.path} (no checkpoints/last.safetensors)")
-        last = load_checkpoint(run.last)
-        config = TrainConfig.from_dict(last.meta["train_config"])
+        last, config = _resume_point(run, echo)
     else:
         last = None
         if run.exists():
@@ -118,7 +147,6 @@ def train(
     torch.use_deterministic_algorithms(True, warn_only=True)
 
     index = scan(data_root, cfg.layout, cfg.variant)
-    run.path.mkdir(parents=True, exist_ok=True)
     mcfg = model_config(cfg.model, **cfg.model_config)
     size = mcfg.image_size
     splits = _prepare_splits(index, run, cfg, Path(splits_file) if splits_file else None)
@@ -131,6 +159,10 @@ def train(
     train_y = index.labels(splits["train"])
     val_x = load_images(index, splits["val"], size, progress, "loading val images")
     val_y = index.labels(splits["val"])
+    # Nothing is written before every image has loaded: a bad file leaves no half-made run.
+    run.path.mkdir(parents=True, exist_ok=True)
+    if not run.splits.is_file():
+        write_manifest(run.splits, splits)
 
     model = create_from_config(cfg.model, mcfg.to_dict()).to(device)
     if last is not None:
@@ -150,7 +182,7 @@ def train(
         st = last.meta["early_stopping"]
         stopper = EarlyStopping(cfg.patience, st["best"], st["best_epoch"], st["bad_epochs"])
         start_epoch = int(last.meta["epoch"]) + 1
-        echo(f"resuming {run.path} after epoch {start_epoch - 1}")
+        echo(f"resuming {run.path} after epoch {start_epoch} (its last complete epoch)")
         if stopper.should_stop or start_epoch >= cfg.epochs:
             echo("that run had already finished; nothing to do")
 
@@ -278,6 +310,8 @@ def train(
         write_csv(
             run.metrics_csv, [[h[k] for k in HISTORY_FIELDS] for h in history], HISTORY_FIELDS
         )
+        if len(history) == start_epoch:  # resumed a finished run: redo what a kill may have cut
+            plot_learning_curves(history, run.curves_png, index.synthetic)
     summary = {
         "best_epoch": stopper.best_epoch,
         "best_val_accuracy": stopper.best if stopper.best_epoch > 0 else None,

@@ -1,0 +1,1 @@
+"""Fixtures of the fault tests (helpers live in helpers.py)."""
