@@ -146,11 +146,19 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             f"checkpoint {p} failed its SHA-256 check: the file was modified or damaged after it "
             "was written; do not use it, restore it or re-train"
         )
-    meta = json.loads(meta_json)
     model_state = {
         k[len(_MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)
     }
     opt_tensors = {k: v for k, v in tensors.items() if k.startswith(_OPT_PREFIX)}
-    opt_info = meta.pop("optimizer", None)
-    opt_state = _unflatten_optimizer(opt_tensors, opt_info) if opt_info is not None else None
+    try:  # the checksum proves the file is undamaged, not who wrote it: check the structure
+        meta = json.loads(meta_json)
+        if not isinstance(meta, dict):
+            raise ValueError(f"metadata is a JSON {type(meta).__name__}, not an object")
+        opt_info = meta.pop("optimizer", None)
+        opt_state = _unflatten_optimizer(opt_tensors, opt_info) if opt_info is not None else None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {p} has malformed metadata ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); it was not written by `nalln train`"
+        ) from None
     return Checkpoint(model_state, meta, opt_state, p)

@@ -109,7 +109,16 @@ def load_model(
             raise CheckpointError(
                 f"{ckpt_path} lacks '{key}' in its metadata; it was not written by `nalln train`"
             )
-    model = create_from_config(meta["model_name"], meta["model_config"])
+    try:
+        model = create_from_config(meta["model_name"], meta["model_config"])
+    except NallnError as exc:
+        raise CheckpointError(f"{ckpt_path}: {exc}") from None
+    except (TypeError, ValueError, AttributeError, RuntimeError, MemoryError) as exc:
+        # the metadata of an untrusted file may hold anything (docs/reliability.md)
+        raise CheckpointError(
+            f"{ckpt_path} names an unusable architecture ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); it was not written by `nalln train`"
+        ) from None
     try:
         model.load_state_dict(ckpt.state_dict, strict=True)
     except RuntimeError as exc:
@@ -118,6 +127,34 @@ def load_model(
             f"{ckpt_path} does not match the {meta['model_name']} architecture it names ({first}); "
             "the file is from another model or was altered"
         ) from None
+    pre, class_names = _inference_meta(meta, model, ckpt_path)
     model.to(device).eval()
-    pre = Preprocess.from_meta(meta["normalisation"]).to(device)
-    return LoadedModel(model, pre, tuple(meta["class_names"]), meta, ckpt, run)
+    return LoadedModel(model, pre.to(device), class_names, meta, ckpt, run)
+
+
+def _inference_meta(
+    meta: dict, model: torch.nn.Module, ckpt_path: Path
+) -> tuple[Preprocess, tuple[str, ...]]:
+    """Normalisation and class names, checked: an untrusted file's metadata may hold anything."""
+    names = meta["class_names"]
+    config = getattr(model, "config", None)
+    n_classes = getattr(config, "num_classes", None)
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)) or (
+        n_classes is not None and len(names) != n_classes
+    ):
+        raise CheckpointError(
+            f"{ckpt_path}: class_names must be a list of {n_classes} names, got {names!r:.80}"
+        )
+    try:
+        pre = Preprocess.from_meta(meta["normalisation"])
+        channels = getattr(config, "in_channels", pre.mean.numel())
+        ok = pre.mean.numel() == pre.std.numel() == channels
+        ok = ok and bool(torch.isfinite(pre.mean).all() and (pre.std > 0).all())
+    except (NallnError, TypeError, ValueError, KeyError, AttributeError, RuntimeError):
+        ok = False
+    if not ok:
+        raise CheckpointError(
+            f"{ckpt_path}: its normalisation metadata is malformed; it was not written by "
+            "`nalln train`"
+        )
+    return pre, tuple(names)

@@ -2,6 +2,11 @@
 
 Grayscale, palette, RGBA/LA (composited on white), CMYK and 16-bit images are converted; corrupt,
 truncated, zero-byte and non-image files raise :class:`DataError` with the file name.
+
+Files may come from anywhere, so only the decoders of the formats nalln accepts are used (Pillow
+otherwise picks any of ~40 by content; its EPS plug-in runs Ghostscript), images larger than
+:data:`MAX_PIXELS` are refused before decoding, and whatever a decoder raises on hostile bytes
+becomes a :class:`DataError` (docs/reliability.md lists what the fuzz tests found).
 """
 
 from __future__ import annotations
@@ -16,6 +21,12 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from nalln.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+# Pillow decoders for those extensions (JPEG includes multi-picture MPO; DIB: headerless BMP)
+PILLOW_FORMATS = ("JPEG", "PNG", "BMP", "DIB", "TIFF", "WEBP")
+# 25 megapixels: far above any smear image nalln reads (ALL-IDB1: 2592 x 1944 = 5 MP), far below
+# Pillow's bomb guard (89 MP), whose limit a 134-byte mutated TIFF reaches and then takes 10 s
+# to resize (tests/faults).
+MAX_PIXELS = 25_000_000
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
@@ -57,17 +68,26 @@ def open_rgb(path: str | Path) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as img:
+            with Image.open(p, formats=PILLOW_FORMATS) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise DataError(
+                        f"{p} is {img.width}x{img.height} pixels, more than nalln decodes "
+                        f"({MAX_PIXELS:,}); crop or downscale it first"
+                    )
                 img.load()
                 return _to_rgb(img)
+    except DataError:
+        raise
     except UnidentifiedImageError:
-        raise DataError(f"{p} is not an image Pillow can read; remove it or convert it") from None
+        raise DataError(
+            f"{p} is not a JPEG, PNG, BMP, TIFF or WebP image; remove it or convert it"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DataError(f"{p} is too large to decode safely (decompression-bomb guard)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:  # decoders raise OSError, but also TypeError etc. on hostile bytes
         reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
         raise DataError(
-            f"{p} is {reason} ({exc}); remove or replace it "
+            f"{p} is {reason} ({exc or type(exc).__name__}); remove or replace it "
             "(`nalln data check` lists all such files)"
         ) from None
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+
+from nalln.errors import NallnError
 
 # The tiny model of tests/conftest.py as `nalln train` flags.
 TINY_TRAIN_FLAGS = (
@@ -68,3 +75,35 @@ def files_under(folder: Path) -> set[str]:
 
 def stale_temps(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob(".*.tmp"))
+
+
+# Fuzzing: fixed example counts and derandomised generation, so CI runs the same inputs every
+# time. NALLN_FUZZ_SCALE=10 runs ten times as many; NALLN_FUZZ_RANDOM=1 draws fresh ones.
+FUZZ_SCALE = float(os.environ.get("NALLN_FUZZ_SCALE", "1"))
+
+
+def fuzz_settings(max_examples: int, deadline_s: float = 5.0) -> settings:
+    """Per-example deadline catches hangs-in-the-making; the hang guard in conftest.py the rest."""
+    return settings(
+        max_examples=max(1, int(max_examples * FUZZ_SCALE)),
+        deadline=timedelta(seconds=deadline_s),
+        derandomize=os.environ.get("NALLN_FUZZ_RANDOM") != "1",
+        database=None,
+        print_blob=True,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.function_scoped_fixture,
+        ],
+    )
+
+
+def works_or_clean_error(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn``: it may return or raise a one-line NallnError; anything else fails the test."""
+    try:
+        return fn(*args, **kwargs)
+    except NallnError as exc:
+        msg = str(exc)
+        assert msg and "\n" not in msg, f"not a one-line message: {msg!r}"
+        assert "Traceback" not in msg
+        return exc
