@@ -7,6 +7,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nalln.data.transforms import Preprocess
+from nalln.errors import DataError, NallnError
 
 
 def pick_device(spec: str = "auto") -> torch.device:
@@ -25,7 +26,12 @@ def predict_logits(
     progress: bool = False,
     desc: str = "inference",
 ) -> torch.Tensor:
-    """Logits ``[N, classes]`` for uint8 images ``[N, 3, H, W]`` (model in eval mode)."""
+    """Logits ``[N, classes]`` for uint8 images ``[N, 3, H, W]`` (model in eval mode).
+
+    Float images (taken as [0, 1]) holding NaN or infinity are refused: a spiking network turns
+    them into silence and a confident-looking answer, not an error.
+    """
+    check_images(images, preprocess.mean.numel())
     was_training = model.training
     model.eval()
     outs = []
@@ -36,4 +42,27 @@ def predict_logits(
     model.train(was_training)
     if not outs:
         return torch.empty(0, 0)
-    return torch.cat(outs)
+    logits = torch.cat(outs)
+    if not torch.isfinite(logits).all():
+        raise NallnError(
+            "the model produced NaN or infinite logits: its weights are damaged or diverged; "
+            "use another checkpoint"
+        )
+    return logits
+
+
+def check_images(images: torch.Tensor, channels: int = 3) -> None:
+    """``[N, channels, H, W]`` uint8, or float with only finite values; else a DataError."""
+    if images.dim() != 4 or images.shape[1] != channels or min(images.shape[2:]) < 1:
+        raise DataError(
+            f"images must be a [N, {channels}, H, W] tensor with H, W >= 1; got "
+            f"{list(images.shape)}"
+        )
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise DataError(f"images must be uint8 (0-255) or float (0-1); got {images.dtype}")
+    if images.is_floating_point() and not torch.isfinite(images).all():
+        bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+        raise DataError(
+            f"{bad} of {len(images)} image(s) contain NaN or infinite values; fix the images "
+            "(a spiking network would answer silently and wrongly)"
+        )

@@ -80,7 +80,7 @@ def open_rgb(path: str | Path) -> Image.Image:
         raise
     except UnidentifiedImageError:
         raise DataError(
-            f"{p} is not a JPEG, PNG, BMP, TIFF or WebP image; remove it or convert it"
+            f"{p} is corrupt or not a JPEG, PNG, BMP, TIFF or WebP image; remove or replace it"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DataError(f"{p} is too large to decode safely (decompression-bomb guard)") from None

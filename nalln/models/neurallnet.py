@@ -166,10 +166,15 @@ class NeurALLNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Time-folded spike maps ``[T*B, C, h, w]`` entering the head."""
-        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
+        if x.dim() != 4 or x.shape[1] != self.config.in_channels or min(x.shape[2:]) < 1:
             raise NallnError(
                 f"model input must be [batch, {self.config.in_channels}, H, W]; got "
                 f"{list(x.shape)}"
+            )
+        if x.dtype != self.stem.conv.weight.dtype:
+            raise NallnError(
+                f"model input must be {self.stem.conv.weight.dtype} like the weights, got "
+                f"{x.dtype}; feed images through the preprocessing (LoadedModel.preprocess)"
             )
         x = self.stem_lif(fold_time(self.stem(x), self.num_steps))
         x = self.stages(x)

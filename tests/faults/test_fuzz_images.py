@@ -147,7 +147,7 @@ def test_formats_outside_the_accepted_list_are_refused(scratch: Path) -> None:
         buf = io.BytesIO()
         Image.new("RGB", (16, 16), (200, 10, 10)).save(buf, fmt)
         path.write_bytes(buf.getvalue())
-        with pytest.raises(DataError, match="not a JPEG, PNG, BMP, TIFF or WebP image"):
+        with pytest.raises(DataError, match="corrupt or not a JPEG, PNG, BMP, TIFF or WebP image"):
             load_image(path, 32)
 
 
