@@ -64,6 +64,7 @@ def read_nir(path: str) -> nir.NIRGraph:
         IndexError,
         AssertionError,
         RecursionError,
+        ArithmeticError,
         RuntimeError,
         UnicodeDecodeError,
         MemoryError,

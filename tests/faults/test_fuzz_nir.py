@@ -125,11 +125,16 @@ def scratch() -> Iterator[Path]:
         yield Path(d)
 
 
+class _Seed(bytes):
+    def __repr__(self) -> str:  # keeps hypothesis' failure reports readable
+        return f"<seed NIR file, {len(self)} bytes>"
+
+
 @pytest.fixture(scope="module")
 def seed(scratch: Path) -> bytes:
     path = scratch / "seed.nir"
     nir.write(path, _graph())
-    return path.read_bytes()
+    return _Seed(path.read_bytes())
 
 
 def test_seed_reads_back(scratch: Path, seed: bytes, worker: NirWorker) -> None:
