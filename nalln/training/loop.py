@@ -82,6 +82,8 @@ def _prepare_splits(index: DatasetIndex, run: RunDir, cfg: TrainConfig, splits_f
         check_manifest(index, splits, source)
     if not run.splits.is_file():
         write_manifest(run.splits, splits)
+    # Always train from the manifest as written (sorted), so a resumed run sees the same order.
+    splits = read_manifest(run.splits)
     if not splits["train"]:
         raise NallnError("the training split is empty; check the split fractions or manifest")
     return splits
