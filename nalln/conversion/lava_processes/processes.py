@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from nalln.conversion import lava_compat
+from nalln.conversion.se_gate import se_gate_numpy
 
 lava_compat.install()
 
@@ -158,13 +159,6 @@ class SEGate(AbstractProcess):
         self.a_out = OutPort(shape=shape)
 
 
-def se_gate_numpy(x: np.ndarray, w1, b1, w2, b2) -> np.ndarray:
-    """The per-channel gate for one (W, H, C) current map (float64)."""
-    pooled = x.reshape(-1, x.shape[-1]).mean(axis=0)
-    hidden = np.maximum(w1 @ pooled + b1, 0.0)
-    return 1.0 / (1.0 + np.exp(-(w2 @ hidden + b2)))
-
-
 class _SEGateBase(PyLoihiProcessModel):
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
@@ -200,29 +194,69 @@ class PySEGateFixed(_SEGateBase):
         self.a_out.send(np.rint(x * g).astype(np.int32))
 
 
-# --- Lava's Conv with a working ``groups`` -------------------------------------------------------
+# --- Lava's Conv, with a working ``groups`` and a vectorised convolution ------------------------
 # lava.proc.conv.models declares ``groups`` as an int8 Var, so a depthwise convolution with 128 or
 # more channels wraps to a negative group count and computes garbage (measured: max error 10.7 on
-# a 128-channel depthwise conv, 0 at 64 channels). These models are Lava's own, with that one Var
-# widened; the run configuration maps Lava's Conv process to them.
+# a 128-channel depthwise conv, 0 at 64 channels). Its convolution also loops over every
+# (output, input) channel pair calling scipy's convolve2d (~0.4 s per step for one 32->64
+# pointwise conv at 112x112). These models are Lava's own with the Var widened and the same
+# convolution computed by one numpy contraction (:func:`conv_whc`, checked against Lava's
+# ``conv_scipy`` in the tests); the run configuration maps Lava's Conv process to them.
 from lava.proc.conv.models import PyConvModelFixed, PyConvModelFloat  # noqa: E402
 from lava.proc.conv.process import Conv  # noqa: E402
+
+
+def conv_whc(
+    x: np.ndarray,
+    weight: np.ndarray,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    groups: int,
+) -> np.ndarray:
+    """Lava's convolution: ``x`` (W, H, C_in), ``weight`` (C_out, kW, kH, C_in/groups) used as a
+    true (flipped) convolution kernel, stride/padding in (W, H) order; float64 result."""
+    kern = np.asarray(weight, np.float64)[:, ::-1, ::-1, :]
+    xp = np.pad(np.asarray(x, np.float64), ((padding[0],) * 2, (padding[1],) * 2, (0, 0)))
+    k_w, k_h = kern.shape[1:3]
+    win = np.lib.stride_tricks.sliding_window_view(xp, (k_w, k_h), axis=(0, 1))
+    win = win[:: stride[0], :: stride[1]]  # (W', H', C_in, kW, kH)
+    w_out, h_out, c_in = win.shape[:3]
+    c_out = kern.shape[0]
+    g = int(groups)
+    win = win.reshape(w_out, h_out, g, c_in // g, k_w, k_h)
+    kern = kern.reshape(g, c_out // g, k_w, k_h, c_in // g)
+    out = np.einsum("xygcij,gkijc->xygk", win, kern, optimize=True)
+    return out.reshape(w_out, h_out, c_out)
+
+
+class _FastConv:
+    def run_spk(self) -> None:
+        if self.a_buf is None:
+            self.a_buf = np.zeros_like(self.a_out.shape)
+        self.a_out.send(self.a_buf)
+        s_in = self.s_in.recv()
+        if self.num_message_bits.item() == 0:
+            s_in = s_in.astype(bool)
+        out = conv_whc(s_in, self.weight, self.stride, self.padding, int(self.groups[0]))
+        if np.issubdtype(self.weight.dtype, np.integer):
+            out = np.rint(out)
+        self.a_buf = self.clamp_precision(out.astype(self.weight.dtype))
 
 
 @implements(proc=Conv, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PyConvModelFloatWideGroups(PyConvModelFloat):
+class PyConvModelFloatNalln(_FastConv, PyConvModelFloat):
     groups: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=16)
 
 
 @implements(proc=Conv, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PyConvModelFixedWideGroups(PyConvModelFixed):
+class PyConvModelFixedNalln(_FastConv, PyConvModelFixed):
     groups: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=16)
 
 
 def conv_model_map(fixed_point: bool) -> dict:
-    """``exception_proc_model_map`` entry that routes every Lava Conv to the fixed models."""
-    return {Conv: PyConvModelFixedWideGroups if fixed_point else PyConvModelFloatWideGroups}
+    """``exception_proc_model_map`` entry that routes every Lava Conv to the models above."""
+    return {Conv: PyConvModelFixedNalln if fixed_point else PyConvModelFloatNalln}
