@@ -22,6 +22,7 @@ The graph is a chain, named after the torch modules (``stages.0.dw_lif`` -> ``st
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,7 +214,7 @@ def export_model(
         names = [n for n, _ in nodes]
         graph = nir.NIRGraph(
             nodes=dict(nodes),
-            edges=list(zip(names[:-1], names[1:])),
+            edges=list(itertools.pairwise(names)),
             metadata=graph_metadata(info, dt, i, len(chain.segments)),
             type_check=False,
         )

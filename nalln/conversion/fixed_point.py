@@ -50,8 +50,9 @@ BIAS_MAX = 2**12 - 1  # bias mantissa is 13-bit signed (exponent fixed at 6, as 
 INPUT_MAX = 2**23 - 1  # graded spikes carry 24 bits
 CONV_W = (-128, 127)
 DENSE_W = (-254, 254)  # even values
-CLIP_FACTORS = (1.0, 1.25, 1.5, 2.0, 3.0)
-THRESHOLD_TWEAKS = (0.0, -0.01, -0.02, -0.04, 0.01, 0.02)
+CLIP_FACTORS = (1.0, 1.1, 1.25, 1.5, 2.0)  # c > 1 clips the largest weights
+STEM_FACTORS = (0.5, 0.7, 1.0, 1.25)  # the stem trades weight bits against input bits
+THRESHOLD_TWEAKS = (0.0, -0.005, 0.005, -0.01, 0.01)
 STEM_HEADROOM = 2.0  # calibration max of the stem current uses half the 17-bit input range
 
 
@@ -186,7 +187,6 @@ def _run_stage(q: QStage, inp: torch.Tensor, static: bool, T: int) -> torch.Tens
 
 
 def _with_gate(q: QStage, a: torch.Tensor) -> torch.Tensor:
-    T = a.shape[0]
     x = a + torch.from_numpy(q.bias.astype(np.float64)).view(1, 1, -1, 1, 1)
     return _gate_fixed(q, x.reshape(-1, *x.shape[2:])).reshape(x.shape)
 
@@ -198,8 +198,11 @@ class Emulation:
 
     @property
     def overflowed(self) -> dict[str, dict[str, int]]:
-        return {k: {n: c for n, c in v.items() if c} for k, v in self.overflow.items()
-                if any(v.values())}
+        return {
+            k: {n: c for n, c in v.items() if c}
+            for k, v in self.overflow.items()
+            if any(v.values())
+        }
 
 
 @torch.no_grad()
@@ -253,9 +256,15 @@ def check_overflow(em: Emulation, what: str) -> None:
 def _base(stage: Stage) -> dict[str, Any]:
     s: Synapse = stage.synapse
     return dict(
-        name=stage.name, kind=s.kind, in_shape=tuple(s.in_shape), out_shape=tuple(s.out_shape),
-        stride=tuple(s.stride), padding=tuple(s.padding), groups=int(s.groups),
-        gate=stage.gate, neuron=stage.neuron,
+        name=stage.name,
+        kind=s.kind,
+        in_shape=tuple(s.in_shape),
+        out_shape=tuple(s.out_shape),
+        stride=tuple(s.stride),
+        padding=tuple(s.padding),
+        groups=int(s.groups),
+        gate=stage.gate,
+        neuron=stage.neuron,
     )
 
 
@@ -267,8 +276,11 @@ def _stem_scale(stage: Stage, x: torch.Tensor) -> float:
     """Largest stem scale S keeping the calibration current within half the 17-bit range."""
     s = stage.synapse
     w = torch.from_numpy(s.weight)
-    cur = F.conv2d(x.double(), w, None, stride=s.stride, padding=s.padding, groups=s.groups) \
-        if s.kind == "conv" else F.linear(x.double().flatten(1), w)
+    cur = (
+        F.conv2d(x.double(), w, None, stride=s.stride, padding=s.padding, groups=s.groups)
+        if s.kind == "conv"
+        else F.linear(x.double().flatten(1), w)
+    )
     peak = float(cur.abs().max()) or 1.0
     scale = A_MAX / (STEM_HEADROOM * peak)
     bmax = float(np.abs(s.bias).max())
@@ -277,50 +289,66 @@ def _stem_scale(stage: Stage, x: torch.Tensor) -> float:
     return scale
 
 
-def _calibrate_stage(
-    stage: Stage, inp: torch.Tensor, ref: torch.Tensor | None, T: int, k: int,
-    stem_scale: float | None, ref_out: torch.Tensor | None,
-) -> tuple[QStage, torch.Tensor, float | None]:
+def _candidates(stage: Stage, k: int) -> list[float]:
     s = stage.synapse
     wmax = float(np.abs(s.weight).max()) or 1.0
     bmax = float(np.abs(s.bias).max())
-    rng = _w_range(s.kind)
-    factors = list(CLIP_FACTORS)
-    if k > 0 and bmax > 0:  # the bias mantissa caps the scale
-        cap = BIAS_MAX / bmax / (rng / wmax)
-        if cap < 1.0:
-            factors = [cap * 0.999]
+    factors = list(STEM_FACTORS if k == 0 else CLIP_FACTORS)
+    if k > 0 and bmax > 0:  # the 13-bit bias mantissa caps the scale
+        cap = BIAS_MAX / bmax / (_w_range(s.kind) / wmax)
+        if cap < max(factors):
+            factors = [f for f in factors if f <= cap] or [cap * 0.999]
+    return factors
+
+
+def _calibrate_stage(
+    stage: Stage,
+    inp: torch.Tensor,
+    ref: torch.Tensor | None,
+    T: int,
+    k: int,
+    stem_scale: float | None,
+    ref_out: torch.Tensor | None,
+) -> tuple[QStage, float | None]:
+    """Best quantisation of one layer, judged on its own error: it receives the float
+    reference's input (image or previous layer's spikes), so the choice is not confounded by
+    errors of earlier layers (which a spiking network amplifies)."""
+    s = stage.synapse
+    wmax = float(np.abs(s.weight).max()) or 1.0
     best = None
-    for c in factors:
-        alpha = c * rng / wmax  # weight scale: w_int = round(w * alpha)
-        # the stem's input is graded: S = s_in * alpha with S fixed by the input range
+    for c in _candidates(stage, k):
+        alpha = c * _w_range(s.kind) / wmax  # weight scale: w_int = round(w * alpha)
+        # the stem's input is graded: S = s_in * alpha, with S fixed by the input range
         scale = stem_scale if stem_scale is not None else alpha
         in_scale = scale / alpha if stem_scale is not None else None
         w_int, clipped = quantise_weight(s.weight, alpha, s.kind)
         bias = np.rint(s.bias * scale).astype(np.int64)
+        if np.abs(bias).max(initial=0) > BIAS_MAX:
+            continue
         q = QStage(**_base(stage), weight=w_int, bias=bias, scale=scale)
         q.dv = int(round(stage.neuron.decay * DECAY_UNITY)) if stage.neuron else 0
         if stem_scale is not None:
             a = _run_stage(q, _input_int(inp, in_scale)[0], True, T)
         else:
             a = _run_stage(q, inp, False, T)
-        if np.abs(bias).max(initial=0) > BIAS_MAX:
-            continue
-        over_in = int((a.abs() > A_MAX).sum())
         if stage.neuron is None:
             total = a.sum(0) + T * torch.from_numpy(bias.astype(np.float64))
             if int((total.abs() > A_MAX).sum()):
                 continue
             logits = ((a + torch.from_numpy(bias.astype(np.float64))) / scale).mean(0)
-            top1 = float((logits.argmax(1) == ref_out.argmax(1)).double().mean())
             mse = float(((logits - ref_out) ** 2).mean())
-            key = (-top1, mse, c)
+            top1 = float((logits.argmax(1) == ref_out.argmax(1)).double().mean())
+            key = (mse, -top1, abs(c - 1.0))
             if best is None or key < best[0]:
-                q.calibration = {"clip_factor": c, "weights_clipped": clipped,
-                                 "top1_agreement": top1, "logit_mse": mse}
-                best = (key, q, None, in_scale)
+                q.calibration = {
+                    "clip_factor": c,
+                    "weights_clipped": clipped,
+                    "logit_mse_own": mse,
+                    "top1_agreement_own": top1,
+                }
+                best = (key, q, in_scale)
             continue
-        if over_in:
+        if int((a.abs() > A_MAX).sum()):
             continue
         if q.gate is not None:
             a = _with_gate(q, a)
@@ -331,25 +359,24 @@ def _calibrate_stage(
             spk, over = _lif_fixed(a, q, None if q.gate is not None else bias, vth)
             if any(over.values()):
                 continue
-            agree = _agreement(spk, ref)
-            key = (-agree, abs(d), c)
+            key = (-_agreement(spk, ref), abs(d), abs(c - 1.0))
             if best is None or key < best[0]:
                 qq = QStage(**{**q.__dict__})
                 qq.vth = vth
                 qq.calibration = {
-                    "clip_factor": c, "threshold_tweak": d, "weights_clipped": clipped,
-                    "spike_agreement": agree,
-                    "spike_rate_reference": float(ref.double().mean()),
-                    "spike_rate_fixed": float(spk.double().mean()),
+                    "clip_factor": c,
+                    "threshold_tweak": d,
+                    "weights_clipped": clipped,
+                    "spike_agreement_own": -key[0],
                 }
-                best = (key, qq, spk, in_scale)
+                best = (key, qq, in_scale)
     if best is None:
         raise NallnError(
             f"fixed-point overflow in layer {stage.name!r}: no weight scale keeps its synaptic "
             "input within 17 bits, its membrane within 24 bits and its bias within 13 bits on "
             "the calibration images"
         )
-    return best[1], best[2], best[3]
+    return best[1], best[2]
 
 
 @torch.no_grad()
@@ -360,24 +387,37 @@ def calibrate(plan: Plan, x: torch.Tensor, progress: bool = False) -> QuantPlan:
     ref_logits = ref.outputs.mean(0).double()
     stem_scale = _stem_scale(plan.stages[0], x)
     stages: list[QStage] = []
-    h: torch.Tensor = x.double()
+    inp: torch.Tensor = x.double()
     input_scale = 1.0
     bar = tqdm(plan.stages, desc="calibrating fixed point", disable=not progress, leave=False)
     for k, stage in enumerate(bar):
-        q, spk, in_scale = _calibrate_stage(
-            stage, h, ref.spikes.get(stage.name), T, k,
-            stem_scale if k == 0 else None, ref_logits if stage.neuron is None else None,
+        q, in_scale = _calibrate_stage(
+            stage,
+            inp,
+            ref.spikes.get(stage.name),
+            T,
+            k,
+            stem_scale if k == 0 else None,
+            ref_logits if stage.neuron is None else None,
         )
         if k == 0:
             input_scale = float(in_scale)
         stages.append(q)
-        if spk is None:
+        if stage.neuron is None:
             break
-        h = spk
+        inp = ref.spikes[stage.name]
     qp = QuantPlan(plan, input_scale, stages)
     em = emulate(qp, x)
+    check_overflow(em, "the calibration images")
+    for q in stages:  # agreement of the whole fixed-point network, layer by layer
+        if q.neuron is not None:
+            q.calibration["spike_agreement_network"] = _agreement(
+                em.trace.spikes[q.name], ref.spikes[q.name]
+            )
     qp.report = {
         "calibration_images": int(x.shape[0]),
+        "objective": "per layer, on the float reference's input: spike agreement (neurons), "
+        "logit MSE (readout)",
         "top1_agreement_calibration": float(
             (em.trace.logits.argmax(1) == ref.logits.argmax(1)).double().mean()
         ),

@@ -53,9 +53,7 @@ class StaticGate(nn.Module):
 def se_blocks(model: nn.Module) -> dict[str, SpikingDSBlock]:
     """Every block that has an SE module, by module name, in forward order."""
     return {
-        n: m
-        for n, m in model.named_modules()
-        if isinstance(m, SpikingDSBlock) and m.se is not None
+        n: m for n, m in model.named_modules() if isinstance(m, SpikingDSBlock) and m.se is not None
     }
 
 

@@ -34,9 +34,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from nalln.conversion import lava_compat
-from nalln.conversion.fixed_point import QuantPlan, QStage
+from nalln.conversion.fixed_point import QStage, QuantPlan
 from nalln.conversion.plan import Plan, Stage
 from nalln.conversion.reference import Trace
 
@@ -77,6 +78,7 @@ def run_lava(
     *,
     record: bool = True,
     workdir: str | Path | None = None,
+    progress: bool = False,
 ) -> LavaRun:
     """Stream normalised images ``x`` [N, C, H, W] through the Lava process graph."""
     lava_compat.import_lava("lava.proc.conv.process")
@@ -137,8 +139,9 @@ def run_lava(
         bias = st.bias if fixed else syn.bias
         if st.neuron is None:  # readout: record the current
             path = folder / f"{k}.npy"
-            rec = Recorder(shape=out_shape, first_step=2 + k, n_steps=N * T, path=str(path),
-                           binary=False)
+            rec = Recorder(
+                shape=out_shape, first_step=2 + k, n_steps=N * T, path=str(path), binary=False
+            )
             current.connect(rec.a_in)
             procs.append(rec)
             recorders[st.name] = (path, out_shape, False)
@@ -146,8 +149,15 @@ def run_lava(
             break
         if st.gate is not None:
             g = st.gate
-            gate = SEGate(shape=out_shape, bias=np.asarray(bias, np.float64), w1=g.w1, b1=g.b1,
-                          w2=g.w2, b2=g.b2, scale=float(st.scale) if fixed else 1.0)
+            gate = SEGate(
+                shape=out_shape,
+                bias=np.asarray(bias, np.float64),
+                w1=g.w1,
+                b1=g.b1,
+                w2=g.w2,
+                b2=g.b2,
+                scale=float(st.scale) if fixed else 1.0,
+            )
             current.connect(gate.a_in)
             current = gate.a_out
             procs.append(gate)
@@ -156,20 +166,35 @@ def run_lava(
             neuron_bias = _broadcast_bias(np.asarray(bias), out_shape)
         n = st.neuron
         if fixed:
-            lif = LIFReset(shape=out_shape, du=4095, dv=int(st.dv), vth=int(st.vth),
-                           bias_mant=neuron_bias.astype(np.int32), bias_exp=6,
-                           reset_interval=T, reset_offset=(2 + k) % T)
+            lif = LIFReset(
+                shape=out_shape,
+                du=4095,
+                dv=int(st.dv),
+                vth=int(st.vth),
+                bias_mant=neuron_bias.astype(np.int32),
+                bias_exp=6,
+                reset_interval=T,
+                reset_offset=(2 + k) % T,
+            )
         else:
-            lif = LIFReset(shape=out_shape, du=1.0, dv=float(n.decay), vth=float(n.v_th),
-                           bias_mant=neuron_bias.astype(np.float64), bias_exp=0,
-                           reset_interval=T, reset_offset=(2 + k) % T)
+            lif = LIFReset(
+                shape=out_shape,
+                du=1.0,
+                dv=float(n.decay),
+                vth=float(n.v_th),
+                bias_mant=neuron_bias.astype(np.float64),
+                bias_exp=0,
+                reset_interval=T,
+                reset_offset=(2 + k) % T,
+            )
         current.connect(lif.a_in)
         procs.append(lif)
         last = 2 + k + N * T - 1
         if record:
             path = folder / f"{k}.npy"
-            rec = Recorder(shape=out_shape, first_step=2 + k, n_steps=N * T, path=str(path),
-                           binary=True)
+            rec = Recorder(
+                shape=out_shape, first_step=2 + k, n_steps=N * T, path=str(path), binary=True
+            )
             lif.s_out.connect(rec.a_in)
             procs.append(rec)
             recorders[n.name] = (path, out_shape, True)
@@ -178,8 +203,13 @@ def run_lava(
         graded = 0
     if not recorders:  # nothing recorded: still need the output spikes
         path = folder / "out.npy"
-        rec = Recorder(shape=prev_shape, first_step=last - N * T + 1, n_steps=N * T,
-                       path=str(path), binary=True)
+        rec = Recorder(
+            shape=prev_shape,
+            first_step=last - N * T + 1,
+            n_steps=N * T,
+            path=str(path),
+            binary=True,
+        )
         port.connect(rec.a_in)
         procs.append(rec)
         recorders["__output__"] = (path, prev_shape, True)
@@ -187,10 +217,18 @@ def run_lava(
         select_tag="fixed_pt" if fixed else "floating_pt",
         exception_proc_model_map=conv_model_map(fixed),
     )
+    chunk = T * max(1, N // 20)
     try:
         src.run(condition=RunSteps(num_steps=1), run_cfg=cfg)
         t1 = time.perf_counter()
-        src.run(condition=RunSteps(num_steps=last - 1), run_cfg=cfg)
+        done = 1
+        with tqdm(total=last, desc="lava steps", disable=not progress, leave=False) as bar:
+            bar.update(1)
+            while done < last:
+                k = min(chunk, last - done)
+                src.run(condition=RunSteps(num_steps=k), run_cfg=cfg)
+                done += k
+                bar.update(k)
         t2 = time.perf_counter()
     finally:
         src.stop()

@@ -154,7 +154,9 @@ def _fork_start_method() -> Iterator[None]:
 def import_lava(*modules: str) -> list[types.ModuleType]:
     """Install the shim and import ``modules`` (default: the Lava core); clear error if absent."""
     if not lava_installed():
-        raise NallnError(f"the Lava back-end needs lava-nc 0.10.0 and lava-dl 0.6.0; {INSTALL_HINT}")
+        raise NallnError(
+            f"the Lava back-end needs lava-nc 0.10.0 and lava-dl 0.6.0; {INSTALL_HINT}"
+        )
     install()
     names = modules or ("lava.magma.core.run_configs",)
     with _fork_start_method():

@@ -127,13 +127,16 @@ def _conv_out(node: nir.Conv2d, name: str, shape: tuple[int, ...]) -> tuple[int,
 
 def _pool_out(node, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     if len(shape) != 3:
-        raise NallnError(f"shapes do not chain at node {name!r}: pooling needs [C, H, W], got "
-                         f"{list(shape)}")
+        raise NallnError(
+            f"shapes do not chain at node {name!r}: pooling needs [C, H, W], got " f"{list(shape)}"
+        )
     k, s, p = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
     out = [(shape[i + 1] + 2 * p[i] - k[i]) // s[i] + 1 for i in range(2)]
     if min(out) < 1:
-        raise NallnError(f"shapes do not chain at node {name!r}: input {list(shape)} is smaller "
-                         f"than the pooling kernel {list(k)}")
+        raise NallnError(
+            f"shapes do not chain at node {name!r}: input {list(shape)} is smaller "
+            f"than the pooling kernel {list(k)}"
+        )
     return (shape[0], *out)
 
 
@@ -172,9 +175,11 @@ def _out_shape(name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> tuple[in
         return _neuron_shape(node, name, shape)
     if isinstance(node, nir.Output):
         declared = node.output_type.get("output")
-        if declared is not None and np.asarray(declared).size and tuple(
-            np.asarray(declared).astype(int).tolist()
-        ) != tuple(shape):
+        if (
+            declared is not None
+            and np.asarray(declared).size
+            and tuple(np.asarray(declared).astype(int).tolist()) != tuple(shape)
+        ):
             raise NallnError(
                 f"shapes do not chain at the output {name!r}: it declares "
                 f"{np.asarray(declared).tolist()} but receives {list(shape)}"
@@ -281,8 +286,9 @@ def read_graph(path: str | os.PathLike) -> nir.NIRGraph:
             ) from None
         raise NallnError(f"{p} could not be read as a NIR graph ({msg})") from None
     except (KeyError, TypeError, OSError, AssertionError) as exc:
-        raise NallnError(f"{p} could not be read as a NIR graph ({type(exc).__name__}: {exc})") \
-            from None
+        raise NallnError(
+            f"{p} could not be read as a NIR graph ({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(graph, nir.NIRGraph):
         raise NallnError(f"{p} holds a single {type(graph).__name__} node, not a NIR graph")
     chain_of(graph, str(p))

@@ -167,8 +167,15 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
                 in_shape, pool = full, None
             b = np.zeros(w.shape[0]) if node.bias is None else np.asarray(node.bias, np.float64)
             syn = Synapse(
-                "conv", w, b * np.ones(w.shape[0]), in_shape, item.out_shape, stride, pad,
-                int(np.asarray(node.groups)), name,
+                "conv",
+                w,
+                b * np.ones(w.shape[0]),
+                in_shape,
+                item.out_shape,
+                stride,
+                pad,
+                int(np.asarray(node.groups)),
+                name,
             )
         elif isinstance(node, nir.AvgPool2d | nir.SumPool2d):
             need_no_synapse(name, type(node).__name__)
@@ -191,8 +198,9 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
                 in_shape, pool = full, None
             bias = getattr(node, "bias", None)
             b = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, np.float64)
-            syn = Synapse("dense", w, b * np.ones(w.shape[0]), tuple(in_shape), item.out_shape,
-                          source=name)
+            syn = Synapse(
+                "dense", w, b * np.ones(w.shape[0]), tuple(in_shape), item.out_shape, source=name
+            )
             flat_from = None
         elif isinstance(node, nir.LIF):
             if pool is not None or flat_from is not None:

@@ -57,8 +57,12 @@ def apply_gate(gate: GateSpec, x: torch.Tensor) -> torch.Tensor:
     """SE on a current ``x`` [B, C, H, W], per sample."""
     d = dict(dtype=x.dtype)
     pooled = x.mean(dim=(2, 3))
-    hidden = torch.relu(F.linear(pooled, torch.as_tensor(gate.w1, **d), torch.as_tensor(gate.b1, **d)))
-    g = torch.sigmoid(F.linear(hidden, torch.as_tensor(gate.w2, **d), torch.as_tensor(gate.b2, **d)))
+    hidden = torch.relu(
+        F.linear(pooled, torch.as_tensor(gate.w1, **d), torch.as_tensor(gate.b1, **d))
+    )
+    g = torch.sigmoid(
+        F.linear(hidden, torch.as_tensor(gate.w2, **d), torch.as_tensor(gate.b2, **d))
+    )
     return x * g[:, :, None, None]
 
 

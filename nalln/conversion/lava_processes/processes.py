@@ -152,9 +152,7 @@ class SEGate(AbstractProcess):
         scale: float = 1.0,
         name: str = "se_gate",
     ) -> None:
-        super().__init__(
-            shape=shape, bias=bias, w1=w1, b1=b1, w2=w2, b2=b2, scale=scale, name=name
-        )
+        super().__init__(shape=shape, bias=bias, w1=w1, b1=b1, w2=w2, b2=b2, scale=scale, name=name)
         self.a_in = InPort(shape=shape)
         self.a_out = OutPort(shape=shape)
 
