@@ -120,8 +120,9 @@ def _w_range(kind: str) -> int:
 
 
 def _current(q: QStage, x: torch.Tensor) -> torch.Tensor:
-    """Integer synaptic input ``a`` (exact, held in float64) for inputs ``x`` [N, *in_shape]."""
-    w = torch.from_numpy(q.weight.astype(np.float64))
+    """Integer synaptic input ``a`` for inputs ``x`` [N, *in_shape], exact: float64 for the
+    graded image; float32 for spikes (|a| <= 254 * fan-in < 2^24, so every sum is exact)."""
+    w = torch.from_numpy(q.weight).to(x.dtype)
     if q.kind == "conv":
         return F.conv2d(x, w, None, stride=q.stride, padding=q.padding, groups=q.groups)
     return F.linear(x.reshape(x.shape[0], -1), w)
@@ -173,8 +174,8 @@ def _input_int(x: torch.Tensor, scale: float) -> tuple[torch.Tensor, int]:
 
 
 def _stage_inputs(prev: torch.Tensor, q: QStage) -> torch.Tensor:
-    """[T, N, ...] spikes -> [T*N, ...] float64 for the synapse."""
-    return prev.reshape(-1, *prev.shape[2:]).double()
+    """[T, N, ...] spikes -> [T*N, ...] float32 (0/1) for the synapse."""
+    return prev.reshape(-1, *prev.shape[2:]).float()
 
 
 def _run_stage(q: QStage, inp: torch.Tensor, static: bool, T: int) -> torch.Tensor:
@@ -187,7 +188,7 @@ def _run_stage(q: QStage, inp: torch.Tensor, static: bool, T: int) -> torch.Tens
 
 
 def _with_gate(q: QStage, a: torch.Tensor) -> torch.Tensor:
-    x = a + torch.from_numpy(q.bias.astype(np.float64)).view(1, 1, -1, 1, 1)
+    x = a.double() + torch.from_numpy(q.bias.astype(np.float64)).view(1, 1, -1, 1, 1)
     return _gate_fixed(q, x.reshape(-1, *x.shape[2:])).reshape(x.shape)
 
 
@@ -383,7 +384,7 @@ def _calibrate_stage(
 def calibrate(plan: Plan, x: torch.Tensor, progress: bool = False) -> QuantPlan:
     """Quantise ``plan`` for Loihi, calibrating every layer on normalised images ``x``."""
     T = plan.num_steps
-    ref = run_plan(plan, x)
+    ref = run_plan(plan, x, dtype=torch.float32)  # the torch model's precision
     ref_logits = ref.outputs.mean(0).double()
     stem_scale = _stem_scale(plan.stages[0], x)
     stages: list[QStage] = []

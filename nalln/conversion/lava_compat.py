@@ -33,6 +33,7 @@ from nalln.errors import NallnError
 
 VAR_MODEL = "lava.magma.compiler.var_model"
 OBJECT_DETECTION = "lava.lib.dl.slayer.object_detection"
+FORK_MODULE = "lava.magma.runtime.message_infrastructure.multiprocessing"
 INSTALL_HINT = (
     "install the pinned Lava wheels with `make setup` (they go in with pip --no-deps "
     "--ignore-requires-python, see requirements/no-deps.txt)"
@@ -152,15 +153,16 @@ def _fork_start_method() -> Iterator[None]:
 
 
 def import_lava(*modules: str) -> list[types.ModuleType]:
-    """Install the shim and import ``modules`` (default: the Lava core); clear error if absent."""
+    """Install the shim and import Lava's core plus ``modules``; clear error if Lava is absent."""
     if not lava_installed():
         raise NallnError(
             f"the Lava back-end needs lava-nc 0.10.0 and lava-dl 0.6.0; {INSTALL_HINT}"
         )
     install()
-    names = modules or ("lava.magma.core.run_configs",)
+    # the module that calls set_start_method('fork') goes first, inside the guard
+    names = (FORK_MODULE, "lava.magma.core.run_configs", *modules)
     with _fork_start_method():
         try:
-            return [importlib.import_module(m) for m in names]
+            return [importlib.import_module(m) for m in names][2:]
         except ModuleNotFoundError as exc:
             raise NallnError(f"Lava is incomplete ({exc}); {INSTALL_HINT}") from None

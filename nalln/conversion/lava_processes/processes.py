@@ -15,7 +15,7 @@ import numpy as np
 from nalln.conversion import lava_compat
 from nalln.conversion.se_gate import se_gate_numpy
 
-lava_compat.install()
+lava_compat.import_lava()
 
 from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
 from lava.magma.core.model.py.model import PyLoihiProcessModel  # noqa: E402
