@@ -427,6 +427,30 @@ def calibrate(plan: Plan, x: torch.Tensor, progress: bool = False) -> QuantPlan:
     return qp
 
 
+@torch.no_grad()
+def weight_noise_sensitivity(
+    plan: Plan, x: torch.Tensor, bits: tuple[int, ...] = (8, 12, 16), seed: int = 0
+) -> dict[int, float]:
+    """Top-1 agreement of the *float* network when every weight gets uniform noise of +-1/2 LSB
+    of a ``bits``-bit per-layer quantiser: how much of the fixed-point loss is the network's own
+    sensitivity (a spike flipped early changes every layer after it) rather than calibration."""
+    from dataclasses import replace
+
+    ref = run_plan(plan, x, dtype=torch.float32).logits.argmax(1)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for b in bits:
+        stages = []
+        for st in plan.stages:
+            w = st.synapse.weight
+            lsb = float(np.abs(w).max()) / (2 ** (b - 1) - 1)
+            noisy = w + rng.uniform(-0.5, 0.5, w.shape) * lsb
+            stages.append(replace(st, synapse=replace(st.synapse, weight=noisy)))
+        got = run_plan(replace(plan, stages=stages), x, dtype=torch.float32).logits.argmax(1)
+        out[b] = float((got == ref).double().mean())
+    return out
+
+
 # --- files --------------------------------------------------------------------------------------
 
 

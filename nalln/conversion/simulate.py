@@ -206,14 +206,18 @@ def _run_lava(plan, x, fixed_point, train_x, calibration, data, source, metrics,
         r = run_lava(plan, x, progress=progress)
         metrics["lava"] = {"processes": r.processes, "steps": r.steps}
         return r.trace, r.build_seconds, r.run_seconds
-    from nalln.conversion.fixed_point import calibrate, check_overflow, emulate
+    from nalln.conversion.fixed_point import (
+        calibrate,
+        check_overflow,
+        emulate,
+        weight_noise_sensitivity,
+    )
 
     if train_x is None:
         if data is None:
             raise NallnError("fixed point needs calibration images: pass --data ROOT")
-        from nalln.conversion.sources import load_split as _ls
-
-        train_x = _ls(source, data, "train", calibration, progress)[0]
+        # a NIR graph has no split: calibrate on another pseudo-random subset of --data
+        train_x = load_split(source, data, "train", calibration, progress, seed=1)[0]
     qp = calibrate(plan, train_x[:calibration], progress)
     em = emulate(qp, x)
     check_overflow(em, f"the {len(x)} simulated images")
@@ -226,6 +230,9 @@ def _run_lava(plan, x, fixed_point, train_x, calibration, data, source, metrics,
         "layers": qp.table(),
         "lava_matches_emulator_bit_exactly": bool(exact),
         "overflows": em.overflowed,
+        "float_top1_agreement_under_weight_noise": {
+            f"{b}_bit": v for b, v in weight_noise_sensitivity(plan, x).items()
+        },
     }
     return r.trace, r.build_seconds, r.run_seconds
 

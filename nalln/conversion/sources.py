@@ -144,17 +144,23 @@ def input_size(source: Source) -> int:
 
 
 def load_split(
-    source: Source, data: str | Path | None, split: str, n: int | None, progress: bool
+    source: Source,
+    data: str | Path | None,
+    split: str,
+    n: int | None,
+    progress: bool,
+    seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, DatasetIndex]:
-    """(normalised images, labels, index) for ``n`` images of a run's split, or of ``--data``."""
+    """(normalised images, labels, index) for ``n`` images of a run's split, or of ``--data``
+    (a NIR graph has no split: a pseudo-random subset chosen by ``seed``)."""
     if source.loaded is not None:
         index = run_index(source.loaded, data)
-        records = _subset(split_records(source.loaded, index, split), n)
+        records = _subset(split_records(source.loaded, index, split), n, seed)
     else:
         if data is None:
             raise NallnError("simulating a NIR graph needs images: pass --data ROOT")
         index = scan(data)
-        records = _subset(list(index.records), n)
+        records = _subset(list(index.records), n, seed)
     size = input_size(source)
     images = load_images(index, records, size, progress, f"loading {len(records)} images")
     return normalised(source, images), labels_of(records, source.class_names, index), index
