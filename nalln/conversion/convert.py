@@ -12,6 +12,10 @@ NIR-native (static-SE) network, ``network.net`` in netx HDF5, loaded back with
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +113,46 @@ def _calibration_images(source: Source, data, n: int, progress: bool) -> torch.T
 
 
 def convert(
+    source_path: str | Path,
+    *,
+    to: str,
+    out: str | Path,
+    se: str = "hybrid",
+    fixed_point: bool = False,
+    data: str | Path | None = None,
+    calibration: int = DEFAULT_CALIBRATION,
+    progress: bool = False,
+) -> ConvertResult:
+    """Convert into a staging folder and move the files into ``out`` only when everything
+    worked, so a failed conversion leaves nothing half-made behind."""
+    final = Path(out)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        res = _convert_into(
+            source_path,
+            to=to,
+            out=stage,
+            se=se,
+            fixed_point=fixed_point,
+            data=data,
+            calibration=calibration,
+            progress=progress,
+        )
+        final.mkdir(exist_ok=True)
+        files = {}
+        for name, path in res.files.items():
+            os.replace(path, final / path.name)
+            files[name] = final / path.name
+        text = json.dumps(res.summary).replace(str(stage), str(final))
+        summary = json.loads(text)
+        files["convert.json"] = write_json(final / "convert.json", summary)
+        return ConvertResult(final, files, summary)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _convert_into(
     source_path: str | Path,
     *,
     to: str,

@@ -26,7 +26,6 @@ with the best top-1 agreement. :func:`emulate` reproduces Lava's integer arithme
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -487,7 +486,3 @@ def save_quant_plan(qp: QuantPlan, folder: str | Path) -> dict[str, Path]:
             folder / "fixed_point.safetensors", st_save(tensors)
         ),
     }
-
-
-def report_json(qp: QuantPlan) -> str:
-    return json.dumps(qp.report, indent=2)
