@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "nalln.cli.train",
     "nalln.cli.evaluate",
     "nalln.cli.predict",
+    "nalln.cli.convert",
+    "nalln.cli.simulate",
     "nalln.cli.demo",
     "nalln.cli.energy",
     "nalln.cli.hardware",
