@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "nalln.cli.train",
     "nalln.cli.evaluate",
     "nalln.cli.predict",
+    "nalln.cli.profile",
     "nalln.cli.demo",
 )
 
