@@ -87,19 +87,25 @@ def test_set_lif_backend_swaps_and_keeps_state(make_model) -> None:
         set_lif_backend(model, "cuda-magic")
 
 
-def test_training_step_equivalent(make_model, rates_of) -> None:
-    """A whole training step: same logits and loss, parameter gradients within tolerance."""
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_training_step_equivalent(make_model, rates_of, channels_last: bool) -> None:
+    """A whole training step: same loss; parameter gradients equal up to float summation order
+    (channels_last convolutions sum in another order)."""
     ref = make_model("neurallnet", 32, width_multiplier=0.25, head_hidden=16).train()
-    fast = set_lif_backend(copy.deepcopy(ref), "fused")
+    fast = set_lif_backend(copy.deepcopy(ref), "fused", channels_last=channels_last)
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     y = torch.tensor([0, 1, 2, 3])
     rates = rates_of(ref, x)
     assert min(rates.values()) > 0.0  # every layer spikes
     loss_ref = F.cross_entropy(ref(x), y)
     loss_fast = F.cross_entropy(fast(x), y)
-    assert torch.equal(loss_ref, loss_fast)
+    torch.testing.assert_close(loss_fast, loss_ref, rtol=1e-6, atol=0)
     loss_ref.backward()
     loss_fast.backward()
     fast_params = dict(fast.named_parameters())
     for name, p in ref.named_parameters():
-        torch.testing.assert_close(fast_params[name].grad, p.grad, rtol=1e-5, atol=1e-7)
+        g_ref, g_fast = p.grad, fast_params[name].grad
+        scale = float(g_ref.abs().max())
+        assert scale > 0, name
+        err = float((g_fast - g_ref).abs().max())
+        assert err <= (1e-4 * scale if channels_last else 1e-6 * scale), (name, err, scale)
