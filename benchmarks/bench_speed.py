@@ -51,7 +51,10 @@ from nalln.models.fast import fast_model  # noqa: E402
 from nalln.models.fast_lif import set_lif_backend  # noqa: E402
 
 IMPLS = ("fast", "reference", "snntorch_naive", "spikingjelly")
+# design-choice variants, measured alongside (latency and training only)
+VARIANTS = ("fast_nchw",)
 LABELS = {
+    "fast_nchw": "nalln fast path, NCHW layout (no channels_last)",
     "fast": "nalln fast path",
     "reference": "nalln reference (snnTorch)",
     "snntorch_naive": "snnTorch naive per-step",
@@ -86,10 +89,11 @@ def calibrated_model(image_size: int, num_steps: int, seed: int = 0) -> NeurALLN
 
 def build(impl: str, model: NeurALLNet, train: bool = False) -> torch.nn.Module:
     """The implementation ``impl`` of ``model`` (own copy of the weights)."""
-    if impl == "fast":
+    if impl in ("fast", "fast_nchw"):
+        cl = impl == "fast"
         if train:
-            return set_lif_backend(copy.deepcopy(model), "fused").train()
-        return fast_model(model)
+            return set_lif_backend(copy.deepcopy(model), "fused", channels_last=cl).train()
+        return fast_model(model, channels_last=cl)
     if impl == "reference":
         m = copy.deepcopy(model)
         return m.train() if train else m.eval()
@@ -158,7 +162,7 @@ def measure_training(model: NeurALLNet, image_size: int, batch: int, threads: in
     x = torch.randn(batch, 3, image_size, image_size)
     y = torch.randint(0, model.config.num_classes, (batch,))
     steps = {}
-    for impl in IMPLS:
+    for impl in IMPLS + VARIANTS:
         net = build(impl, model, train=True)
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
 
@@ -317,11 +321,33 @@ def table_rows(r: dict[str, Any]) -> list[list[Any]]:
     return [headers, *rows]
 
 
+def design_rows(r: dict[str, Any]) -> list[list[Any]]:
+    """The layout choice, measured: fast path with and without channels_last."""
+    thr = [str(n) for n in r["settings"]["threads_latency"]]
+    head = [
+        "fast-path layout",
+        *(f"latency ms ({n} thr)" for n in thr),
+        f"train img/s ({r['settings']['threads_batch']} thr)",
+    ]
+    rows = [head]
+    for k, name in (("fast", "channels_last (default on CPU)"), ("fast_nchw", "NCHW")):
+        rows.append(
+            [
+                name,
+                *(f"{r['latency'][n][k]['median_ms']:.2f}" for n in thr),
+                f"{r['training'][k]['images_per_s']:.2f}",
+            ]
+        )
+    return rows
+
+
 def format_text(r: dict[str, Any]) -> str:
     from nalln.cli.common import format_table
 
     head, *rows = table_rows(r)
     lines = [format_table(rows, head, align="l" + "r" * (len(head) - 1)), ""]
+    dhead, *drows = design_rows(r)
+    lines += [format_table(drows, dhead, align="l" + "r" * (len(dhead) - 1)), ""]
     for v in r["verdicts"]:
         lines.append(
             f"{'MET ' if v['met'] else 'MISS'}  {v['check']}: {v['value']:.4g} "
@@ -334,6 +360,9 @@ def format_markdown(r: dict[str, Any]) -> str:
     head, *rows = table_rows(r)
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    dhead, *drows = design_rows(r)
+    design = ["| " + " | ".join(dhead) + " |", "|" + "---|" * len(dhead)]
+    design += ["| " + " | ".join(str(c) for c in row) + " |" for row in drows]
     s, h = r["settings"], r["host"]
     out = [
         f"Measured {r['date']} with `{r['command']}` "
@@ -350,6 +379,10 @@ def format_markdown(r: dict[str, Any]) -> str:
             f"| {v['check']} | {v['value']:.4g} | {v['target']} | {'yes' if v['met'] else 'NO'} |"
             for v in r["verdicts"]
         ),
+        "",
+        "Layout of the fast path (same run):",
+        "",
+        *design,
         "",
         "Outputs against the reference (max |logit difference|, same predictions): "
         + "; ".join(
@@ -413,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     threads_latency = sorted({1, min(2, available_cpus())})
     model = calibrated_model(a.image_size, a.num_steps)
     models = {k: build(k, model) for k in IMPLS}
+    variants = {k: build(k, model) for k in VARIANTS}
     r: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "command": command,
@@ -438,12 +472,12 @@ def main(argv: list[str] | None = None) -> int:
         "the RSS before 3 single-image inferences, each implementation in its own subprocess",
     }
     print(f"outputs ({a.image_size}x{a.image_size}) ...", file=sys.stderr)
-    r["outputs"] = check_outputs(model, models, a.image_size)
+    r["outputs"] = check_outputs(model, models | variants, a.image_size)
     x = torch.randn(1, 3, a.image_size, a.image_size)
     r["latency"] = {}
     for n in threads_latency:
         print(f"single-image latency, {n} thread(s) ...", file=sys.stderr)
-        r["latency"][str(n)] = measure_latency(models, x, n, a.rounds, a.warmup)
+        r["latency"][str(n)] = measure_latency(models | variants, x, n, a.rounds, a.warmup)
     print(f"batch-{a.batch_size} throughput ...", file=sys.stderr)
     xb = torch.randn(a.batch_size, 3, a.image_size, a.image_size)
     r["throughput"] = measure_throughput(models, xb, a.threads_batch, a.batch_rounds)
