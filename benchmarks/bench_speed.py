@@ -356,6 +356,11 @@ def format_text(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _md(text: str) -> str:
+    """Escape a table cell's pipes."""
+    return str(text).replace("|", "\\|")
+
+
 def format_markdown(r: dict[str, Any]) -> str:
     head, *rows = table_rows(r)
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -376,7 +381,8 @@ def format_markdown(r: dict[str, Any]) -> str:
         "| check | measured | target | met |",
         "|---|---|---|---|",
         *(
-            f"| {v['check']} | {v['value']:.4g} | {v['target']} | {'yes' if v['met'] else 'NO'} |"
+            f"| {_md(v['check'])} | {v['value']:.4g} | {_md(v['target'])} | "
+            f"{'yes' if v['met'] else 'NO'} |"
             for v in r["verdicts"]
         ),
         "",

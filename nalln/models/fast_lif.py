@@ -15,8 +15,8 @@ V_{th}))^2}` in the backward pass. Backpropagating through that graph gives the 
 
 Two implementations, chosen by what they are for:
 
-* :func:`lif_inference` - no autograd, in place, four tensor passes per step; optionally for a
-  constant input (direct coding: the stem current is the same at every step, so it is never
+* :func:`lif_inference` - no autograd, in place, three tensor operations per step; optionally
+  for a constant input (direct coding: the stem current is the same at every step, so it is never
   repeated in memory).
 * :class:`FusedLIFFunction` - one autograd node for all T steps that saves only the membrane
   ``U`` (one tensor) and runs the recurrence above in its backward, instead of snnTorch's graph
@@ -112,13 +112,11 @@ class FusedLIFFunction(torch.autograd.Function):
         mem = torch.empty_like(x, memory_format=torch.preserve_format)
         spikes = torch.empty_like(x, memory_format=torch.preserve_format)
         keep = torch.empty_like(x[0], memory_format=torch.preserve_format)
-        for t in range(x.shape[0]):
-            if t == 0:
-                mem[0].copy_(x[0])
-            else:
-                torch.le(mem[t - 1], v_th, out=keep)
-                _charge(x[t], mem[t - 1] * keep, beta, mem[t])
-            torch.gt(mem[t], v_th, out=spikes[t])
+        mem[0].copy_(x[0])
+        for t in range(1, x.shape[0]):
+            torch.le(mem[t - 1], v_th, out=keep)
+            _charge(x[t], mem[t - 1] * keep, beta, mem[t])
+        torch.gt(mem, v_th, out=spikes)
         ctx.save_for_backward(mem)
         ctx.beta, ctx.v_th, ctx.alpha = beta, v_th, alpha
         return spikes
@@ -134,7 +132,9 @@ class FusedLIFFunction(torch.autograd.Function):
         for t in range(mem.shape[0] - 1, -1, -1):
             u = mem[t] - v_th
             # snnTorch ATan backward: alpha / 2 / (1 + (pi/2 * alpha * u)^2) * grad
-            sg = u.mul_(k).pow_(2).add_(1.0).reciprocal_().mul_(alpha / 2)
+            sg = u.mul_(k).pow_(2).add_(1.0).reciprocal_()
+            if alpha != 2.0:  # alpha / 2 == 1 would multiply by one (exact, skipped)
+                sg.mul_(alpha / 2)
             g = grad_x[t]
             torch.mul(sg, grad_spikes[t], out=g)
             if carry is not None:
