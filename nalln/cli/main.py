@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "nalln.cli.predict",
     "nalln.cli.convert",
     "nalln.cli.simulate",
+    "nalln.cli.profile",
     "nalln.cli.demo",
     "nalln.cli.energy",
     "nalln.cli.hardware",
