@@ -24,8 +24,27 @@ def predict_logits(
     device: torch.device | str = "cpu",
     progress: bool = False,
     desc: str = "inference",
+    fast: bool = True,
 ) -> torch.Tensor:
-    """Logits ``[N, classes]`` for uint8 images ``[N, 3, H, W]`` (model in eval mode)."""
+    """Logits ``[N, classes]`` for uint8 images ``[N, 3, H, W]`` (model in eval mode).
+
+    NeurALLNet runs through the fast inference path (BatchNorm folded, in-place neurons;
+    nalln.models.fast), which gives the reference path's predictions; ``fast=False`` forces
+    the reference modules.
+    """
+    from nalln.models.neurallnet import NeurALLNet
+
+    if fast and isinstance(model, NeurALLNet):
+        from nalln.models.fast import fast_predict_logits
+
+        was_training = model.training
+        model.eval()
+        try:
+            return fast_predict_logits(
+                model, preprocess, images, batch_size, device, progress, desc
+            )
+        finally:
+            model.train(was_training)
     was_training = model.training
     model.eval()
     outs = []
