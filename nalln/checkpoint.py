@@ -96,8 +96,20 @@ def save_checkpoint(
     return write_bytes(path, st_save(tensors, metadata=header))
 
 
+def _looks_like_safetensors(data: bytes) -> bool:
+    """8-byte little-endian header length, then a JSON object that fits in the file."""
+    if len(data) < 10:
+        return False
+    size = int.from_bytes(data[:8], "little")
+    return size >= 2 and data[8:9] == b"{"  # a short file is then reported as truncated
+
+
 def _refuse_pickle(data: bytes, path: Path) -> None:
-    if data[:2] == b"PK" or data[:1] == b"\x80":
+    if _looks_like_safetensors(data):
+        return
+    if data[:4] == b"PK\x03\x04" or (
+        data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    ):
         raise CheckpointError(
             f"{path} is a pickle-based PyTorch file; nalln refuses pickled checkpoints because "
             "loading them can execute arbitrary code. Use a checkpoint written by `nalln train` "

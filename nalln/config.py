@@ -70,6 +70,7 @@ class TrainConfig:
     lr_decay_epochs: float = 20.0  # lr(epoch) = lr * 10 ** (-epoch / lr_decay_epochs)
     weight_decay: float = 0.0
     patience: int = 5
+    lif_backend: str = "fused"  # "fused": one autograd node for all T steps; "snntorch": Leaky
     precise_bn_images: int = 0  # >0: re-estimate BatchNorm statistics per epoch on N images
     seed: int = 42
     device: str = "auto"
@@ -87,6 +88,8 @@ class TrainConfig:
                 raise NallnError(f"train.{name} must be at least 1")
         if self.lr <= 0 or self.lr_decay_epochs <= 0:
             raise NallnError("train.lr and train.lr_decay_epochs must be positive")
+        if self.lif_backend not in ("fused", "snntorch"):
+            raise NallnError("train.lif_backend must be 'fused' or 'snntorch'")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

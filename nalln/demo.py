@@ -28,7 +28,10 @@ from nalln.io import write_json
 from nalln.training.loop import train
 
 # (name, "module:function") of later pipeline stages, run in this order after evaluation.
-DEMO_STEPS: tuple[tuple[str, str], ...] = (("energy", "nalln.energy:run_demo_step"),)
+DEMO_STEPS: tuple[tuple[str, str], ...] = (
+    ("convert-simulate", "nalln.conversion.demo:run_demo_step"),
+    ("energy", "nalln.energy:run_demo_step"),
+)
 
 
 @dataclass(frozen=True)

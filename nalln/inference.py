@@ -25,15 +25,30 @@ def predict_logits(
     device: torch.device | str = "cpu",
     progress: bool = False,
     desc: str = "inference",
+    fast: bool = True,
 ) -> torch.Tensor:
     """Logits ``[N, classes]`` for uint8 images ``[N, 3, H, W]`` (model in eval mode).
 
-    Float images (taken as [0, 1]) holding NaN or infinity are refused: a spiking network turns
-    them into silence and a confident-looking answer, not an error.
+    NeurALLNet runs through the fast inference path (BatchNorm folded, in-place neurons;
+    nalln.models.fast), which gives the reference path's predictions; ``fast=False`` forces
+    the reference modules. Float images (taken as [0, 1]) holding NaN or infinity are refused:
+    a spiking network turns them into silence and a confident-looking answer, not an error.
     """
+    from nalln.models.neurallnet import NeurALLNet
+
     check_images(images, preprocess.mean.numel())
     was_training = model.training
     model.eval()
+    if fast and isinstance(model, NeurALLNet):
+        from nalln.models.fast import fast_predict_logits
+
+        try:
+            logits = fast_predict_logits(
+                model, preprocess, images, batch_size, device, progress, desc
+            )
+        finally:
+            model.train(was_training)
+        return _finite(logits)
     outs = []
     starts = range(0, len(images), batch_size)
     for i in tqdm(starts, desc=desc, disable=not progress, unit="batch", leave=False):
@@ -42,7 +57,10 @@ def predict_logits(
     model.train(was_training)
     if not outs:
         return torch.empty(0, 0)
-    logits = torch.cat(outs)
+    return _finite(torch.cat(outs))
+
+
+def _finite(logits: torch.Tensor) -> torch.Tensor:
     if not torch.isfinite(logits).all():
         raise NallnError(
             "the model produced NaN or infinite logits: its weights are damaged or diverged; "

@@ -79,15 +79,14 @@ def inspect_file(
     if Path(rel).suffix.lower() not in IMAGE_EXTENSIONS:
         rep.status, rep.detail = "not-an-image", "file extension is not an image type"
         return rep
+    if not data:
+        rep.status, rep.detail = "zero-byte", "file is empty (0 bytes)"
+        return rep
     try:
-        with Image.open(path) as raw:
-            rep.width, rep.height, rep.mode, rep.format = (
-                raw.width,
-                raw.height,
-                raw.mode,
-                raw.format,
-            )
         img = open_rgb(path)
+        with Image.open(path) as raw:
+            rep.width, rep.height = raw.width, raw.height
+            rep.mode, rep.format = raw.mode, raw.format
     except DataError as exc:
         rep.status, rep.detail = _classify_error(str(exc)), str(exc)
         return rep

@@ -57,8 +57,13 @@ def make_splits(index: DatasetIndex, spec: SplitSpec = SplitSpec()) -> dict[str,
                 stratify=[r.label for r in rest],
                 random_state=spec.seed,
             )
-    except ValueError as exc:
-        raise DataError(f"cannot make a stratified split of {len(records)} images: {exc}") from None
+    except ValueError:
+        smallest = min(counts, key=counts.get)
+        raise DataError(
+            f"too few images per class for a stratified {spec.train}/{spec.val}/{spec.test} split "
+            f"(smallest class: {smallest}, {counts[smallest]} images); add images or change the "
+            "split fractions (--set split_val=... --set split_test=...)"
+        ) from None
     return {"train": list(train), "val": list(val), "test": list(test)}
 
 

@@ -30,6 +30,7 @@ from nalln.errors import NallnError
 from nalln.evaluation.plots import plot_learning_curves
 from nalln.inference import pick_device, predict_logits
 from nalln.io import read_json, stale_temp_files, write_csv, write_json
+from nalln.models.fast_lif import set_lif_backend
 from nalln.models.registry import create_from_config, model_config
 from nalln.runs import RunDir
 from nalln.training.precise_bn import recompute_bn_stats
@@ -165,6 +166,7 @@ def train(
         write_manifest(run.splits, splits)
 
     model = create_from_config(cfg.model, mcfg.to_dict()).to(device)
+    set_lif_backend(model, cfg.lif_backend)  # same spikes and gradients, faster (benchmarks.md)
     if last is not None:
         pre = Preprocess.from_meta(last.meta["normalisation"])
     else:

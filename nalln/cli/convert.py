@@ -1,0 +1,87 @@
+"""``nalln convert``: a trained run (or a NIR graph) -> an artefact a neuromorphic tool chain runs.
+
+--to nir: NIR 1.0.8 graph (hybrid SE: segments + SE side-car); --to norse: plus Norse's loaded
+parameters; --to lava: plus the Lava process-graph description, the netx HDF5 network (static SE)
+and, with --fixed-point, the calibrated Loihi fixed-point parameters. See docs/conversion.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from nalln.cli.common import add_progress_flag, print_json, show_progress, synthetic_banner
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert", help="export a trained model to NIR / Norse / Lava", description=__doc__
+    )
+    p.add_argument("run", help="run folder, checkpoint, or a .nir file from any tool")
+    p.add_argument("--to", required=True, choices=("nir", "lava", "norse"), help="target")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--se",
+        default="hybrid",
+        choices=("static", "hybrid"),
+        help="SE gates: folded static scales (NIR-native) or a side-car (default)",
+    )
+    p.add_argument(
+        "--fixed-point",
+        action="store_true",
+        help="(--to lava) calibrate Loihi fixed point: 8-bit weights, 24-bit state",
+    )
+    p.add_argument("--data", help="data-set root (default: the one the run was trained on)")
+    p.add_argument(
+        "--calibration",
+        type=int,
+        default=64,
+        metavar="N",
+        help="training images for the fixed-point calibration (default 64)",
+    )
+    p.add_argument("--json", action="store_true", help="print convert.json to stdout")
+    add_progress_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nalln.conversion.convert import convert
+    from nalln.errors import NallnError
+
+    if args.calibration < 1:
+        raise NallnError("--calibration must be at least 1")
+    res = convert(
+        args.run,
+        to=args.to,
+        out=args.out,
+        se=args.se,
+        fixed_point=args.fixed_point,
+        data=args.data,
+        calibration=args.calibration,
+        progress=show_progress(args),
+    )
+    s = res.summary
+    if args.json:
+        print_json(s)
+        return 0
+    print(synthetic_banner(s["synthetic"]), end="")
+    print(
+        f"{s['target']}: SE {s['se_mode']}, {s['segments']} NIR segment(s); "
+        f"NIR round trip: {s['nir_round_trip']}"
+    )
+    st = s.get("static_se")
+    if st and "val_accuracy_change" in st:
+        print(
+            f"static SE: validation accuracy {st['val_accuracy_dynamic']:.4f} (dynamic) -> "
+            f"{st['val_accuracy_static']:.4f} (static), change "
+            f"{st['val_accuracy_change']:+.4f} on {st['val_images']} images (measured)"
+        )
+    if isinstance(s.get("netx"), dict):
+        print(
+            f"netx: {s['netx']['file']} loads in lava.lib.dl.netx ({s['netx']['layers']} "
+            f"layers); one image, max logit difference to the fixed-point plan "
+            f"{s['netx']['max_abs_difference']:.2g} (measured)"
+        )
+    elif "netx" in s:
+        print(f"netx: {s['netx']}")
+    print(f"files in {res.out}: " + ", ".join(sorted(res.files)))
+    return 0

@@ -1,0 +1,99 @@
+"""``nalln simulate``: run images through Norse or Lava and measure the fidelity to the torch model.
+
+Reports top-1 agreement, spike agreement (overall and per layer), accuracy, output spike-count
+difference and seconds per image, as report.json / report.md / spike_agreement.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from nalln.cli.common import (
+    add_progress_flag,
+    format_table,
+    print_json,
+    show_progress,
+    synthetic_banner,
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate", help="simulate a converted model on Norse or Lava", description=__doc__
+    )
+    p.add_argument("run", help="run folder, checkpoint, or a .nir file / converted folder")
+    p.add_argument("--backend", required=True, choices=("lava", "norse"))
+    p.add_argument(
+        "--se",
+        default="hybrid",
+        choices=("static", "hybrid"),
+        help="SE gates: folded static scales or a side-car (default)",
+    )
+    p.add_argument(
+        "--fixed-point",
+        action="store_true",
+        help="(Lava) Loihi fixed point after per-layer calibration",
+    )
+    p.add_argument("--data", help="data-set root (default: the one the run was trained on)")
+    p.add_argument("--n", type=int, default=50, help="number of images (default 50)")
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test"),
+        help="split of the run's manifest (default test)",
+    )
+    p.add_argument(
+        "--calibration",
+        type=int,
+        default=64,
+        metavar="N",
+        help="training images for the fixed-point calibration (default 64)",
+    )
+    p.add_argument("--steps", type=int, help="time steps for a NIR graph that does not record T")
+    p.add_argument("--out", help="report folder (default RUN/simulate-<backend>-<se>)")
+    p.add_argument("--json", action="store_true", help="print report.json to stdout")
+    add_progress_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nalln.conversion.simulate import simulate
+    from nalln.errors import NallnError
+
+    if args.calibration < 1:
+        raise NallnError("--calibration must be at least 1")
+    res = simulate(
+        args.run,
+        backend=args.backend,
+        se=args.se,
+        fixed_point=args.fixed_point,
+        data=args.data,
+        n=args.n,
+        split=args.split,
+        out=args.out,
+        calibration=args.calibration,
+        steps=args.steps,
+        progress=show_progress(args),
+    )
+    m = res.metrics
+    if args.json:
+        print_json(m)
+        return 0
+    print(synthetic_banner(m["synthetic"]), end="")
+    print(
+        f"{m['backend']} ({m['mode']}, SE {m['se_mode']}) vs {m['reference']} on "
+        f"{m['images']} images - measured:"
+    )
+    rows = [
+        ["top-1 agreement", m["top1_agreement"]],
+        ["spike agreement (all layers)", m["spike_agreement"]["overall"]],
+        ["accuracy (back-end)", m["accuracy"]],
+        ["accuracy (reference)", m["reference_accuracy"]],
+        ["seconds per image", m["seconds_per_image"]],
+        ["build seconds", m["build_seconds"]],
+    ]
+    print(format_table(rows, ["measure", "value"], "lr"))
+    layers = [[k, v] for k, v in m["spike_agreement"]["per_layer"].items()]
+    print(format_table(layers, ["layer", "spike agreement"], "lr"))
+    print(f"reports in {res.out}: " + ", ".join(res.files))
+    return 0

@@ -1,0 +1,278 @@
+"""``nalln convert``: a trained run (or a NIR graph) -> NIR, Norse or Lava artefacts.
+
+``--to nir``: the NIR graph (``graph.nir``) or hybrid segments + SE side-car, checked by reading
+it back. ``--to norse``: the same plus proof that Norse loads it (``norse_state.safetensors``,
+the loaded modules' parameters). ``--to lava``: the same plus ``lava_plan.json`` (the process
+graph Lava runs: processes, shapes, latencies, reset offsets), the calibrated Loihi fixed-point
+parameters (``fixed_point.json`` + ``.safetensors``, with ``--fixed-point``) and, for the
+NIR-native (static-SE) network, ``network.net`` in netx HDF5, loaded back with
+``lava.lib.dl.netx.hdf5.Network`` and run on one image to check its output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nir
+import numpy as np
+import torch
+
+from nalln.conversion.export import Exported
+from nalln.conversion.nir_io import Artefact, read_artefact, write_artefact
+from nalln.conversion.plan import Plan, lower
+from nalln.conversion.sources import (
+    Source,
+    load_source,
+    load_split,
+    prepare,
+    run_index,
+    training_images,
+)
+from nalln.errors import NallnError
+from nalln.io import write_bytes, write_json
+
+TARGETS = ("nir", "lava", "norse")
+DEFAULT_CALIBRATION = 64
+
+
+@dataclass
+class ConvertResult:
+    out: Path
+    files: dict[str, Path]
+    summary: dict[str, Any]
+
+
+def round_trip_differences(written: list[nir.NIRGraph], read: list[nir.NIRGraph]) -> list[str]:
+    """Node-by-node comparison of what was written with what ``nir.read`` gave back."""
+    diffs = []
+    for i, (a, b) in enumerate(zip(written, read)):
+        if set(a.nodes) != set(b.nodes) or sorted(a.edges) != sorted(map(tuple, b.edges)):
+            diffs.append(f"segment {i}: nodes or edges differ")
+            continue
+        for name, na in a.nodes.items():
+            nb = b.nodes[name]
+            if type(na) is not type(nb):
+                diffs.append(f"{name}: type {type(na).__name__} -> {type(nb).__name__}")
+                continue
+            for f in dataclasses.fields(na):
+                if f.name in ("input_type", "output_type", "metadata"):
+                    continue
+                va, vb = getattr(na, f.name), getattr(nb, f.name)
+                if va is None and vb is None:
+                    continue
+                if not np.array_equal(np.asarray(va), np.asarray(vb)):
+                    diffs.append(f"{name}.{f.name}")
+    if len(written) != len(read):
+        diffs.append(f"{len(written)} segments written, {len(read)} read")
+    return diffs
+
+
+def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
+    """The Lava process graph in words: one row per stage."""
+    rows = []
+    for k, st in enumerate(plan.stages):
+        syn = st.synapse
+        rows.append(
+            {
+                "stage": st.name,
+                "synapse": f"lava.proc.{'conv' if syn.kind == 'conv' else 'dense'}."
+                f"{'Conv' if syn.kind == 'conv' else 'Dense'}",
+                "from_nir_node": syn.source,
+                "weight_shape_torch": list(syn.weight.shape),
+                "lava_shape_whc": list(reversed(syn.out_shape))
+                if len(syn.out_shape) == 3
+                else list(syn.out_shape),
+                "stride": list(syn.stride),
+                "padding": list(syn.padding),
+                "groups": syn.groups,
+                "input": "graded (24-bit)" if k == 0 else "binary spikes",
+                "se_gate": st.gate.name if st.gate else None,
+                "neuron": "lava.proc.lif.LIFReset" if st.neuron else "readout (recorded)",
+                "decay_dv": st.neuron.decay if st.neuron else None,
+                "v_th": st.neuron.v_th if st.neuron else None,
+                "first_lava_step": 2 + k,
+                "reset_offset": (2 + k) % plan.num_steps,
+            }
+        )
+    return rows
+
+
+def _calibration_images(source: Source, data, n: int, progress: bool) -> torch.Tensor:
+    if source.loaded is not None:
+        index = run_index(source.loaded, data)
+        return training_images(source.loaded, index, n, progress)[0]
+    x, _, _ = load_split(source, data, "all", n, progress)
+    return x
+
+
+def convert(
+    source_path: str | Path,
+    *,
+    to: str,
+    out: str | Path,
+    se: str = "hybrid",
+    fixed_point: bool = False,
+    data: str | Path | None = None,
+    calibration: int = DEFAULT_CALIBRATION,
+    progress: bool = False,
+) -> ConvertResult:
+    """Convert into a staging folder and move the files into ``out`` only when everything
+    worked, so a failed conversion leaves nothing half-made behind."""
+    final = Path(out)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        res = _convert_into(
+            source_path,
+            to=to,
+            out=stage,
+            se=se,
+            fixed_point=fixed_point,
+            data=data,
+            calibration=calibration,
+            progress=progress,
+        )
+        final.mkdir(exist_ok=True)
+        files = {}
+        for name, path in res.files.items():
+            os.replace(path, final / path.name)
+            files[name] = final / path.name
+        text = json.dumps(res.summary).replace(str(stage), str(final))
+        summary = json.loads(text)
+        files["convert.json"] = write_json(final / "convert.json", summary)
+        return ConvertResult(final, files, summary)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _convert_into(
+    source_path: str | Path,
+    *,
+    to: str,
+    out: str | Path,
+    se: str = "hybrid",
+    fixed_point: bool = False,
+    data: str | Path | None = None,
+    calibration: int = DEFAULT_CALIBRATION,
+    progress: bool = False,
+) -> ConvertResult:
+    if to not in TARGETS:
+        raise NallnError(f"unknown target {to!r}; use one of {', '.join(TARGETS)}")
+    if fixed_point and to != "lava":
+        raise NallnError("--fixed-point applies to --to lava (Loihi's fixed point)")
+    source = load_source(source_path)
+    out = Path(out)
+    summary: dict[str, Any] = {
+        "source": str(source.path),
+        "target": to,
+        "synthetic": source.synthetic,
+    }
+    exported: Exported | None = None
+    if source.loaded is not None:
+        prepared = prepare(source.loaded, se, data, progress)
+        exported = prepared.exported
+        if prepared.static_se:
+            summary["static_se"] = prepared.static_se
+        files = write_artefact(out, exported)
+        artefact = read_artefact(out)
+        diffs = round_trip_differences(exported.segments, artefact.segments)
+        if diffs:
+            raise NallnError(f"NIR round trip changed the graph: {', '.join(diffs[:5])}")
+        summary["nir_round_trip"] = "identical (every node parameter compared after nir.read)"
+    else:
+        artefact = source.artefact
+        exported = Exported(
+            artefact.segments, artefact.gates, artefact.info.get("se_mode", "none"), artefact.info
+        )
+        files = write_artefact(out, exported)
+        summary["nir_round_trip"] = "foreign graph re-written after checking"
+    summary["se_mode"] = artefact.info.get("se_mode", "none")
+    summary["segments"] = len(artefact.segments)
+    if to == "norse":
+        files.update(_norse_files(artefact, out, summary))
+    elif to == "lava":
+        files.update(
+            _lava_files(source, artefact, out, fixed_point, data, calibration, progress, summary)
+        )
+    summary["files"] = {k: str(v) for k, v in files.items()}
+    files["convert.json"] = write_json(out / "convert.json", summary)
+    return ConvertResult(out, files, summary)
+
+
+def _norse_files(artefact: Artefact, out: Path, summary: dict) -> dict[str, Path]:
+    from safetensors.torch import save as st_save
+
+    from nalln.conversion.norse_backend import NorseNetwork
+
+    net = NorseNetwork(artefact)
+    plan = lower(artefact)
+    probe = net.run(torch.zeros(1, *plan.input_shape), 1)
+    summary["norse"] = {
+        "loader": "nirtorch.load(graph, nalln node map delegating to norse.torch.utils."
+        "import_nir._import_norse_module)",
+        "lif_populations": len(net.lifs),
+        "output_size": int(probe.outputs.shape[-1]),
+        "load_with": "nalln.conversion.norse_backend.NorseNetwork(nalln.conversion.nir_io."
+        f"read_artefact('{out}'))",
+    }
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    return {"norse_state.safetensors": write_bytes(out / "norse_state.safetensors", st_save(state))}
+
+
+def _lava_files(source, artefact, out, fixed_point, data, calibration, progress, summary):
+    from nalln.conversion.fixed_point import calibrate, emulate, save_quant_plan
+
+    plan = lower(artefact)
+    files = {
+        "lava_plan.json": write_json(
+            out / "lava_plan.json",
+            {
+                "num_steps": plan.num_steps,
+                "input_shape_chw": list(plan.input_shape),
+                "pipelining": "one image every T steps; LIFReset(reset_interval=T, reset_offset="
+                "(2 + k) % T) clears each layer at the start of its window",
+                "stages": lava_plan_table(plan),
+            },
+        )
+    }
+    native = all(st.gate is None for st in plan.stages)
+    if not (fixed_point or native):
+        summary["netx"] = "not written: netx cannot hold the hybrid SE side-car (use --se static)"
+        return files
+    x = _calibration_images(source, data, calibration, progress)
+    qp = calibrate(plan, x, progress)
+    summary["fixed_point"] = {k: v for k, v in qp.report.items() if k != "layers"}
+    if fixed_point:
+        files.update(save_quant_plan(qp, out))
+    if native:
+        from nalln.conversion.netx import describe_netx, run_netx, write_netx
+
+        path = write_netx(qp, out / "network.net")
+        files["network.net"] = path
+        table = describe_netx(path)
+        logits = run_netx(path, qp, x[:1])
+        expected = emulate(qp, x[:1]).trace.logits[0].double().numpy()
+        diff = float(np.abs(logits - expected).max())
+        summary["netx"] = {
+            "file": str(path),
+            "loaded_by": "lava.lib.dl.netx.hdf5.Network",
+            "layers": table.count("\n"),
+            "one_image_logits_netx": logits.tolist(),
+            "one_image_logits_emulator": expected.tolist(),
+            "max_abs_difference": diff,
+        }
+        if diff > 1e-6:
+            raise NallnError(
+                f"the netx network disagrees with the fixed-point plan (max logit "
+                f"difference {diff:.3g})"
+            )
+    else:
+        summary["netx"] = "not written: netx cannot hold the hybrid SE side-car (use --se static)"
+    return files

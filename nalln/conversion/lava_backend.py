@@ -1,0 +1,269 @@
+"""Lava back-end: a Lava process graph built from the deployment plan, run on the CPU with
+``Loihi2SimCfg`` (float ``floating_pt`` or Loihi bit-accurate ``fixed_pt`` models).
+
+Per stage: Lava ``Conv`` or ``Dense`` -> [our ``SEGate`` process, hybrid] -> Lava ``LIFReset``,
+plus one of our ``Recorder`` processes per layer. How the Lava-specific pitfalls are handled
+(toolchain.md):
+
+* Latency. Every Conv/Dense sends the previous step's result, so stage ``k`` (0-based) sees the
+  image's step ``t`` at Lava step ``t + k + 1`` (the source sends on steps 1..T). Each LIF's
+  window for image ``j`` is steps ``2 + k + jT ... 1 + k + (j+1)T``.
+* Bias and state between images. The bias lives in the neuron (``bias_mant``), which also
+  integrates it during the latency steps before its window; ``LIFReset`` with
+  ``reset_interval = T`` and ``reset_offset = (2 + k) mod T`` zeroes ``u`` and ``v`` at the start
+  of every window, wiping that and the previous image's state. Images therefore stream back to
+  back, one every T steps, through one network (N images take ``N*T + depth + 1`` steps).
+* Layout. Lava tensors are (W, H, C): images and weights are transposed, conv kernels flipped
+  (Lava convolves, torch correlates), stride/padding given as (W, H). A dense layer after a
+  conv reads the port through ``transpose([2, 1, 0]).flatten()``, i.e. in torch's C-order.
+* Decay and threshold: ``du = 1`` (no current memory), ``dv = dt/tau``, ``vth = v_th`` (float);
+  ``du = 4095``, ``dv = round(4096 dt/tau)``, integer ``vth`` and ``bias_exp = 6`` (fixed point).
+* Lava's Conv models store ``groups`` as int8 (breaks >= 128-channel depthwise convs) and loop
+  over channel pairs in Python: the run configuration maps Conv to our fixed models.
+
+Recorders write their layer's spikes (or the readout current) to a file from inside their Lava
+process, which avoids reading Vars back (~40 us per element).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from nalln.conversion import lava_compat
+from nalln.conversion.fixed_point import QStage, QuantPlan
+from nalln.conversion.plan import Plan, Stage
+from nalln.conversion.reference import Trace
+
+
+@dataclass
+class LavaRun:
+    trace: Trace
+    build_seconds: float  # process graph construction + compile + process start (first step)
+    run_seconds: float  # the remaining steps
+    steps: int
+    processes: int
+
+
+def _whc(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(reversed(shape)) if len(shape) == 3 else tuple(shape)
+
+
+def _lava_conv_weight(w: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(w).transpose(0, 3, 2, 1)[:, ::-1, ::-1, :])
+
+
+def _broadcast_bias(bias: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Per-channel bias -> full neuron shape (W, H, C) or (N,)."""
+    if len(shape) == 3:
+        return np.broadcast_to(bias, shape).copy()
+    return np.asarray(bias).reshape(shape).copy()
+
+
+def _layers(source: Plan | QuantPlan) -> tuple[list, bool]:
+    if isinstance(source, QuantPlan):
+        return source.stages, True
+    return source.stages, False
+
+
+def run_lava(
+    source: Plan | QuantPlan,
+    x: torch.Tensor,
+    *,
+    record: bool = True,
+    workdir: str | Path | None = None,
+    progress: bool = False,
+) -> LavaRun:
+    """Stream normalised images ``x`` [N, C, H, W] through the Lava process graph."""
+    lava_compat.import_lava("lava.proc.conv.process")
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.conv.process import Conv
+    from lava.proc.dense.process import Dense
+    from lava.proc.lif.process import LIFReset
+
+    from nalln.conversion.lava_processes.processes import (
+        FrameSource,
+        Recorder,
+        SEGate,
+        conv_model_map,
+    )
+
+    stages, fixed = _layers(source)
+    plan = source.plan if fixed else source
+    T, N = plan.num_steps, int(x.shape[0])
+    t0 = time.perf_counter()
+    frames = x.double().numpy().transpose(0, 3, 2, 1)  # N, W, H, C
+    if fixed:
+        frames = np.clip(np.rint(frames * source.input_scale), -(2**23 - 1), 2**23 - 1)
+        frames = frames.astype(np.int32)
+    src = FrameSource(frames=np.ascontiguousarray(frames), steps_per_frame=T)
+    procs: list = [src]
+    port = src.s_out
+    prev_shape = _whc(tuple(plan.input_shape))
+    graded = 24
+    tmp = tempfile.TemporaryDirectory(dir=workdir, prefix="nalln-lava-")
+    folder = Path(tmp.name)
+    recorders: dict[str, tuple[Path, tuple[int, ...], bool]] = {}
+    last = 0
+    for k, st in enumerate(stages):
+        syn = st.synapse if isinstance(st, Stage) else st
+        w = st.weight if fixed else syn.weight
+        if syn.kind == "conv":
+            weight = _lava_conv_weight(w).astype(np.int32 if fixed else np.float64)
+            synapse = Conv(
+                weight=weight,
+                input_shape=prev_shape,
+                padding=tuple(reversed(syn.padding)),
+                stride=tuple(reversed(syn.stride)),
+                groups=int(syn.groups),
+                num_message_bits=graded,
+            )
+            if tuple(synapse.output_shape) != _whc(tuple(syn.out_shape)):
+                raise AssertionError(f"{st.name}: Lava conv output {synapse.output_shape}")
+            port.connect(synapse.s_in)
+        else:
+            weight = np.asarray(w).astype(np.int32 if fixed else np.float64)
+            synapse = Dense(weights=weight, num_message_bits=graded)
+            src_port = port.transpose([2, 1, 0]).flatten() if len(prev_shape) == 3 else port
+            src_port.connect(synapse.s_in)
+        procs.append(synapse)
+        out_shape = _whc(tuple(syn.out_shape))
+        current = synapse.a_out
+        bias = st.bias if fixed else syn.bias
+        if st.neuron is None:  # readout: record the current
+            path = folder / f"{k}.npy"
+            rec = Recorder(
+                shape=out_shape, first_step=2 + k, n_steps=N * T, path=str(path), binary=False
+            )
+            current.connect(rec.a_in)
+            procs.append(rec)
+            recorders[st.name] = (path, out_shape, False)
+            last = 2 + k + N * T - 1
+            break
+        if st.gate is not None:
+            g = st.gate
+            gate = SEGate(
+                shape=out_shape,
+                bias=np.asarray(bias, np.float64),
+                w1=g.w1,
+                b1=g.b1,
+                w2=g.w2,
+                b2=g.b2,
+                scale=float(st.scale) if fixed else 1.0,
+            )
+            current.connect(gate.a_in)
+            current = gate.a_out
+            procs.append(gate)
+            neuron_bias = np.zeros(out_shape)
+        else:
+            neuron_bias = _broadcast_bias(np.asarray(bias), out_shape)
+        n = st.neuron
+        if fixed:
+            lif = LIFReset(
+                shape=out_shape,
+                du=4095,
+                dv=int(st.dv),
+                vth=int(st.vth),
+                bias_mant=neuron_bias.astype(np.int32),
+                bias_exp=6,
+                reset_interval=T,
+                reset_offset=(2 + k) % T,
+            )
+        else:
+            lif = LIFReset(
+                shape=out_shape,
+                du=1.0,
+                dv=float(n.decay),
+                vth=float(n.v_th),
+                bias_mant=neuron_bias.astype(np.float64),
+                bias_exp=0,
+                reset_interval=T,
+                reset_offset=(2 + k) % T,
+            )
+        current.connect(lif.a_in)
+        procs.append(lif)
+        last = 2 + k + N * T - 1
+        if record:
+            path = folder / f"{k}.npy"
+            rec = Recorder(
+                shape=out_shape, first_step=2 + k, n_steps=N * T, path=str(path), binary=True
+            )
+            lif.s_out.connect(rec.a_in)
+            procs.append(rec)
+            recorders[n.name] = (path, out_shape, True)
+        port = lif.s_out
+        prev_shape = out_shape
+        graded = 0
+    if not recorders:  # nothing recorded: still need the output spikes
+        path = folder / "out.npy"
+        rec = Recorder(
+            shape=prev_shape,
+            first_step=last - N * T + 1,
+            n_steps=N * T,
+            path=str(path),
+            binary=True,
+        )
+        port.connect(rec.a_in)
+        procs.append(rec)
+        recorders["__output__"] = (path, prev_shape, True)
+    cfg = Loihi2SimCfg(
+        select_tag="fixed_pt" if fixed else "floating_pt",
+        exception_proc_model_map=conv_model_map(fixed),
+    )
+    chunk = T * max(1, N // 20)
+    try:
+        src.run(condition=RunSteps(num_steps=1), run_cfg=cfg)
+        t1 = time.perf_counter()
+        done = 1
+        with tqdm(total=last, desc="lava steps", disable=not progress, leave=False) as bar:
+            bar.update(1)
+            while done < last:
+                k = min(chunk, last - done)
+                src.run(condition=RunSteps(num_steps=k), run_cfg=cfg)
+                done += k
+                bar.update(k)
+        t2 = time.perf_counter()
+    finally:
+        src.stop()
+    try:
+        trace = _collect(recorders, stages, fixed, N, T, source)
+    finally:
+        tmp.cleanup()
+    return LavaRun(trace, t1 - t0, t2 - t1, last, len(procs))
+
+
+def _collect(recorders, stages, fixed: bool, N: int, T: int, source) -> Trace:
+    spikes: dict[str, torch.Tensor] = {}
+    outputs = None
+    for name, (path, shape, binary) in recorders.items():
+        data = np.load(path, allow_pickle=False)
+        if binary:
+            size = int(np.prod(shape))
+            data = np.unpackbits(data, axis=1, count=size).astype(bool)
+        data = data.reshape(N, T, *shape)  # steps are image-major: j*T + t
+        if len(shape) == 3:
+            data = data.transpose(0, 1, 4, 3, 2)  # W, H, C -> C, H, W
+        tensor = torch.from_numpy(np.ascontiguousarray(data.swapaxes(0, 1)))  # T, N, ...
+        if name == "__output__":
+            outputs = tensor.reshape(T, N, -1).float()
+        elif binary:
+            spikes[name] = tensor
+        else:
+            cur = tensor.double().reshape(T, N, -1)
+            if fixed:
+                q: QStage = stages[-1]
+                cur = (cur + torch.from_numpy(q.bias.astype(np.float64))) / q.scale
+            else:
+                cur = cur + torch.from_numpy(stages[-1].synapse.bias.astype(np.float64))
+            outputs = cur.float()
+    if outputs is None:
+        last = list(spikes)[-1]
+        outputs = spikes[last].reshape(T, N, -1).float()
+    return Trace(outputs, spikes)

@@ -1,0 +1,260 @@
+"""Our own Lava processes: the image source, a spike/current recorder and the SE-gate side-car.
+
+Import this module only through :mod:`nalln.conversion.lava_backend` (it needs the Lava shim).
+Every process has a float model (tag ``floating_pt``) and a fixed-point model (tag ``fixed_pt``)
+so that one process graph runs under ``Loihi2SimCfg(select_tag=...)`` in either mode. The models
+use numpy only: Lava forks one OS process per model, and torch's thread pools are not fork-safe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nalln.conversion import lava_compat
+from nalln.conversion.se_gate import se_gate_numpy
+
+lava_compat.import_lava()
+
+from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
+from lava.magma.core.model.py.model import PyLoihiProcessModel  # noqa: E402
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort  # noqa: E402
+from lava.magma.core.model.py.type import LavaPyType  # noqa: E402
+from lava.magma.core.process.ports.ports import InPort, OutPort  # noqa: E402
+from lava.magma.core.process.process import AbstractProcess  # noqa: E402
+from lava.magma.core.resources import CPU  # noqa: E402
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
+
+
+class FrameSource(AbstractProcess):
+    """Direct coding: frame ``j`` (graded values, Lava (W, H, C) layout) is sent on steps
+    ``j*T + 1 ... j*T + T``; zeros after the last frame."""
+
+    def __init__(self, *, frames: np.ndarray, steps_per_frame: int, name: str = "source") -> None:
+        super().__init__(frames=frames, steps_per_frame=steps_per_frame, name=name)
+        self.s_out = OutPort(shape=tuple(frames.shape[1:]))
+
+
+class _FrameSourceBase(PyLoihiProcessModel):
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self.frames = proc_params["frames"]
+        self.steps = int(proc_params["steps_per_frame"])
+
+    def run_spk(self) -> None:
+        j = (self.time_step - 1) // self.steps
+        if j < len(self.frames):
+            self.s_out.send(self.frames[j])
+        else:
+            self.s_out.send(np.zeros(self.frames.shape[1:], self.frames.dtype))
+
+
+@implements(proc=FrameSource, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyFrameSourceFloat(_FrameSourceBase):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+
+
+@implements(proc=FrameSource, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyFrameSourceFixed(_FrameSourceBase):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+
+class Recorder(AbstractProcess):
+    """Keeps what arrives on steps ``first_step ... first_step + n_steps - 1`` and saves it to
+    ``path`` (``.npy``) on the last of them.
+
+    Reading a large Var back through the Lava runtime costs ~40 us per element; writing one file
+    from inside the process costs milliseconds, so every layer can be recorded in full.
+    """
+
+    def __init__(
+        self,
+        *,
+        shape: tuple[int, ...],
+        first_step: int,
+        n_steps: int,
+        path: str,
+        binary: bool,
+        name: str = "recorder",
+    ) -> None:
+        super().__init__(
+            shape=shape,
+            first_step=first_step,
+            n_steps=n_steps,
+            path=path,
+            binary=binary,
+            name=name,
+        )
+        self.a_in = InPort(shape=shape)
+
+
+class _RecorderBase(PyLoihiProcessModel):
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self.first = int(proc_params["first_step"])
+        self.n = int(proc_params["n_steps"])
+        self.path = Path(proc_params["path"])
+        self.binary = bool(proc_params["binary"])
+        shape = tuple(proc_params["shape"])
+        self.buf = np.zeros((self.n, *shape), bool if self.binary else np.float64)
+
+    def run_spk(self) -> None:
+        data = self.a_in.recv()
+        k = self.time_step - self.first
+        if 0 <= k < self.n:
+            self.buf[k] = data != 0 if self.binary else data
+            if k == self.n - 1:
+                out = np.packbits(self.buf.reshape(self.n, -1), axis=1) if self.binary else self.buf
+                np.save(self.path, out)
+
+
+@implements(proc=Recorder, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyRecorderFloat(_RecorderBase):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+
+
+@implements(proc=Recorder, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyRecorderFixed(_RecorderBase):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+
+
+class SEGate(AbstractProcess):
+    r"""Squeeze-and-Excitation on the current of one layer, per time step (hybrid mode).
+
+    .. math::
+        x = a + b, \quad g = \sigma(W_2\,\mathrm{relu}(W_1\,\overline{x}_{hw} + b_1) + b_2),
+        \quad y = x \odot g
+
+    ``a`` arrives in Lava (W, H, C) layout; ``b`` is the layer's (BN-folded) bias, added here
+    because the gate must see it. In fixed point, ``a``, ``b`` and ``y`` are integers in the
+    layer's scale ``scale`` (current = integer / scale); the gate itself is computed in float,
+    as the embedded CPU of a neuromorphic chip would (docs/conversion.md).
+    """
+
+    def __init__(
+        self,
+        *,
+        shape: tuple[int, int, int],
+        bias: np.ndarray,
+        w1: np.ndarray,
+        b1: np.ndarray,
+        w2: np.ndarray,
+        b2: np.ndarray,
+        scale: float = 1.0,
+        name: str = "se_gate",
+    ) -> None:
+        super().__init__(shape=shape, bias=bias, w1=w1, b1=b1, w2=w2, b2=b2, scale=scale, name=name)
+        self.a_in = InPort(shape=shape)
+        self.a_out = OutPort(shape=shape)
+
+
+class _SEGateBase(PyLoihiProcessModel):
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        p = proc_params
+        self.bias = np.asarray(p["bias"], np.float64)
+        self.w1, self.b1 = np.asarray(p["w1"], np.float64), np.asarray(p["b1"], np.float64)
+        self.w2, self.b2 = np.asarray(p["w2"], np.float64), np.asarray(p["b2"], np.float64)
+        self.scale = float(p["scale"])
+
+
+@implements(proc=SEGate, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PySEGateFloat(_SEGateBase):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+
+    def run_spk(self) -> None:
+        x = self.a_in.recv() + self.bias
+        self.a_out.send(x * se_gate_numpy(x, self.w1, self.b1, self.w2, self.b2))
+
+
+@implements(proc=SEGate, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PySEGateFixed(_SEGateBase):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def run_spk(self) -> None:
+        x = self.a_in.recv().astype(np.int64) + self.bias.astype(np.int64)
+        g = se_gate_numpy(x / self.scale, self.w1, self.b1, self.w2, self.b2)
+        self.a_out.send(np.rint(x * g).astype(np.int32))
+
+
+# --- Lava's Conv, with a working ``groups`` and a vectorised convolution ------------------------
+# lava.proc.conv.models declares ``groups`` as an int8 Var, so a depthwise convolution with 128 or
+# more channels wraps to a negative group count and computes garbage (measured: max error 10.7 on
+# a 128-channel depthwise conv, 0 at 64 channels). Its convolution also loops over every
+# (output, input) channel pair calling scipy's convolve2d (~0.4 s per step for one 32->64
+# pointwise conv at 112x112). These models are Lava's own with the Var widened and the same
+# convolution computed by one numpy contraction (:func:`conv_whc`, checked against Lava's
+# ``conv_scipy`` in the tests); the run configuration maps Lava's Conv process to them.
+from lava.proc.conv.models import PyConvModelFixed, PyConvModelFloat  # noqa: E402
+from lava.proc.conv.process import Conv  # noqa: E402
+
+
+def conv_whc(
+    x: np.ndarray,
+    weight: np.ndarray,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    groups: int,
+) -> np.ndarray:
+    """Lava's convolution: ``x`` (W, H, C_in), ``weight`` (C_out, kW, kH, C_in/groups) used as a
+    true (flipped) convolution kernel, stride/padding in (W, H) order; float64 result."""
+    kern = np.asarray(weight, np.float64)[:, ::-1, ::-1, :]
+    xp = np.pad(np.asarray(x, np.float64), ((padding[0],) * 2, (padding[1],) * 2, (0, 0)))
+    k_w, k_h = kern.shape[1:3]
+    win = np.lib.stride_tricks.sliding_window_view(xp, (k_w, k_h), axis=(0, 1))
+    win = win[:: stride[0], :: stride[1]]  # (W', H', C_in, kW, kH)
+    w_out, h_out, c_in = win.shape[:3]
+    c_out = kern.shape[0]
+    g = int(groups)
+    win = win.reshape(w_out, h_out, g, c_in // g, k_w, k_h)
+    kern = kern.reshape(g, c_out // g, k_w, k_h, c_in // g)
+    out = np.einsum("xygcij,gkijc->xygk", win, kern, optimize=True)
+    return out.reshape(w_out, h_out, c_out)
+
+
+class _FastConv:
+    def run_spk(self) -> None:
+        if self.a_buf is None:
+            self.a_buf = np.zeros_like(self.a_out.shape)
+        self.a_out.send(self.a_buf)
+        s_in = self.s_in.recv()
+        if self.num_message_bits.item() == 0:
+            s_in = s_in.astype(bool)
+        out = conv_whc(s_in, self.weight, self.stride, self.padding, int(self.groups[0]))
+        if np.issubdtype(self.weight.dtype, np.integer):
+            out = np.rint(out)
+        self.a_buf = self.clamp_precision(out.astype(self.weight.dtype))
+
+
+@implements(proc=Conv, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyConvModelFloatNalln(_FastConv, PyConvModelFloat):
+    groups: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=16)
+
+
+@implements(proc=Conv, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyConvModelFixedNalln(_FastConv, PyConvModelFixed):
+    groups: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=16)
+
+
+def conv_model_map(fixed_point: bool) -> dict:
+    """``exception_proc_model_map`` entry that routes every Lava Conv to the models above."""
+    return {Conv: PyConvModelFixedNalln if fixed_point else PyConvModelFloatNalln}

@@ -1,0 +1,390 @@
+"""Reading, writing and checking NIR graphs (ours or another tool's) - all file I/O in one place.
+
+``nir.read`` cannot type-check a graph with a grouped conv (nir 1.0.8 infers C_in from
+``weight.shape[1]``), so graphs are read with ``type_check=False`` and then checked here: the node
+types must be ones the back-ends support, the graph must be a chain from one Input to one Output,
+and the shapes must chain. Our own shape inference sets every node's input/output type (grouped
+convs get ``C_in = weight.shape[1] * groups``) before NIR's own ``check_types`` runs.
+
+A hybrid export is a folder: ``segment_<i>.nir`` files, ``se_sidecar.json`` (what the gates are,
+in words and shapes) and ``se_sidecar.safetensors`` (their weights), listed in ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import nir
+import numpy as np
+
+from nalln.conversion.export import FORMAT, Exported, GateSpec
+from nalln.errors import NallnError
+from nalln.io import write_json
+
+SUPPORTED = (
+    nir.Input,
+    nir.Output,
+    nir.Conv2d,
+    nir.Affine,
+    nir.Linear,
+    nir.LIF,
+    nir.AvgPool2d,
+    nir.SumPool2d,
+    nir.Flatten,
+)
+SUPPORTED_NAMES = ", ".join(t.__name__ for t in SUPPORTED)
+MANIFEST = "manifest.json"
+SIDECAR_JSON = "se_sidecar.json"
+SIDECAR_TENSORS = "se_sidecar.safetensors"
+GRAPH_FILE = "graph.nir"
+
+
+@dataclass
+class ChainNode:
+    name: str
+    node: nir.NIRNode
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+
+@dataclass
+class Artefact:
+    """A NIR graph (or hybrid segments + SE side-car) as read from disk, with our metadata."""
+
+    segments: list[nir.NIRGraph]
+    gates: list[GateSpec] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    @property
+    def ours(self) -> bool:
+        return bool(self.info.get("format") == FORMAT)
+
+
+# --- metadata -----------------------------------------------------------------------------------
+
+
+def _plain(v: Any) -> Any:
+    """HDF5 gives metadata back as bytes / numpy scalars."""
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def graph_info(graph: nir.NIRGraph) -> dict[str, Any]:
+    meta = {k: _plain(v) for k, v in (graph.metadata or {}).items()}
+    info = json.loads(meta.pop("nalln")) if isinstance(meta.get("nalln"), str) else {}
+    return {**meta, **info}
+
+
+def node_meta(node: nir.NIRNode) -> dict[str, Any]:
+    return {k: _plain(v) for k, v in (getattr(node, "metadata", None) or {}).items()}
+
+
+# --- checking -----------------------------------------------------------------------------------
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    a = np.atleast_1d(np.asarray(v)).astype(int).tolist()
+    return (a[0], a[0]) if len(a) == 1 else (a[0], a[1])
+
+
+def conv_padding(node: nir.Conv2d) -> tuple[int, int]:
+    pad = node.padding
+    if isinstance(pad, bytes):
+        pad = pad.decode()
+    if isinstance(pad, str):
+        if pad == "valid":
+            return (0, 0)
+        k = node.weight.shape[2:]
+        if any(s != 1 for s in _pair(node.stride)) or any(x % 2 == 0 for x in k):
+            raise NallnError("Conv2d padding='same' is supported only for odd kernels, stride 1")
+        return (k[0] // 2, k[1] // 2)
+    return _pair(pad)
+
+
+def _conv_out(node: nir.Conv2d, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    groups = int(np.asarray(node.groups))
+    c_in = node.weight.shape[1] * groups
+    if len(shape) != 3 or shape[0] != c_in:
+        raise NallnError(
+            f"shapes do not chain at node {name!r} (Conv2d): it expects [{c_in}, H, W] "
+            f"(weight {list(node.weight.shape)}, groups {groups}) but receives {list(shape)}"
+        )
+    k, s, p, d = node.weight.shape[2:], _pair(node.stride), conv_padding(node), _pair(node.dilation)
+    out = [(shape[i + 1] + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(2)]
+    if min(out) < 1:
+        raise NallnError(f"shapes do not chain at node {name!r}: input {list(shape)} is too small")
+    return (node.weight.shape[0], *out)
+
+
+def _pool_out(node, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(shape) != 3:
+        raise NallnError(
+            f"shapes do not chain at node {name!r}: pooling needs [C, H, W], got " f"{list(shape)}"
+        )
+    k, s, p = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
+    out = [(shape[i + 1] + 2 * p[i] - k[i]) // s[i] + 1 for i in range(2)]
+    if min(out) < 1:
+        raise NallnError(
+            f"shapes do not chain at node {name!r}: input {list(shape)} is smaller "
+            f"than the pooling kernel {list(k)}"
+        )
+    return (shape[0], *out)
+
+
+def _flatten_out(node: nir.Flatten, shape: tuple[int, ...]) -> tuple[int, ...]:
+    n = len(shape)
+    start = int(node.start_dim) % n
+    end = int(node.end_dim) % n
+    return (*shape[:start], int(np.prod(shape[start : end + 1])), *shape[end + 1 :])
+
+
+def _neuron_shape(node, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    p = np.asarray(node.v_threshold)
+    if p.size != 1 and tuple(p.shape) != tuple(shape):
+        raise NallnError(
+            f"shapes do not chain at node {name!r} ({type(node).__name__}): its parameters have "
+            f"shape {list(p.shape)} but it receives {list(shape)}"
+        )
+    return tuple(shape)
+
+
+def _out_shape(name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if isinstance(node, nir.Conv2d):
+        return _conv_out(node, name, shape)
+    if isinstance(node, nir.AvgPool2d | nir.SumPool2d):
+        return _pool_out(node, name, shape)
+    if isinstance(node, nir.Flatten):
+        return _flatten_out(node, shape)
+    if isinstance(node, nir.Affine | nir.Linear):
+        if len(shape) != 1 or shape[0] != node.weight.shape[1]:
+            raise NallnError(
+                f"shapes do not chain at node {name!r} ({type(node).__name__}): it expects "
+                f"[{node.weight.shape[1]}] but receives {list(shape)} (flatten first?)"
+            )
+        return (node.weight.shape[0],)
+    if isinstance(node, nir.LIF):
+        return _neuron_shape(node, name, shape)
+    if isinstance(node, nir.Output):
+        declared = node.output_type.get("output")
+        if (
+            declared is not None
+            and np.asarray(declared).size
+            and tuple(np.asarray(declared).astype(int).tolist()) != tuple(shape)
+        ):
+            raise NallnError(
+                f"shapes do not chain at the output {name!r}: it declares "
+                f"{np.asarray(declared).tolist()} but receives {list(shape)}"
+            )
+        return shape
+    raise AssertionError(type(node))  # pragma: no cover - filtered before
+
+
+def chain_of(graph: nir.NIRGraph, label: str = "graph") -> list[ChainNode]:
+    """Check ``graph`` and return its nodes in order with their shapes; fix the node types."""
+    for name, node in graph.nodes.items():
+        if not isinstance(node, SUPPORTED):
+            raise NallnError(
+                f"{label}: node {name!r} is a {type(node).__name__}, which nalln cannot simulate; "
+                f"supported node types: {SUPPORTED_NAMES}"
+            )
+    succ: dict[str, list[str]] = {n: [] for n in graph.nodes}
+    pred: dict[str, list[str]] = {n: [] for n in graph.nodes}
+    for src, dst in graph.edges:
+        if src not in graph.nodes or dst not in graph.nodes:
+            raise NallnError(f"{label}: edge ({src!r}, {dst!r}) names a node that does not exist")
+        succ[src].append(dst)
+        pred[dst].append(src)
+    inputs = [n for n, v in graph.nodes.items() if isinstance(v, nir.Input)]
+    outputs = [n for n, v in graph.nodes.items() if isinstance(v, nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise NallnError(
+            f"{label}: nalln simulates chains with one Input and one Output node; found "
+            f"{len(inputs)} input(s) and {len(outputs)} output(s)"
+        )
+    for n in graph.nodes:
+        if len(succ[n]) > 1 or len(pred[n]) > 1:
+            raise NallnError(
+                f"{label}: node {n!r} has {len(pred[n])} inputs and {len(succ[n])} outputs; "
+                "nalln simulates chains (no branches, merges or recurrence)"
+            )
+    order = [inputs[0]]
+    while succ[order[-1]]:
+        order.append(succ[order[-1]][0])
+        if len(order) > len(graph.nodes):
+            raise NallnError(f"{label}: the graph has a cycle")
+    if order[-1] != outputs[0] or len(order) != len(graph.nodes):
+        missing = sorted(set(graph.nodes) - set(order))
+        raise NallnError(
+            f"{label}: not every node lies on the path from input to output "
+            f"(unreachable: {missing or 'none'}; path ends at {order[-1]!r})"
+        )
+    in_type = graph.nodes[inputs[0]].input_type.get("input")
+    if in_type is None:
+        raise NallnError(f"{label}: the Input node has no shape")
+    shape = tuple(int(x) for x in np.asarray(in_type).reshape(-1))
+    chain = [ChainNode(inputs[0], graph.nodes[inputs[0]], shape, shape)]
+    for name in order[1:]:
+        node = graph.nodes[name]
+        out = _out_shape(name, node, shape)
+        node.input_type = {"input": np.array(shape)}
+        node.output_type = {"output": np.array(out)}
+        chain.append(ChainNode(name, node, shape, out))
+        shape = out
+    try:
+        graph.check_types()
+    except (ValueError, NotImplementedError) as exc:
+        raise NallnError(f"{label}: shapes do not chain ({exc})") from None
+    graph._update_input_output_types()
+    return chain
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+def write_graph(path: str | os.PathLike, graph: nir.NIRGraph) -> Path:
+    """``nir.write`` to a temporary sibling, then rename (no half-written file)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        nir.write(tmp, graph)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def read_graph(path: str | os.PathLike) -> nir.NIRGraph:
+    """Read and check one NIR file (any tool's); one-line errors for anything unusable."""
+    p = Path(path)
+    if not p.is_file():
+        raise NallnError(f"NIR file {p} does not exist")
+    if not h5py.is_hdf5(p):
+        raise NallnError(f"{p} is not a NIR file (NIR graphs are HDF5 files written by nir.write)")
+    try:
+        with h5py.File(p, "r") as f:
+            if "node" not in f:
+                raise NallnError(f"{p} is an HDF5 file but not a NIR graph (no 'node' group)")
+        graph = nir.read(p, type_check=False)
+    except NallnError:
+        raise
+    except ValueError as exc:
+        msg = str(exc)
+        if "Unknown unit type" in msg:
+            raise NallnError(
+                f"{p}: {msg.replace('unit type', 'NIR node type')}; supported node types: "
+                f"{SUPPORTED_NAMES}"
+            ) from None
+        raise NallnError(f"{p} could not be read as a NIR graph ({msg})") from None
+    except (KeyError, TypeError, OSError, AssertionError) as exc:
+        raise NallnError(
+            f"{p} could not be read as a NIR graph ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(graph, nir.NIRGraph):
+        raise NallnError(f"{p} holds a single {type(graph).__name__} node, not a NIR graph")
+    chain_of(graph, str(p))
+    return graph
+
+
+def write_artefact(out: str | os.PathLike, exported: Exported) -> dict[str, Path]:
+    """Write a static graph as ``graph.nir`` or hybrid segments + side-car, and a manifest."""
+    from safetensors.numpy import save as st_save
+
+    from nalln.io import write_bytes
+
+    folder = Path(out)
+    files: dict[str, Path] = {}
+    if len(exported.segments) == 1:
+        files[GRAPH_FILE] = write_graph(folder / GRAPH_FILE, exported.segments[0])
+    else:
+        for i, seg in enumerate(exported.segments):
+            files[f"segment_{i}.nir"] = write_graph(folder / f"segment_{i}.nir", seg)
+        tensors, entries = {}, []
+        for g in exported.gates:
+            for key in ("w1", "b1", "w2", "b2"):
+                tensors[f"{g.name}/{key}"] = np.ascontiguousarray(getattr(g, key))
+            entries.append(
+                {
+                    "name": g.name,
+                    "after_segment": g.after_segment,
+                    "channels": g.channels,
+                    "hidden": int(g.w1.shape[0]),
+                }
+            )
+        sidecar = {
+            "format": "nalln-se-sidecar/1",
+            "operation": (
+                "per time step, on the current x [C,H,W] leaving segment `after_segment`: "
+                "y = x * sigmoid(w2 @ relu(w1 @ mean_hw(x) + b1) + b2); y enters segment "
+                "`after_segment + 1` (whose first node is the LIF that x fed in the torch model)"
+            ),
+            "tensors": SIDECAR_TENSORS,
+            "gates": entries,
+        }
+        files[SIDECAR_JSON] = write_json(folder / SIDECAR_JSON, sidecar)
+        files[SIDECAR_TENSORS] = write_bytes(folder / SIDECAR_TENSORS, st_save(tensors))
+    manifest = {
+        "format": FORMAT,
+        "se_mode": exported.se_mode,
+        "segments": [
+            GRAPH_FILE if len(exported.segments) == 1 else f"segment_{i}.nir"
+            for i in range(len(exported.segments))
+        ],
+        "sidecar": SIDECAR_JSON if exported.gates else None,
+        "info": exported.meta,
+    }
+    files[MANIFEST] = write_json(folder / MANIFEST, manifest)
+    return files
+
+
+def read_artefact(path: str | os.PathLike) -> Artefact:
+    """A ``.nir`` file or a folder written by :func:`write_artefact`."""
+    p = Path(path)
+    if p.is_file():
+        graph = read_graph(p)
+        return Artefact([graph], [], graph_info(graph), p)
+    manifest_path = p / MANIFEST
+    if not manifest_path.is_file():
+        if (p / GRAPH_FILE).is_file():
+            return read_artefact(p / GRAPH_FILE)
+        raise NallnError(f"{p} is neither a NIR file nor a folder written by `nalln convert`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        seg_files = [p / s for s in manifest["segments"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise NallnError(f"{manifest_path} is not a nalln conversion manifest ({exc})") from None
+    segments = [read_graph(f) for f in seg_files]
+    gates: list[GateSpec] = []
+    if manifest.get("sidecar"):
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        try:
+            spec = json.loads((p / manifest["sidecar"]).read_text())
+            tensors = load_file(p / spec["tensors"])
+            for e in spec["gates"]:
+                gates.append(
+                    GateSpec(
+                        e["name"],
+                        int(e["after_segment"]),
+                        *(tensors[f"{e['name']}/{k}"] for k in ("w1", "b1", "w2", "b2")),
+                    )
+                )
+        except (OSError, ValueError, KeyError, SafetensorError) as exc:
+            raise NallnError(f"the SE side-car in {p} is unreadable ({exc})") from None
+        if len(gates) != len(segments) - 1:
+            raise NallnError(
+                f"{p}: {len(segments)} segments need {len(segments) - 1} SE gates between them; "
+                f"the side-car has {len(gates)}"
+            )
+    info = {**graph_info(segments[0]), **manifest.get("info", {})}
+    return Artefact(segments, gates, info, p)

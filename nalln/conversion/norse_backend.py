@@ -1,0 +1,187 @@
+"""Norse back-end: NIR graph -> Norse modules through Norse's own importer, with our node map.
+
+``norse.torch.from_nir`` (Norse 1.1.0) is ``nirtorch.load(graph, norse_node_map)``; it has no
+hook for a custom map, so we call the same loader with a map of ours that delegates every node
+Norse imports correctly to Norse's own per-node importer and fixes the rest (toolchain.md):
+
+* LIF: Norse's ``LIFBoxCell`` from Norse's importer, wrapped so its input is multiplied by the
+  node's ``r`` (Norse ignores ``r``), built with the graph's ``dt`` (Norse assumes 1 ms) and the
+  reset rule from the node metadata (Norse always resets to a value).
+* Conv2d: ``in_channels = weight.shape[1] * groups`` (Norse takes ``weight.shape[1]``, which
+  breaks depthwise convs).
+* AvgPool2d / SumPool2d: real pooling modules (Norse drops AvgPool2d silently).
+* Flatten: NIR dims exclude the batch dimension; torch's include it (Norse flattens the batch).
+
+Hybrid exports run segment by segment each time step, with the SE side-car gate in between.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import nir
+import numpy as np
+import torch
+from torch import nn
+
+from nalln.conversion.nir_io import Artefact, conv_padding, node_meta
+from nalln.conversion.plan import DT_FALLBACK
+from nalln.conversion.reference import Trace, apply_gate
+from nalln.errors import NallnError
+
+
+def _require_norse():
+    try:
+        import nirtorch
+        import norse.torch.functional.reset as reset
+        from norse.torch.utils.import_nir import _import_norse_module
+    except ImportError as exc:
+        raise NallnError(
+            f"the Norse back-end needs norse 1.1.0 and nirtorch 2.6 ({exc}); install them with "
+            "`make setup`"
+        ) from None
+    return nirtorch, reset, _import_norse_module
+
+
+class ScaledLIF(nn.Module):
+    """Norse's LIF cell with the NIR input gain ``r`` applied to its input."""
+
+    def __init__(self, cell: nn.Module, r: torch.Tensor) -> None:
+        super().__init__()
+        self.cell = cell
+        self.register_buffer("r", r)
+
+    def forward(self, x: torch.Tensor, state=None):
+        return self.cell(self.r * x, state)
+
+
+class Flatten(nn.Module):
+    """NIR Flatten: ``start_dim``/``end_dim`` count the dimensions after the batch."""
+
+    def __init__(self, start_dim: int, end_dim: int) -> None:
+        super().__init__()
+        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.dim() - 1
+        start, end = self.start_dim % n + 1, self.end_dim % n + 1
+        return x.flatten(start, end)
+
+
+def _tensor(a) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a), dtype=torch.float32)
+
+
+def node_map(node: nir.NIRNode, *, dt: float, norse_import) -> nn.Module | None:
+    """Our map from a NIR node to a torch module (``None``: nirtorch's default)."""
+    if isinstance(node, nir.LIF):
+        meta = node_meta(node)
+        _, reset, _ = _require_norse()
+        rule = str(meta.get("reset", "zero"))
+        method = reset.reset_subtract if rule == "subtract" else reset.reset_value
+        node_dt = float(meta.get("dt", dt))
+        cell = norse_import(node, ignore_warnings=True, reset_method=method, dt=node_dt)
+        cell.p = cell.p._replace(v_reset=_tensor(node.v_reset), reset_method=method)
+        return ScaledLIF(cell, _tensor(node.r))
+    if isinstance(node, nir.Conv2d):
+        groups = int(np.asarray(node.groups))
+        w = np.asarray(node.weight)
+        conv = nn.Conv2d(
+            w.shape[1] * groups,
+            w.shape[0],
+            tuple(w.shape[2:]),
+            stride=tuple(np.atleast_1d(np.asarray(node.stride)).astype(int).tolist() * 2)[:2],
+            padding=conv_padding(node),
+            dilation=tuple(np.atleast_1d(np.asarray(node.dilation)).astype(int).tolist() * 2)[:2],
+            groups=groups,
+            bias=node.bias is not None,
+        )
+        conv.weight.data = _tensor(w)
+        if node.bias is not None:
+            conv.bias.data = _tensor(node.bias)
+        return conv
+    if isinstance(node, nir.AvgPool2d | nir.SumPool2d):
+        k = tuple(np.atleast_1d(np.asarray(node.kernel_size)).astype(int).tolist() * 2)[:2]
+        s = tuple(np.atleast_1d(np.asarray(node.stride)).astype(int).tolist() * 2)[:2]
+        p = tuple(np.atleast_1d(np.asarray(node.padding)).astype(int).tolist() * 2)[:2]
+        pool = nn.AvgPool2d(k, s, p, count_include_pad=True)
+        if isinstance(node, nir.SumPool2d):
+            return nn.Sequential(pool, _Scale(float(k[0] * k[1])))
+        return pool
+    if isinstance(node, nir.Flatten):
+        return Flatten(node.start_dim, node.end_dim)
+    if isinstance(node, nir.Input | nir.Output):
+        return None
+    return norse_import(node, ignore_warnings=True, dt=dt)
+
+
+class _Scale(nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+class NorseNetwork(nn.Module):
+    """The loaded segments (Norse GraphExecutors) and the SE gates between them."""
+
+    def __init__(self, artefact: Artefact) -> None:
+        super().__init__()
+        nirtorch, _, norse_import = _require_norse()
+        self.gates = artefact.gates
+        self.lif_names: dict[int, str] = {}
+        executors = []
+        for seg in artefact.segments:
+            dt = float(artefact.info.get("dt", DT_FALLBACK))
+            names = {id(n): k for k, n in seg.nodes.items()}
+            built: dict[str, nn.Module] = {}
+
+            def mapper(node, names=names, built=built, dt=dt):
+                mod = node_map(node, dt=dt, norse_import=norse_import)
+                if isinstance(mod, ScaledLIF):
+                    built[names[id(node)]] = mod
+                return mod
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                level = logging.getLogger().level
+                logging.getLogger().setLevel(logging.ERROR)
+                try:
+                    executors.append(nirtorch.load(seg, mapper))
+                finally:
+                    logging.getLogger().setLevel(level)
+            for name, mod in built.items():
+                self.lif_names[id(mod)] = name
+        self.segments = nn.ModuleList(executors)
+        self.lifs = [m for m in self.modules() if isinstance(m, ScaledLIF)]
+
+    @torch.no_grad()
+    def run(self, x: torch.Tensor, num_steps: int) -> Trace:
+        """Direct coding: the same input ``x`` [B, ...] on each of ``num_steps`` steps."""
+        record: dict[str, list[torch.Tensor]] = {}
+        handles = []
+        for mod in self.lifs:
+            name = self.lif_names[id(mod)]
+            record[name] = []
+
+            def hook(_m, _a, out, name=name):
+                record[name].append(out[0] > 0)
+
+            handles.append(mod.register_forward_hook(hook))
+        states = [None] * len(self.segments)
+        outputs = []
+        try:
+            for _ in range(num_steps):
+                h = x.float()
+                for i, seg in enumerate(self.segments):
+                    h, states[i] = seg(h, states[i])
+                    if i < len(self.gates):
+                        h = apply_gate(self.gates[i], h)
+                outputs.append(h.reshape(x.shape[0], -1).float())
+        finally:
+            for hd in handles:
+                hd.remove()
+        return Trace(torch.stack(outputs), {k: torch.stack(v) for k, v in record.items()})

@@ -1,0 +1,286 @@
+r"""Lowering a checked NIR chain to a deployment plan: synapse -> [SE gate] -> neuron stages.
+
+This is what the Lava process graph, the netx file and the fixed-point calibration are built
+from (Norse reads the NIR graph itself). Lowering is exact algebra:
+
+* a NIR ``LIF`` with time step ``dt`` is, per step,
+  :math:`v \leftarrow (1 - \frac{dt}{\tau}) v + \frac{dt}{\tau}(v_{leak} + r I)`; spike if
+  :math:`v > v_{th}`, then :math:`v \leftarrow v_{reset}`. The input gain :math:`r\,dt/\tau` is
+  folded into the synapse before it, leaving one decay ``dt/tau`` and one threshold per
+  population (what a Lava LIF or a Loihi compartment group holds). ``v_leak`` and ``v_reset``
+  must be zero and the reset rule "zero" (the only one Lava's LIF implements).
+* pooling with ``stride == kernel`` followed by a conv or (after Flatten) an Affine/Linear node is
+  folded into that layer's weights (netx has no pooling layer), so e.g. GAP -> fc becomes one
+  dense layer over the un-pooled map with weights ``W / (h * w)`` repeated.
+* a segment that ends in a synapse and the next that starts with a neuron are joined through the
+  SE side-car gate between them (hybrid export).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import nir
+import numpy as np
+
+from nalln.conversion.export import GateSpec
+from nalln.conversion.nir_io import Artefact, ChainNode, chain_of, conv_padding, node_meta
+from nalln.errors import NallnError
+
+DT_FALLBACK = 1e-4  # snnTorch's exporter assumes this dt without writing it down (toolchain.md)
+
+
+@dataclass(frozen=True)
+class Synapse:
+    """A conv (``weight`` [Co, Ci/g, kh, kw]) or dense (``weight`` [out, in]) layer with bias.
+
+    A dense layer's ``in_shape`` is the shape whose C-order flattening it reads (it may be
+    [C, H, W] when a Flatten was folded in)."""
+
+    kind: str
+    weight: np.ndarray
+    bias: np.ndarray
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    groups: int = 1
+    source: str = ""  # NIR node name
+
+
+@dataclass(frozen=True)
+class Neuron:
+    name: str  # NIR node name
+    shape: tuple[int, ...]
+    decay: float  # dt / tau: v <- (1 - decay) v + I
+    v_th: float
+    module: str | None = None  # torch module it came from (our exports)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    synapse: Synapse | None
+    gate: GateSpec | None = None
+    neuron: Neuron | None = None  # None: a readout (the current is the output)
+
+
+@dataclass
+class Plan:
+    input_shape: tuple[int, ...]
+    stages: list[Stage]
+    num_steps: int
+    dt: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def neurons(self) -> list[Neuron]:
+        return [s.neuron for s in self.stages if s.neuron is not None]
+
+    @property
+    def readout(self) -> Stage | None:
+        last = self.stages[-1]
+        return last if last.neuron is None else None
+
+    @property
+    def output_size(self) -> int:
+        last = self.stages[-1]
+        shape = last.synapse.out_shape if last.neuron is None else last.neuron.shape
+        return int(np.prod(shape))
+
+
+def _uniform(values: np.ndarray, what: str, name: str) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    if v.size and not np.allclose(v, v.reshape(-1)[0], rtol=1e-9, atol=0):
+        raise NallnError(
+            f"LIF node {name!r} has non-uniform {what}; Lava and Loihi hold one {what} per "
+            "population (split the layer or make it uniform)"
+        )
+    return float(v.reshape(-1)[0])
+
+
+def _pool_params(node, name: str, shape: tuple[int, ...]) -> tuple[int, int]:
+    k = np.atleast_1d(np.asarray(node.kernel_size)).astype(int).tolist()
+    s = np.atleast_1d(np.asarray(node.stride)).astype(int).tolist()
+    p = np.atleast_1d(np.asarray(node.padding)).astype(int).tolist()
+    k, s = (k * 2)[:2], (s * 2)[:2]
+    if k != s or any(p):
+        raise NallnError(
+            f"pooling node {name!r} has kernel {k}, stride {s}, padding {p}; only non-overlapping "
+            "pooling (stride = kernel, no padding) can be folded into the next layer"
+        )
+    return k[0], k[1]
+
+
+def _fold_pool_dense(w: np.ndarray, pooled: tuple[int, ...], full: tuple[int, ...], k, avg: bool):
+    c, hp, wp = pooled
+    _, h, wd = full
+    w4 = w.reshape(w.shape[0], c, hp, wp)
+    rep = np.repeat(np.repeat(w4, k[0], axis=2), k[1], axis=3)
+    out = np.zeros((w.shape[0], c, h, wd), dtype=np.float64)
+    out[:, :, : hp * k[0], : wp * k[1]] = rep
+    if avg:
+        out /= k[0] * k[1]
+    return out.reshape(w.shape[0], -1)
+
+
+def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
+    stages: list[Stage] = []
+    syn: Synapse | None = None
+    pool: tuple[str, tuple[int, int], tuple[int, ...], bool] | None = None  # name, k, full, avg
+    flat_from: tuple[int, ...] | None = None
+    opened = False  # a neuron before any synapse (second segment of a hybrid export)
+
+    def need_no_synapse(name: str, what: str) -> None:
+        if syn is not None:
+            raise NallnError(
+                f"node {name!r} ({what}) follows synaptic node {syn.source!r} with no neuron "
+                "between them; nalln needs synapse -> neuron pairs"
+            )
+
+    for item in chain[1:]:
+        name, node, shape = item.name, item.node, item.in_shape
+        if isinstance(node, nir.Conv2d):
+            need_no_synapse(name, "Conv2d")
+            if flat_from is not None:
+                raise NallnError(f"Conv2d node {name!r} follows a Flatten")
+            w = np.asarray(node.weight, np.float64)
+            stride = tuple(np.atleast_1d(np.asarray(node.stride)).astype(int).tolist() * 2)[:2]
+            pad = conv_padding(node)
+            dil = tuple(np.atleast_1d(np.asarray(node.dilation)).astype(int).tolist() * 2)[:2]
+            if dil != (1, 1):
+                raise NallnError(f"Conv2d node {name!r} has dilation {dil}; only 1 is supported")
+            in_shape = shape
+            if pool is not None:
+                pname, k, full, avg = pool
+                if full[1] % k[0] or full[2] % k[1]:
+                    raise NallnError(
+                        f"pooling {pname!r} before conv {name!r}: the input {list(full)} is not "
+                        f"a multiple of the kernel {list(k)}, so it cannot be folded"
+                    )
+                w = np.repeat(np.repeat(w, k[0], axis=2), k[1], axis=3)
+                if avg:
+                    w = w / (k[0] * k[1])
+                stride = (stride[0] * k[0], stride[1] * k[1])
+                pad = (pad[0] * k[0], pad[1] * k[1])
+                in_shape, pool = full, None
+            b = np.zeros(w.shape[0]) if node.bias is None else np.asarray(node.bias, np.float64)
+            syn = Synapse(
+                "conv",
+                w,
+                b * np.ones(w.shape[0]),
+                in_shape,
+                item.out_shape,
+                stride,
+                pad,
+                int(np.asarray(node.groups)),
+                name,
+            )
+        elif isinstance(node, nir.AvgPool2d | nir.SumPool2d):
+            need_no_synapse(name, type(node).__name__)
+            if pool is not None or flat_from is not None:
+                raise NallnError(f"pooling node {name!r} follows another pooling or a Flatten")
+            k = _pool_params(node, name, shape)
+            pool = (name, k, shape, isinstance(node, nir.AvgPool2d))
+        elif isinstance(node, nir.Flatten):
+            if syn is not None:
+                continue  # flattening a current before the output: a reshape only
+            flat_from = pool[2] if pool is not None else shape
+        elif isinstance(node, nir.Affine | nir.Linear):
+            need_no_synapse(name, type(node).__name__)
+            w = np.asarray(node.weight, np.float64)
+            in_shape = flat_from if flat_from is not None else shape
+            if pool is not None:
+                pname, k, full, avg = pool
+                pooled = (full[0], full[1] // k[0], full[2] // k[1])
+                w = _fold_pool_dense(w, pooled, full, k, avg)
+                in_shape, pool = full, None
+            bias = getattr(node, "bias", None)
+            b = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, np.float64)
+            syn = Synapse(
+                "dense", w, b * np.ones(w.shape[0]), tuple(in_shape), item.out_shape, source=name
+            )
+            flat_from = None
+        elif isinstance(node, nir.LIF):
+            if pool is not None or flat_from is not None:
+                raise NallnError(f"LIF node {name!r} follows pooling/Flatten without a synapse")
+            meta = node_meta(node)
+            if str(meta.get("reset", "zero")) not in ("zero", "reset_to_zero", "to_zero"):
+                raise NallnError(
+                    f"LIF node {name!r} resets by {meta['reset']!r}; nalln's back-ends (like "
+                    "Lava's LIF) reset to zero"
+                )
+            node_dt = float(meta.get("dt", dt))
+            tau = _uniform(node.tau, "time constant", name)
+            v_th = _uniform(node.v_threshold, "threshold", name)
+            if np.any(np.asarray(node.v_leak) != 0) or np.any(np.asarray(node.v_reset) != 0):
+                raise NallnError(f"LIF node {name!r} has v_leak or v_reset != 0 (unsupported)")
+            decay = node_dt / tau
+            gain = np.asarray(node.r, np.float64) * decay
+            g = _uniform(gain, "input gain r*dt/tau", name)
+            if not 0 < decay <= 1:
+                raise NallnError(
+                    f"LIF node {name!r}: dt/tau = {decay:.3g} must lie in (0, 1] (tau {tau:g} s, "
+                    f"dt {node_dt:g} s); record the right dt in the node metadata"
+                )
+            neuron = Neuron(name, item.out_shape, decay, v_th, meta.get("module"))
+            if syn is None:
+                if stages or opened:
+                    raise NallnError(f"LIF node {name!r} has no synapse before it")
+                opened = True
+                stages.append(Stage(name, None, None, neuron))
+                continue
+            if g != 1.0:
+                syn = replace(syn, weight=syn.weight * g, bias=syn.bias * g)
+            stages.append(Stage(name, syn, None, neuron))
+            syn = None
+        elif isinstance(node, nir.Output):
+            if pool is not None:
+                raise NallnError(f"pooling {pool[0]!r} right before the output is not supported")
+            if syn is not None:
+                stages.append(Stage(syn.source, syn, None, None))
+    if not any(s.synapse is not None for s in stages):
+        raise NallnError("the graph has no synaptic layer")
+    return stages
+
+
+def _graph_dt(graph: nir.NIRGraph, info: dict[str, Any]) -> float:
+    if "dt" in info:
+        return float(info["dt"])
+    for node in graph.nodes.values():
+        if isinstance(node, nir.LIF) and "dt" in node_meta(node):
+            return float(node_meta(node)["dt"])
+    return DT_FALLBACK
+
+
+def lower(artefact: Artefact, num_steps: int | None = None) -> Plan:
+    """The deployment plan of a checked artefact (one graph, or hybrid segments + side-car)."""
+    info = artefact.info
+    steps = int(num_steps or info.get("num_steps") or 0)
+    if steps < 1:
+        raise NallnError("the graph does not record its number of time steps; pass --steps T")
+    pieces = []
+    dt = DT_FALLBACK
+    for i, seg in enumerate(artefact.segments):
+        dt = _graph_dt(seg, info)
+        pieces.append(_lower_chain(chain_of(seg, f"segment {i}"), dt))
+    stages = pieces[0]
+    for i, nxt in enumerate(pieces[1:]):
+        gate = artefact.gates[i]
+        last, first = stages[-1], nxt[0]
+        if last.neuron is not None or first.synapse is not None:
+            raise NallnError(
+                f"segment {i} must end with a synapse and segment {i + 1} start with a neuron "
+                "to be joined by an SE gate"
+            )
+        if gate.channels != last.synapse.out_shape[0]:
+            raise NallnError(
+                f"SE gate {gate.name!r} has {gate.channels} channels but segment {i} ends with "
+                f"{last.synapse.out_shape[0]}"
+            )
+        stages = [*stages[:-1], Stage(first.name, last.synapse, gate, first.neuron), *nxt[1:]]
+    if stages[0].synapse is None:
+        raise NallnError("the first segment starts with a neuron; it needs a synapse first")
+    input_shape = tuple(stages[0].synapse.in_shape)
+    return Plan(input_shape, stages, steps, dt, dict(info))

@@ -1,0 +1,354 @@
+"""``nalln simulate``: run images through Norse or Lava and measure how faithfully the back-end
+reproduces the torch model.
+
+Reference: the torch model of the run (hybrid: the dynamic model; static: the same model with
+the calibrated static gates), or for a NIR graph from another tool our float64 simulation of its
+NIR semantics. Every figure in the report is measured on this machine in this run.
+
+JSON keys: ``top1_agreement`` (back-end argmax == reference argmax), ``spike_agreement``
+(``overall`` and ``per_layer``: fraction of (image, step, neuron) entries with the same spike /
+no-spike), ``accuracy`` (back-end vs labels), ``seconds_per_image`` (back-end wall time per
+image after the network is built), ``output_spike_count_difference`` (last spiking layer),
+``reference_accuracy``, ``build_seconds`` and, where they apply, ``static_se`` and
+``fixed_point``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from nalln.conversion.nir_io import read_artefact, write_artefact
+from nalln.conversion.plan import lower
+from nalln.conversion.reference import Trace, batched, run_plan, run_torch_model
+from nalln.conversion.sources import (
+    SE_GATE_IMAGES,
+    Source,
+    load_source,
+    load_split,
+    prepare,
+    run_index,
+    training_images,
+)
+from nalln.errors import NallnError
+from nalln.io import save_figure, write_json, write_text
+
+BACKENDS = ("norse", "lava")
+DEFAULT_IMAGES = 50
+
+
+@dataclass
+class SimulationResult:
+    metrics: dict[str, Any]
+    out: Path
+    files: dict[str, Path]
+
+
+def layer_agreement(ref: Trace, got: Trace, names: list[str]) -> dict[str, Any]:
+    per_layer, details = {}, {}
+    match = total = 0
+    for name in names:
+        a, b = ref.spikes[name], got.spikes[name]
+        if a.shape != b.shape:
+            raise NallnError(f"layer {name}: back-end spikes {list(b.shape)} vs {list(a.shape)}")
+        same = int((a == b).sum())
+        per_layer[name] = same / a.numel()
+        details[name] = {
+            "neurons": int(np.prod(a.shape[2:])),
+            "spikes_reference": int(a.sum()),
+            "spikes_backend": int(b.sum()),
+            "mismatches": int(a.numel() - same),
+            "spike_rate_reference": float(a.double().mean()),
+        }
+        match += same
+        total += a.numel()
+    return {
+        "overall": match / total if total else None,
+        "per_layer": per_layer,
+        "per_layer_details": details,
+    }
+
+
+def spike_count_difference(ref: Trace, got: Trace, layer: str) -> dict[str, Any]:
+    a = ref.spikes[layer].sum(0).double()  # [B, ...] counts over T
+    b = got.spikes[layer].sum(0).double()
+    return {
+        "layer": layer,
+        "mean_abs_difference_per_neuron": float((a - b).abs().mean()),
+        "total_reference": int(a.sum()),
+        "total_backend": int(b.sum()),
+    }
+
+
+def fidelity(ref: Trace, got: Trace, labels: torch.Tensor, names: list[str]) -> dict[str, Any]:
+    ref_pred, got_pred = ref.logits.argmax(1), got.logits.argmax(1)
+    agree = layer_agreement(ref, got, names)
+    return {
+        "top1_agreement": float((ref_pred == got_pred).double().mean()),
+        "spike_agreement": {"overall": agree["overall"], "per_layer": agree["per_layer"]},
+        "spike_layers": agree["per_layer_details"],
+        "accuracy": float((got_pred == labels).double().mean()),
+        "reference_accuracy": float((ref_pred == labels).double().mean()),
+        "max_abs_logit_difference": float((ref.logits - got.logits).abs().max()),
+        "output_spike_count_difference": spike_count_difference(ref, got, names[-1])
+        if names
+        else None,
+    }
+
+
+def _run_norse(artefact, x, T, progress) -> tuple[Trace, float, float]:
+    from nalln.conversion.norse_backend import NorseNetwork
+
+    t0 = time.perf_counter()
+    net = NorseNetwork(artefact)
+    t1 = time.perf_counter()
+    traces = []
+    for i in tqdm(range(0, len(x), 16), desc="norse", disable=not progress, leave=False):
+        traces.append(net.run(x[i : i + 16], T))
+    from nalln.conversion.reference import concat
+
+    return concat(traces), t1 - t0, time.perf_counter() - t1
+
+
+def simulate(
+    source_path: str | Path,
+    *,
+    backend: str,
+    se: str = "hybrid",
+    fixed_point: bool = False,
+    data: str | Path | None = None,
+    n: int = DEFAULT_IMAGES,
+    split: str = "test",
+    out: str | Path | None = None,
+    calibration: int = 64,
+    steps: int | None = None,
+    progress: bool = True,
+) -> SimulationResult:
+    if backend not in BACKENDS:
+        raise NallnError(f"unknown back-end {backend!r}; use one of {', '.join(BACKENDS)}")
+    if fixed_point and backend != "lava":
+        raise NallnError("--fixed-point applies to --backend lava (Loihi's fixed point)")
+    if n < 1:
+        raise NallnError("--n must be at least 1")
+    if backend == "lava":
+        from nalln.conversion import lava_compat
+
+        lava_compat.import_lava()  # fail early, before any work, if Lava is missing
+    source = load_source(source_path)
+    tag = f"{backend}{'-fixed' if fixed_point else ''}-{se}"
+    out_dir = Path(out) if out else _default_out(source, tag)
+    x, labels, _ = load_split(source, data, split, n, progress)
+    metrics: dict[str, Any] = {
+        "backend": backend,
+        "mode": "fixed point (Loihi)" if fixed_point else "float",
+        "se_mode": se,
+        "images": int(len(x)),
+        "split": split if source.loaded is not None else "all images of --data",
+        "synthetic": source.synthetic,
+        "source": str(source.path),
+    }
+    train_x = None
+    with tempfile.TemporaryDirectory(prefix="nalln-sim-") as tmp:
+        if source.loaded is not None:
+            if (se == "static" or fixed_point) and source.loaded.run is not None:
+                index = run_index(source.loaded, data)
+                train_x, _ = training_images(
+                    source.loaded, index, max(calibration, SE_GATE_IMAGES), progress
+                )
+            prepared = prepare(source.loaded, se, data, progress, train_x)
+            write_artefact(tmp, prepared.exported)
+            artefact = read_artefact(tmp)  # back-ends read what a file holds
+            reference = batched(lambda b: run_torch_model(prepared.reference, b), x, 16)
+            metrics["reference"] = (
+                f"torch model ({'static SE gates' if se == 'static' else 'dynamic SE'})"
+            )
+            if prepared.static_se:
+                metrics["static_se"] = prepared.static_se
+        else:
+            artefact = source.artefact
+            metrics["se_mode"] = artefact.info.get("se_mode", "none")
+            reference = None
+            metrics["reference"] = "nalln float64 simulation of the NIR graph"
+        plan = lower(artefact, steps)
+        if reference is None:
+            reference = batched(lambda b: run_plan(plan, b), x, 16)
+        T = plan.num_steps
+        names = [nn.name for nn in plan.neurons]
+        if backend == "norse":
+            got, build, run_s = _run_norse(artefact, x, T, progress)
+        else:
+            got, build, run_s = _run_lava(
+                plan, x, fixed_point, train_x, calibration, data, source, metrics, progress
+            )
+    metrics.update(fidelity(reference, got, labels, names))
+    metrics["seconds_per_image"] = run_s / len(x)
+    metrics["build_seconds"] = build
+    metrics["num_steps"] = T
+    metrics["provenance"] = (
+        "measured: wall-clock on this machine (CPU); agreement counted over every image, step "
+        "and neuron"
+    )
+    files = write_report(out_dir, metrics)
+    return SimulationResult(metrics, out_dir, files)
+
+
+def _run_lava(plan, x, fixed_point, train_x, calibration, data, source, metrics, progress):
+    from nalln.conversion.lava_backend import run_lava
+
+    if not fixed_point:
+        r = run_lava(plan, x, progress=progress)
+        metrics["lava"] = {"processes": r.processes, "steps": r.steps}
+        return r.trace, r.build_seconds, r.run_seconds
+    from nalln.conversion.fixed_point import (
+        calibrate,
+        check_overflow,
+        emulate,
+        weight_noise_sensitivity,
+    )
+
+    if train_x is None:
+        if data is None:
+            raise NallnError("fixed point needs calibration images: pass --data ROOT")
+        # a NIR graph has no split: calibrate on another pseudo-random subset of --data
+        train_x = load_split(source, data, "train", calibration, progress, seed=1)[0]
+    qp = calibrate(plan, train_x[:calibration], progress)
+    em = emulate(qp, x)
+    check_overflow(em, f"the {len(x)} simulated images")
+    r = run_lava(qp, x, progress=progress)
+    exact = all(torch.equal(em.trace.spikes[k], r.trace.spikes[k]) for k in r.trace.spikes)
+    metrics["lava"] = {"processes": r.processes, "steps": r.steps}
+    metrics["fixed_point"] = {
+        **{k: v for k, v in qp.report.items() if k != "layers"},
+        "input_scale": qp.input_scale,
+        "layers": qp.table(),
+        "lava_matches_emulator_bit_exactly": bool(exact),
+        "overflows": em.overflowed,
+        "float_top1_agreement_under_weight_noise": {
+            f"{b}_bit": v for b, v in weight_noise_sensitivity(plan, x).items()
+        },
+    }
+    return r.trace, r.build_seconds, r.run_seconds
+
+
+def _default_out(source: Source, tag: str) -> Path:
+    if source.loaded is not None and source.loaded.run is not None:
+        return source.loaded.run.path / f"simulate-{tag}"
+    base = source.path if source.path.is_dir() else source.path.parent
+    return base / f"simulate-{tag}"
+
+
+def report_markdown(m: dict[str, Any]) -> str:
+    syn = (
+        "SYNTHETIC DATA - pipeline check only, not clinical evidence\n\n" if m["synthetic"] else ""
+    )
+    sa = m["spike_agreement"]
+    lines = [
+        f"# Simulation on {m['backend']} ({m['mode']}, SE {m['se_mode']})",
+        "",
+        syn + f"Reference: {m['reference']}. {m['images']} images ({m['split']}). "
+        f"All figures measured on this machine in this run.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| top-1 agreement with the reference | {m['top1_agreement']:.4f} |",
+        f"| spike agreement (all layers) | {sa['overall']:.6f} |",
+        f"| accuracy on the back-end | {m['accuracy']:.4f} |",
+        f"| accuracy of the reference | {m['reference_accuracy']:.4f} |",
+        f"| max abs logit difference | {m['max_abs_logit_difference']:.3g} |",
+        f"| seconds per image (after build) | {m['seconds_per_image']:.4f} |",
+        f"| build seconds | {m['build_seconds']:.2f} |",
+    ]
+    sc = m.get("output_spike_count_difference")
+    if sc:
+        lines.append(
+            f"| output spike counts ({sc['layer']}) reference / back-end | "
+            f"{sc['total_reference']} / {sc['total_backend']} (mean abs diff per neuron "
+            f"{sc['mean_abs_difference_per_neuron']:.4g}) |"
+        )
+    st = m.get("static_se")
+    if st and "val_accuracy_change" in st:
+        lines.append(
+            f"| static SE: val accuracy dynamic -> static | {st['val_accuracy_dynamic']:.4f} -> "
+            f"{st['val_accuracy_static']:.4f} ({st['val_accuracy_change']:+.4f}) |"
+        )
+    lines += [
+        "",
+        "| layer | spike agreement | spikes reference | spikes back-end | mismatches |",
+        "|---|---|---|---|---|",
+    ]
+    for name, d in m["spike_layers"].items():
+        lines.append(
+            f"| {name} | {sa['per_layer'][name]:.6f} | {d['spikes_reference']} | "
+            f"{d['spikes_backend']} | {d['mismatches']} |"
+        )
+    fp = m.get("fixed_point")
+    if fp:
+        lines += [
+            "",
+            "Fixed-point calibration (per layer, on the calibration images):",
+            "",
+            "| layer | scale | vth | clip factor | threshold tweak | agreement alone | "
+            "agreement in the network |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in fp["layers"]:
+            own = row.get("spike_agreement_own", row.get("top1_agreement_own"))
+            net = row.get("spike_agreement_network")
+            lines.append(
+                f"| {row['layer']} | {row['scale']:.4g} | {row['vth']} | {row.get('clip_factor')} "
+                f"| {row.get('threshold_tweak', '')} | {own:.6f} | "
+                f"{'' if net is None else f'{net:.6f}'} |"
+            )
+        lines.append("")
+        lines.append(
+            f"Lava matches the bit-exact emulator: {fp['lava_matches_emulator_bit_exactly']}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_agreement(m: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nalln.evaluation.plots import SYNTHETIC_TAG
+
+    per = m["spike_agreement"]["per_layer"]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(per) + 1.5))
+    names = list(per)
+    vals = [1.0 - per[n] for n in names]
+    ax.barh(names, vals, color="tab:blue")
+    ax.invert_yaxis()
+    ax.set_xlabel("spike disagreement (1 - agreement), measured")
+    ax.set_title(
+        f"{m['backend']} ({m['mode']}, SE {m['se_mode']}): top-1 agreement "
+        f"{m['top1_agreement']:.3f}"
+    )
+    if m["synthetic"]:
+        fig.text(
+            0.99,
+            0.01,
+            SYNTHETIC_TAG,
+            ha="right",
+            va="bottom",
+            color="crimson",
+            fontsize=9,
+            weight="bold",
+        )
+    return save_figure(fig, path)
+
+
+def write_report(out: Path, m: dict[str, Any]) -> dict[str, Path]:
+    return {
+        "report.json": write_json(out / "report.json", m),
+        "report.md": write_text(out / "report.md", report_markdown(m)),
+        "spike_agreement.png": plot_agreement(m, out / "spike_agreement.png"),
+    }

@@ -1,0 +1,61 @@
+"""Fixed point: calibration stays in range; overflow is reported per layer, never clipped."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nalln.conversion.export import export_model
+from nalln.conversion.fixed_point import (
+    A_MAX,
+    BIAS_MAX,
+    VTH_MAX,
+    calibrate,
+    check_overflow,
+    emulate,
+    quantise_weight,
+)
+from nalln.conversion.nir_io import read_artefact, write_artefact
+from nalln.conversion.plan import lower
+from nalln.errors import NallnError
+from nalln.runs import load_model
+
+
+@pytest.fixture(scope="module")
+def qplan(tiny_run, tmp_path_factory):
+    loaded = load_model(tiny_run)
+    d = tmp_path_factory.mktemp("fx")
+    write_artefact(d, export_model(loaded.model, se_mode="hybrid"))
+    torch.manual_seed(8)
+    x = torch.randn(16, 3, 32, 32)
+    return calibrate(lower(read_artefact(d)), x), x
+
+
+def test_quantised_weights_are_loihi_weights():
+    w = np.array([-1.0, -0.5, 0.01, 0.5, 1.0])
+    conv, _ = quantise_weight(w, 127, "conv")
+    dense, clipped = quantise_weight(w, 254 * 1.5, "dense")
+    assert conv.tolist() == [-127, -64, 1, 64, 127]
+    assert np.all(dense % 2 == 0) and np.abs(dense).max() == 254 and clipped == 0.4
+
+
+def test_calibration_stays_in_range(qplan):
+    qp, x = qplan
+    for q in qp.stages:
+        assert np.abs(q.bias).max(initial=0) <= BIAS_MAX
+        assert 0 <= q.vth <= VTH_MAX
+    assert emulate(qp, x).overflowed == {}
+    rows = qp.report["layers"]
+    assert [r["layer"] for r in rows] == [q.name for q in qp.stages]
+    assert all(0.9 < r["spike_agreement_own"] <= 1 for r in rows if "spike_agreement_own" in r)
+
+
+def test_overflow_is_reported_per_layer(qplan):
+    qp, x = qplan
+    em = emulate(qp, x * 1000)  # far brighter than anything calibrated
+    assert "stem_lif" in em.overflowed
+    assert em.overflow["stem_lif"]["synaptic_input"] > 0
+    with pytest.raises(NallnError, match=r"fixed-point overflow .*stem_lif: \d+ synaptic_input"):
+        check_overflow(em, "test images")
+    assert A_MAX == 2**17 - 1

@@ -1,0 +1,76 @@
+"""`nalln data check`: planted exact and near duplicates are found within and across data sets."""
+
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from nalln.data.audit import audit
+from nalln.data.dataset import scan
+from nalln.data.splits import make_splits
+from nalln.data.synth import SynthSpec, generate
+
+
+@pytest.fixture()
+def planted(tmp_path: Path):
+    root = generate(tmp_path / "data", SynthSpec(n_per_class=10, size=96, seed=3), progress=False)
+    base = root / "Original"
+    index = scan(root)
+    splits = make_splits(index)
+    train = [r for r in splits["train"] if r.label == "Early"]
+    test_pre = next(r for r in splits["test"] if r.label == "Pre")
+    # exact copy of a training image, placed in the test class folder of the same class
+    src = base / train[0].path
+    exact = base / "Early" / "COPY-exact.jpg"
+    shutil.copy(src, exact)
+    # near copy: resized and re-encoded at another JPEG quality
+    near_src = base / test_pre.path
+    img = Image.open(near_src).resize((80, 80)).resize((96, 96))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=70)
+    near = base / "Pre" / "COPY-near.jpg"
+    near.write_bytes(buf.getvalue())
+    # put the planted copies on the other side of the split
+    splits["test"].append(type(train[0])("Early/COPY-exact.jpg", "Early"))
+    splits["train"].append(type(train[0])("Pre/COPY-near.jpg", "Pre"))
+    # corrupt and zero-byte files
+    (base / "Pro" / "broken.jpg").write_bytes(src.read_bytes()[:200])
+    (base / "Pro" / "empty.jpg").write_bytes(b"")
+    return root, splits, train[0].path, test_pre.path
+
+
+def test_planted_duplicates_across_splits_are_reported(planted) -> None:
+    root, splits, exact_of, near_of = planted
+    rep = audit(root, splits=splits, progress=False)
+    pairs = {(d.kind, d.scope, frozenset((d.a, d.b))) for d in rep.duplicates}
+    assert ("exact", "across-splits", frozenset((exact_of, "Early/COPY-exact.jpg"))) in pairs
+    assert ("near", "across-splits", frozenset((near_of, "Pre/COPY-near.jpg"))) in pairs
+    assert rep.status_counts.get("truncated", 0) + rep.status_counts.get("corrupt", 0) == 1
+    assert rep.status_counts["zero-byte"] == 1
+    assert rep.synthetic and rep.to_json()["duplicates"]["summary"]
+
+
+def test_duplicates_across_two_data_sets(planted, tmp_path: Path) -> None:
+    root, _, exact_of, _ = planted
+    other = tmp_path / "ext" / "Blood cell Cancer [ALL]"
+    for folder in ("Benign", "[Malignant] early Pre-B", "[Malignant] Pre-B", "[Malignant] Pro-B"):
+        (other / folder).mkdir(parents=True)
+    shared = root / "Original" / exact_of
+    shutil.copy(shared, other / "[Malignant] early Pre-B" / "Snap_001.jpg")
+    for i, folder in enumerate(("Benign", "[Malignant] Pre-B", "[Malignant] Pro-B")):
+        Image.new("RGB", (96, 96), (40 * i, 90, 200 - 30 * i)).save(other / folder / "x.jpg")
+    rep = audit(root, against=tmp_path / "ext", progress=False)
+    across = [d for d in rep.duplicates if d.scope == "across-datasets"]
+    assert any(
+        d.kind == "exact" and d.b == "against:[Malignant] early Pre-B/Snap_001.jpg" for d in across
+    )
+    assert rep.against["layout"] == "external"
+
+
+def test_no_false_duplicates_on_distinct_images(tmp_path: Path) -> None:
+    root = generate(tmp_path / "d", SynthSpec(n_per_class=8, size=96, seed=11), progress=False)
+    rep = audit(root, progress=False)
+    assert rep.duplicates == []
+    assert rep.status_counts == {"ok": 32}
