@@ -21,8 +21,9 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from nalln.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-# Pillow decoders for those extensions (JPEG includes multi-picture MPO; DIB: headerless BMP)
-PILLOW_FORMATS = ("JPEG", "PNG", "BMP", "DIB", "TIFF", "WEBP")
+# Pillow decoders for those extensions (JPEG includes multi-picture MPO; DIB: headerless BMP),
+# plus GIF for palette images named on the command line
+PILLOW_FORMATS = ("JPEG", "PNG", "BMP", "DIB", "TIFF", "WEBP", "GIF")
 # 25 megapixels: far above any smear image nalln reads (ALL-IDB1: 2592 x 1944 = 5 MP), far below
 # Pillow's bomb guard (89 MP), whose limit a 134-byte mutated TIFF reaches and then takes 10 s
 # to resize (tests/faults).
@@ -80,7 +81,8 @@ def open_rgb(path: str | Path) -> Image.Image:
         raise
     except UnidentifiedImageError:
         raise DataError(
-            f"{p} is corrupt or not a JPEG, PNG, BMP, TIFF or WebP image; remove or replace it"
+            f"{p} is corrupt or not an image nalln reads (JPEG, PNG, BMP, TIFF, WebP, GIF); "
+            "remove or replace it"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DataError(f"{p} is too large to decode safely (decompression-bomb guard)") from None

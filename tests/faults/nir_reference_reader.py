@@ -12,6 +12,7 @@ a child (paths on stdin, one outcome line per path on stdout; see test_fuzz_nir.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import h5py
@@ -78,11 +79,21 @@ def read_nir(path: str) -> nir.NIRGraph:
     return graph
 
 
+def _reader():
+    """``NALLN_NIR_READER=nalln`` serves nalln.conversion's reader instead (to measure it)."""
+    if os.environ.get("NALLN_NIR_READER") == "nalln":
+        from nalln.conversion.nir_io import read_graph
+
+        return read_graph
+    return read_nir
+
+
 def _serve() -> None:
     """Worker loop: a path per stdin line -> ``ok`` | ``clean MSG`` | ``unexpected TYPE: MSG``."""
+    read = _reader()
     for line in sys.stdin:
         try:
-            read_nir(line.rstrip("\n"))
+            read(line.rstrip("\n"))
             out = "ok"
         except NallnError as exc:
             out = "clean " + str(exc).replace("\n", "\\n")

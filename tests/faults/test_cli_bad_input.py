@@ -150,7 +150,7 @@ def _res(cases: dict, name: str) -> subprocess.CompletedProcess[str]:
         ("missing_folder", "does not exist"),
         ("unknown_class", "unknown class folder"),
         ("empty_class", "have no images"),
-        ("corrupt_image", "is corrupt or not a JPEG"),
+        ("corrupt_image", "is corrupt or not an image"),
         ("truncated_image", "truncated"),
         ("zero_byte_image", "is empty (0 bytes)"),
     ],

@@ -141,13 +141,13 @@ def test_every_seed_format_loads(scratch: Path, spec: tuple) -> None:
 
 
 def test_formats_outside_the_accepted_list_are_refused(scratch: Path) -> None:
-    """Pillow decodes ~40 formats by content (EPS through Ghostscript); nalln only its six."""
-    for fmt in ("GIF", "PPM", "TGA", "ICO", "PCX", "EPS"):
+    """Pillow decodes ~40 formats by content (EPS through Ghostscript); nalln only seven."""
+    for fmt in ("PPM", "TGA", "ICO", "PCX", "EPS"):
         path = scratch / "disguised.png"  # the name says PNG, the bytes say otherwise
         buf = io.BytesIO()
         Image.new("RGB", (16, 16), (200, 10, 10)).save(buf, fmt)
         path.write_bytes(buf.getvalue())
-        with pytest.raises(DataError, match="corrupt or not a JPEG, PNG, BMP, TIFF or WebP image"):
+        with pytest.raises(DataError, match="corrupt or not an image nalln reads"):
             load_image(path, 32)
 
 
