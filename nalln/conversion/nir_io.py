@@ -285,9 +285,22 @@ def read_graph(path: str | os.PathLike) -> nir.NIRGraph:
                 f"{SUPPORTED_NAMES}"
             ) from None
         raise NallnError(f"{p} could not be read as a NIR graph ({msg})") from None
-    except (KeyError, TypeError, OSError, AssertionError) as exc:
+    except (
+        KeyError,
+        TypeError,
+        OSError,
+        AssertionError,
+        # what else h5py/nir raised on mutated files (tests/faults/test_fuzz_nir.py)
+        AttributeError,
+        IndexError,
+        RuntimeError,
+        ArithmeticError,
+        UnicodeDecodeError,
+        MemoryError,
+    ) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else ""
         raise NallnError(
-            f"{p} could not be read as a NIR graph ({type(exc).__name__}: {exc})"
+            f"{p} could not be read as a NIR graph ({type(exc).__name__}: {msg})"
         ) from None
     if not isinstance(graph, nir.NIRGraph):
         raise NallnError(f"{p} holds a single {type(graph).__name__} node, not a NIR graph")
