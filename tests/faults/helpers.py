@@ -82,11 +82,12 @@ def stale_temps(folder: Path) -> list[str]:
 FUZZ_SCALE = float(os.environ.get("NALLN_FUZZ_SCALE", "1"))
 
 
-def fuzz_settings(max_examples: int, deadline_s: float = 5.0) -> settings:
-    """Per-example deadline catches hangs-in-the-making; the hang guard in conftest.py the rest."""
+def fuzz_settings(max_examples: int, deadline_s: float | None = 5.0) -> settings:
+    """Per-example deadline catches hangs-in-the-making; the hang guard in conftest.py the rest.
+    ``None``: the test enforces its own time limit (the NIR worker)."""
     return settings(
         max_examples=max(1, int(max_examples * FUZZ_SCALE)),
-        deadline=timedelta(seconds=deadline_s),
+        deadline=None if deadline_s is None else timedelta(seconds=deadline_s),
         derandomize=os.environ.get("NALLN_FUZZ_RANDOM") != "1",
         database=None,
         print_blob=True,

@@ -91,6 +91,8 @@ def _reader():
 def _serve() -> None:
     """Worker loop: a path per stdin line -> ``ok`` | ``clean MSG`` | ``unexpected TYPE: MSG``."""
     read = _reader()
+    sys.stdout.write("ready\n")  # imports done: the caller's time limit covers reads only
+    sys.stdout.flush()
     for line in sys.stdin:
         try:
             read(line.rstrip("\n"))
