@@ -180,7 +180,7 @@ target_trees = st.fixed_dictionaries(
 )
 
 
-@fuzz_settings(800)
+@fuzz_settings(500)
 @given(tree=target_trees)
 def test_any_parsed_toml_tree_validates_or_fails_cleanly(tree: dict) -> None:
     out = works_or_clean_error(parse_target, tree, "", Path("fuzz.toml"))

@@ -45,7 +45,7 @@ def tensors(draw: st.DrawFn) -> torch.Tensor:
     return x
 
 
-@fuzz_settings(250)
+@fuzz_settings(150)
 @given(x=tensors())
 def test_prediction_path_answers_or_refuses(x: torch.Tensor) -> None:
     out = works_or_clean_error(predict_logits, MODEL, PRE, x, 2)
@@ -56,7 +56,7 @@ def test_prediction_path_answers_or_refuses(x: torch.Tensor) -> None:
         assert out.shape == (x.shape[0], 4)
 
 
-@fuzz_settings(250)
+@fuzz_settings(150)
 @given(x=tensors())
 def test_model_forward_answers_or_refuses(x: torch.Tensor) -> None:
     with torch.no_grad():
