@@ -1,0 +1,1 @@
+"""Analyses of a trained (or freshly built) model: profiling, and more to come."""
