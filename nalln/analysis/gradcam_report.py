@@ -107,7 +107,7 @@ def _title(e: Explained) -> str:
 
 
 def plot_single(e: Explained, layer: str, path: Path, synthetic: bool) -> Path:
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.0))
     axes[0].imshow(e.image)
     axes[0].set_title(Path(e.name).name, fontsize=8)
     im = axes[1].imshow(e.cam, cmap=CMAP, vmin=0, vmax=1)
