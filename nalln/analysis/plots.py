@@ -133,8 +133,9 @@ def plot_ablation(rows: Sequence[dict[str, Any]], path: str | Path, synthetic: b
     acc = np.array([r["accuracy"] for r in rows])
     err = np.array([[r["accuracy"] - r["ci_low"], r["ci_high"] - r["accuracy"]] for r in rows]).T
     axes[0].bar(x, acc, yerr=err, capsize=4, color=_COLORS[0])
-    for xi, a in zip(x, acc):
-        axes[0].text(xi, min(a + 0.03, 1.0), f"{a:.3f}", ha="center", fontsize=8)
+    for xi, a, r in zip(x, acc, rows):
+        axes[0].text(xi + 0.05, min(r["ci_high"] + 0.015, 1.02), f"{a:.3f}", ha="center",
+                     fontsize=8)  # fmt: skip
     axes[0].set(ylim=(0, 1.08), ylabel="test accuracy (measured, 95% CI)", title="Accuracy")
     axes[1].bar(x, [r["parameters"] for r in rows], color=_COLORS[1])
     axes[1].set(ylabel="trainable parameters (counted)", title="Parameters")

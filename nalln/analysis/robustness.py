@@ -277,7 +277,7 @@ def _markdown(data: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     ]
     for name in data["grids"]:
         p = PERTURBATIONS[name]
-        lines += [f"## {p.description} ({p.parameter}, {p.unit})", ""]
+        lines += [f"## {p.description}: {p.axis or p.parameter}", ""]
         head = "| " + p.parameter + " | " + " | ".join(f"{lab} | review" for lab in labels) + " |"
         lines += [head, "|" + "---|" * (1 + 2 * len(labels))]
         for sev in data["grids"][name]:
