@@ -18,7 +18,6 @@ from nalln.analysis.quantization import quantize_run
 from nalln.analysis.report_html import build_report
 from nalln.analysis.robustness import RobustnessSpec, robustness
 
-
 # fewer severities than the command's defaults (19 evaluations instead of 32), same range
 DEMO_GRIDS: dict[str, tuple[float, ...]] = {
     "noise": (0.0, 0.01, 0.05, 0.1),
@@ -43,7 +42,12 @@ def run_demo_step(run: Path, data: Path, out: Path, progress: bool = False) -> d
     t0 = time.perf_counter()
     run, out = Path(run), Path(out)
     rob = robustness(
-        run, data, spec=RobustnessSpec(grids=DEMO_GRIDS), out=out / "robustness", device="cpu", progress=progress
+        run,
+        data,
+        spec=RobustnessSpec(grids=DEMO_GRIDS),
+        out=out / "robustness",
+        device="cpu",
+        progress=progress,
     )
     cam = run_gradcam(run, per_class=3, data=data, out=out / "gradcam")
     int8_dir = out / f"{run.name}-int8"
