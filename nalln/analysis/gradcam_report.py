@@ -226,14 +226,15 @@ def run_gradcam(
             }
         )
 
+    # the split is checked before anything is written, too
+    evalset = eval_set(loaded, data, split) if per_class > 0 else None
     if decoded is not None:
         explained = explain(loaded, decoded, [str(f) for f in files_in], layer, target, dev)
         for i, e in enumerate(explained):
             png = out_dir / f"{i:03d}_{_safe(e.name)}_gradcam.png"
             files[png.name] = plot_single(e, layer, png, synthetic)
             record(e, png, "image")
-    if per_class > 0:
-        evalset = eval_set(loaded, data, split)
+    if evalset is not None:
         synthetic = synthetic or evalset.synthetic
         rng = np.random.default_rng(seed)
         rows = []

@@ -19,6 +19,7 @@ source) whose checkpoint metadata says ``quantized: int8``.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,26 +143,68 @@ def quantize_run(
     state = {k: v.detach().cpu() for k, v in fp32.model.state_dict().items()}
     keys = quantizable(fp32.model, keep_float)
     qstate, scales, layers = quantize_state_dict(state, keys)
-    note = {
-        "scheme": SCHEME,
-        "source_checkpoint": str(fp32.checkpoint.path),
-        "quantized_tensors": len(keys),
-        "kept_float": list(keep_float),
-        "quantized_weights": int(sum(state[k].numel() for k in keys)),
-    }
+    q = _Quantised(state, qstate, scales, keys, layers, list(keep_float))
+    # the images are found before anything is written; a failure later removes the new folder
+    evalset = eval_set(fp32, data, split, progress=progress) if compare or sensitivity else None
+    created = not out_dir.exists()
+    try:
+        result = _write_and_measure(fp32, dst, q, str(run))
+        int8 = load_model(out_dir, "best", dev)  # through the ordinary load path
+        if evalset is not None:
+            images = evalset.images(fp32.image_size)
+            lf = predict_logits(fp32.model, fp32.preprocess, images, 64, dev)
+            if compare:
+                result["accuracy"] = _compare(fp32, int8, evalset, images, lf, n_resamples, dev)
+            if sensitivity:
+                result["sensitivity"] = _sensitivity(fp32, q, images, lf, evalset.labels, dev)
+        files = {
+            "checkpoint": dst.best,
+            "quantization.json": write_json(out_dir / "quantization.json", result),
+            "quantization.md": write_text(out_dir / "quantization.md", _markdown(result)),
+        }
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    return QuantizeResult(result, out_dir, files)
+
+
+@dataclass
+class _Quantised:
+    """The float32 source state and its quantised form."""
+
+    state: dict[str, torch.Tensor]
+    qstate: dict[str, torch.Tensor]
+    scales: dict[str, torch.Tensor]
+    keys: list[str]
+    layers: list[dict[str, Any]]
+    kept_float: list[str]
+
+    def note(self, source: str) -> dict[str, Any]:
+        return {
+            "scheme": SCHEME,
+            "source_checkpoint": source,
+            "quantized_tensors": len(self.keys),
+            "kept_float": self.kept_float,
+            "quantized_weights": int(sum(self.state[k].numel() for k in self.keys)),
+        }
+
+
+def _write_and_measure(fp32, dst: RunDir, q: _Quantised, run: str) -> dict[str, Any]:
+    """Write the quantised run folder (checkpoint, copied run files); sizes and errors."""
+    note = q.note(str(fp32.checkpoint.path))
     meta = {**fp32.checkpoint.meta, "quantized": "int8", "quantization": note, "kind": "best"}
-    save_checkpoint(dst.best, qstate, meta, scales=scales)
+    save_checkpoint(dst.best, q.qstate, meta, scales=q.scales)
     if fp32.run is not None:
         _copy_run_files(fp32.run, dst, note)
-
-    fp32_bytes = _bytes(state)
-    int8_bytes = _bytes(qstate) + sum(s.numel() * 4 for s in scales.values())
-    result: dict[str, Any] = {
+    fp32_bytes = _bytes(q.state)
+    int8_bytes = _bytes(q.qstate) + sum(s.numel() * 4 for s in q.scales.values())
+    return {
         "synthetic": fp32.synthetic,
-        "run": str(run),
-        "quantized_run": str(out_dir),
+        "run": run,
+        "quantized_run": str(dst.path),
         "scheme": SCHEME,
-        "kept_float": list(keep_float),
+        "kept_float": q.kept_float,
         "size": {
             "state_fp32_bytes": fp32_bytes,
             "state_int8_bytes": int8_bytes,
@@ -172,27 +215,14 @@ def quantize_run(
             "bytes measured on disk (safetensors with metadata)",
         },
         "weights": {
-            "tensors": len(keys),
+            "tensors": len(q.keys),
             "values": note["quantized_weights"],
-            "worst_relative_rms_error": max((x["relative_rms_error"] for x in layers), default=0),
-            "layers": layers,
+            "worst_relative_rms_error": max(
+                (x["relative_rms_error"] for x in q.layers), default=0.0
+            ),
+            "layers": q.layers,
         },
     }
-    int8 = load_model(out_dir, "best", dev)  # through the ordinary load path
-    if compare or sensitivity:
-        evalset = eval_set(fp32, data, split, progress=progress)
-        images = evalset.images(fp32.image_size)
-        lf = predict_logits(fp32.model, fp32.preprocess, images, 64, dev)
-    if compare:
-        result["accuracy"] = _compare(fp32, int8, evalset, images, lf, n_resamples, dev)
-    if sensitivity:
-        result["sensitivity"] = _sensitivity(fp32, state, keys, images, lf, evalset.labels, dev)
-    files = {
-        "checkpoint": dst.best,
-        "quantization.json": write_json(out_dir / "quantization.json", result),
-        "quantization.md": write_text(out_dir / "quantization.md", _markdown(result)),
-    }
-    return QuantizeResult(result, out_dir, files)
 
 
 def _compare(fp32, int8, evalset, images, lf, n_resamples, dev) -> dict[str, Any]:
@@ -217,15 +247,15 @@ def _compare(fp32, int8, evalset, images, lf, n_resamples, dev) -> dict[str, Any
     }
 
 
-def _sensitivity(fp32, state, keys, images, lf, y, dev) -> list[dict[str, Any]]:
+def _sensitivity(fp32, q: _Quantised, images, lf, y, dev) -> list[dict[str, Any]]:
     """Each weight quantised alone (the rest float32): which layers move the predictions."""
     import copy
 
     model = copy.deepcopy(fp32.model)
     rows = []
-    for k in keys:
-        trial = dict(state)
-        trial[k] = dequantize_tensor(*quantize_tensor(state[k]))
+    for k in q.keys:
+        trial = dict(q.state)
+        trial[k] = dequantize_tensor(q.qstate[k], q.scales[k])
         model.load_state_dict(trial)
         lt = predict_logits(model, fp32.preprocess, images, 64, dev)
         rows.append(

@@ -92,6 +92,7 @@ class Page:
     sections: list[tuple[str, str]] = field(default_factory=list)
     found: dict[str, str] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
+    quantized: str | None = None
 
     def add(self, name: str, body: str) -> None:
         self.sections.append((name, body))
@@ -132,6 +133,7 @@ def _overview(page: Page, run: Path) -> None:
 
     params = count_parameters(loaded.model)
     page.synthetic = page.synthetic or loaded.synthetic
+    page.quantized = meta.get("quantized")
     rows = [
         ["run folder", str(run)],
         ["checkpoint", str(loaded.checkpoint.path)],
@@ -347,6 +349,12 @@ def _profile(page: Page, dirs: Sequence[Path]) -> None:
         return
     page.found["profile"] = str(path)
     parts = []
+    if page.quantized:
+        parts.append(
+            f"<p class='note'>This run stores {_esc(page.quantized)} weights; they are "
+            "dequantised at load, so the profile times float32 arithmetic and its FP32 size is "
+            "the in-memory size (the stored size is in the INT8 section).</p>"
+        )
     scalars = [[k, v] for k, v in p.items() if isinstance(v, int | float | str | bool)]
     if scalars:
         parts.append(table(scalars, ["measure", "value"]))

@@ -83,3 +83,20 @@ def test_unknown_class_and_nothing_to_do(cli, run_copy, one_image):
     assert code == 2 and "unknown class 'Blast'" in err and "0=Benign" in err
     code, _, err = cli("gradcam", run_copy)
     assert code == 2 and "--per-class" in err
+
+
+def test_bad_data_for_the_grid_writes_nothing(cli, run_copy, one_image, tmp_path):
+    out = tmp_path / "g"
+    code, _, err = cli(
+        "gradcam",
+        run_copy,
+        one_image,
+        "--per-class",
+        "1",
+        "--data",
+        tmp_path / "missing",
+        "--out",
+        out,
+    )
+    assert code == 2 and err.count("\n") == 1
+    assert not out.exists()

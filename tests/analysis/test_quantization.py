@@ -97,3 +97,10 @@ def test_keep_float_names_are_checked(cli, run_copy, tmp_path):
     assert code == 0, err
     q = json.loads((tmp_path / "q2" / "quantization.json").read_text())
     assert q["kept_float"] == ["stem.conv"] and "accuracy" not in q
+
+
+def test_failed_quantisation_leaves_no_folder(cli, run_copy, tmp_path):
+    out = tmp_path / "q"
+    code, _, err = cli("quantize", run_copy, "--out", out, "--data", tmp_path / "missing")
+    assert code == 2 and "does not exist" in err
+    assert not out.exists()
