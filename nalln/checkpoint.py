@@ -3,6 +3,10 @@
 Loading a pickle can execute arbitrary code, so a file in PyTorch's pickle format is refused
 outright. A SHA-256 over the metadata and every tensor's bytes is stored in the header and
 checked on load, so truncated or tampered files are reported instead of silently used.
+
+Weights may be stored as int8 with one float32 scale per output channel (``qscale/<name>``,
+written by ``nalln quantize``); loading dequantises them to float32 (``w = q * scale``), so every
+command runs a quantised run like any other.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ FORMAT = "nalln-checkpoint"
 FORMAT_VERSION = "1"
 _OPT_PREFIX = "optimizer/"
 _MODEL_PREFIX = "model/"
+_SCALE_PREFIX = "qscale/"
 
 
 @dataclass
@@ -77,9 +82,18 @@ def save_checkpoint(
     state_dict: dict[str, torch.Tensor],
     meta: dict[str, Any],
     optimizer_state: dict[str, Any] | None = None,
+    scales: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write atomically; ``meta`` must be JSON-serialisable."""
+    """Write atomically; ``meta`` must be JSON-serialisable.
+
+    ``scales``: per-output-channel float scales of the int8 entries of ``state_dict``.
+    """
     tensors = {f"{_MODEL_PREFIX}{k}": v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    for name, scale in (scales or {}).items():
+        q = state_dict.get(name)
+        if q is None or q.dtype != torch.int8 or scale.numel() != q.shape[0]:
+            raise ValueError(f"scale for {name!r} needs an int8 tensor with {scale.numel()} rows")
+        tensors[f"{_SCALE_PREFIX}{name}"] = scale.detach().float().cpu().contiguous()
     full_meta = dict(meta)
     full_meta.setdefault("nalln_version", __version__)
     if optimizer_state is not None:
@@ -161,6 +175,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     model_state = {
         k[len(_MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)
     }
+    scales = {k[len(_SCALE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_SCALE_PREFIX)}
+    model_state = _dequantize(model_state, scales, p)
     opt_tensors = {k: v for k, v in tensors.items() if k.startswith(_OPT_PREFIX)}
     try:  # the checksum proves the file is undamaged, not who wrote it: check the structure
         meta = json.loads(meta_json)
@@ -174,3 +190,25 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             f"{str(exc).splitlines()[0] if str(exc) else ''}); it was not written by `nalln train`"
         ) from None
     return Checkpoint(model_state, meta, opt_state, p)
+
+
+def _dequantize(
+    state: dict[str, torch.Tensor], scales: dict[str, torch.Tensor], path: Path
+) -> dict[str, torch.Tensor]:
+    """int8 weights with per-output-channel scales -> float32 (``q * scale``)."""
+    out = dict(state)
+    for name, scale in scales.items():
+        q = state.get(name)
+        if q is None or q.dtype != torch.int8 or scale.numel() != q.shape[0]:
+            raise CheckpointError(
+                f"checkpoint {path} has an int8 scale for {name!r} that matches no int8 weight; "
+                "the file is damaged, re-run `nalln quantize`"
+            )
+        out[name] = q.float() * scale.float().reshape(-1, *([1] * (q.dim() - 1)))
+    left = [k for k, v in out.items() if v.dtype == torch.int8]
+    if left:
+        raise CheckpointError(
+            f"checkpoint {path} stores int8 weights without scales ({left[0]}, ...); it was not "
+            "written by `nalln quantize`"
+        )
+    return out

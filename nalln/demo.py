@@ -1,8 +1,9 @@
 """``nalln demo``: the whole pipeline on built-in synthetic data, in minutes on a laptop CPU.
 
 Steps: synthesise a data set -> train -> evaluate on the held-out test split -> every later
-stage registered in :data:`DEMO_STEPS` (NIR conversion and simulation, energy ...). Each
-later stage exposes ``run_demo_step(run, data, out, progress) -> dict``.
+stage registered in :data:`DEMO_STEPS` (NIR conversion and Norse/Lava simulation, energy,
+profiling, robustness + Grad-CAM + INT8 + HTML report). Each later stage exposes
+``run_demo_step(run, data, out, progress) -> dict``.
 
 The demo deviates from the paper's protocol in three documented ways, all to fit a 2-core CPU
 budget: 64x64 images (paper: 224), a slower learning-rate decay (10^(-epoch/40), not /20) with
@@ -31,6 +32,8 @@ from nalln.training.loop import train
 DEMO_STEPS: tuple[tuple[str, str], ...] = (
     ("convert-simulate", "nalln.conversion.demo:run_demo_step"),
     ("energy", "nalln.energy:run_demo_step"),
+    ("profile", "nalln.analysis.profiling:run_demo_step"),
+    ("analysis", "nalln.analysis.demo:run_demo_step"),  # last: its HTML report gathers the rest
 )
 
 

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "nalln.cli.demo",
     "nalln.cli.energy",
     "nalln.cli.hardware",
+    "nalln.cli.analysis",
 )
 
 

@@ -6,9 +6,15 @@ threshold: absolute defaults (for any data set), and, when a model is at hand, l
 the images it was trained on (the training split's luminance and sharpness, stored in the
 checkpoint).
 
-Measures, on the grayscale image resized to ``size`` x ``size``: mean luminance in [0, 1],
-fraction of saturated pixels (>= 250 of 255), and sharpness = variance of the Laplacian
-(0-255 scale).
+Measures, on the grayscale image: mean luminance in [0, 1], fraction of saturated pixels
+(>= 250 of 255), and sharpness = variance of the Laplacian (0-255 scale) of the image rescaled to
+a mean luminance of 0.75. The rescaling makes sharpness independent of brightness (a darkened
+image has a proportionally weaker Laplacian; without it, every -50% image was also "blurred").
+
+Relative limits compare the image at the model's input size with the training images at that
+size. Absolute limits are calibrated at 224 x 224 pixels: larger images are downsampled to it,
+smaller ones are measured as they are (upsampling would blur them) and then cannot be judged for
+blur, because the Laplacian's variance depends on the resolution.
 """
 
 from __future__ import annotations
@@ -22,14 +28,18 @@ from scipy import ndimage
 
 FLAGS = ("under-illuminated", "over-exposed", "blurred")
 STATS_SIZE = 224
+SHARPNESS_LUMINANCE = 0.75  # sharpness is measured on the image rescaled to this mean
 
 
 @dataclass(frozen=True)
 class QualityThresholds:
-    """Absolute limits; measured on synthetic smears: normal luminance 0.70-0.84, -50% brightness
-    0.35-0.42; normal sharpness >= 21, Gaussian blur sigma 1 about 10, sigma 2 about 3."""
+    """Absolute limits. Measured on 400 synthetic 224-px smears (``nalln data synth``): normal
+    luminance 0.675-0.881, so -50% brightness gives <= 0.441 (flagged by ``dark = 0.45``, which
+    leaves a 0.22 margin below the darkest normal image); normal sharpness >= 11, Gaussian blur
+    sigma 1 about 10, sigma 2 about 3 (flagged by ``blur = 5``). Milder darkening (-25%) is caught
+    by the relative limits a model's training statistics give (mean - 3 std)."""
 
-    dark: float = 0.35
+    dark: float = 0.45
     bright: float = 0.93
     saturated_fraction: float = 0.2
     blur: float = 5.0
@@ -42,24 +52,41 @@ class QualityThresholds:
 class ImageStats:
     luminance: float
     saturated: float
-    sharpness: float
+    sharpness: float  # Laplacian variance at mean luminance SHARPNESS_LUMINANCE
+    side: int = STATS_SIZE  # shorter side, in pixels, the statistics were measured at
 
 
-def gray_array(img: Image.Image | torch.Tensor, size: int = STATS_SIZE) -> np.ndarray:
+def gray_array(img: Image.Image | torch.Tensor, size: int | None = STATS_SIZE) -> np.ndarray:
+    """Grayscale 0-255 array at ``size`` x ``size``; ``size=None``: downsampled to at most
+    :data:`STATS_SIZE` (aspect kept), never upsampled."""
     if isinstance(img, torch.Tensor):  # uint8 [3, H, W]
         img = Image.fromarray(img.permute(1, 2, 0).cpu().numpy())
     g = img.convert("L")
-    if g.size != (size, size):
+    if size is None:
+        scale = STATS_SIZE / min(g.size)
+        if scale < 1:
+            g = g.resize(
+                (max(1, round(g.size[0] * scale)), max(1, round(g.size[1] * scale))),
+                Image.Resampling.BILINEAR,
+            )
+    elif g.size != (size, size):
         g = g.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(g, dtype=np.float64)
 
 
-def image_stats(img: Image.Image | torch.Tensor, size: int = STATS_SIZE) -> ImageStats:
+def sharpness(g: np.ndarray) -> float:
+    """Variance of the Laplacian of a 0-255 grayscale image rescaled to mean luminance 0.75."""
+    mean = max(float(g.mean()), 0.02 * 255.0)
+    return float(ndimage.laplace(g * (SHARPNESS_LUMINANCE * 255.0 / mean)).var())
+
+
+def image_stats(img: Image.Image | torch.Tensor, size: int | None = STATS_SIZE) -> ImageStats:
     g = gray_array(img, size)
     return ImageStats(
         luminance=float(g.mean() / 255.0),
         saturated=float((g >= 250).mean()),
-        sharpness=float(ndimage.laplace(g).var()),
+        sharpness=sharpness(g),
+        side=int(min(g.shape)),
     )
 
 
@@ -75,6 +102,7 @@ def reference_stats(images: torch.Tensor, size: int = STATS_SIZE) -> dict[str, f
         "luminance_std": float(lum.std()),
         "sharpness_p01": float(np.percentile(sharp, 1)),
         "sharpness_median": float(np.median(sharp)),
+        "sharpness_luminance": SHARPNESS_LUMINANCE,
     }
 
 
@@ -92,7 +120,8 @@ def flags_from_stats(
         out.append("under-illuminated")
     if s.luminance > bright or s.saturated > t.saturated_fraction:
         out.append("over-exposed")
-    if s.sharpness < blur:
+    judge_blur = bool(reference) or s.side >= STATS_SIZE
+    if judge_blur and s.sharpness < blur:
         out.append("blurred")
     return out
 
@@ -102,8 +131,12 @@ def quality_flags(
     reference: dict | None = None,
     thresholds: QualityThresholds = QualityThresholds(),
 ) -> list[str]:
-    """The quality problems of one image (empty list: fine)."""
-    size = int(reference["size"]) if reference else STATS_SIZE
+    """The quality problems of one image (empty list: fine).
+
+    With ``reference`` (a model's training statistics) the image is measured at the model's
+    input size; without, at its own size capped at :data:`STATS_SIZE`.
+    """
+    size = int(reference["size"]) if reference else None
     return flags_from_stats(image_stats(img, size), reference, thresholds)
 
 

@@ -1,0 +1,84 @@
+"""``nalln gradcam``: temporal-fusion Grad-CAM overlays (activations and gradients averaged over
+the T time steps) for image files, and a per-class grid from a split of the run's data."""
+
+from __future__ import annotations
+
+import argparse
+
+from nalln.cli.common import format_table, print_json, synthetic_banner
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gradcam", help="Grad-CAM heat maps of a trained run", description=__doc__)
+    p.add_argument("run", help="run folder or checkpoint")
+    p.add_argument("images", nargs="*", help="image files and/or folders to explain")
+    p.add_argument(
+        "--layer",
+        help="layer to explain (default refine.pw.conv, the refinement block's last pointwise "
+        "conv; see --list-layers)",
+    )
+    p.add_argument("--list-layers", action="store_true", help="print the valid layer names")
+    p.add_argument(
+        "--class",
+        dest="target_class",
+        metavar="C",
+        help="class (name or index) to explain (default: the predicted class)",
+    )
+    p.add_argument(
+        "--per-class",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also draw a grid of N images per class from --split",
+    )
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--data", help="data-set root for --per-class (default: the run's)")
+    p.add_argument("--out", help="output folder (default RUN/gradcam)")
+    p.add_argument("--seed", type=int, default=0, help="seed for picking the grid images")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print gradcam.json to stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nalln.analysis.gradcam_report import run_gradcam
+
+    if args.list_layers:
+        from nalln.analysis.gradcam import default_layer, gradcam_layers
+        from nalln.runs import load_model
+
+        loaded = load_model(args.run, args.checkpoint, "cpu")
+        default = default_layer(loaded.model)
+        for name in gradcam_layers(loaded.model, loaded.image_size):
+            print(name + ("  (default)" if name == default else ""))
+        return 0
+    res = run_gradcam(
+        args.run,
+        args.images,
+        layer=args.layer,
+        target_class=args.target_class,
+        per_class=args.per_class,
+        split=args.split,
+        data=args.data,
+        out=args.out,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        seed=args.seed,
+    )
+    d = res.data
+    if args.json:
+        print_json(d)
+        return 0
+    print(synthetic_banner(d["synthetic"]), end="")
+    print(
+        f"Grad-CAM of layer {d['layer']} (feature map {d['feature_map']}, T={d['num_steps']}), "
+        f"target: {d['target']}"
+    )
+    rows = [
+        [e["image"], e["true"] or "-", e["predicted"], round(e["probability"], 3), e["target"]]
+        for e in d["images"]
+    ]
+    print(format_table(rows, ["image", "true", "predicted", "probability", "explained"]))
+    print(f"files in {res.out}: " + ", ".join(sorted(res.files)))
+    return 0
