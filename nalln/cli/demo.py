@@ -43,9 +43,37 @@ def run(args: argparse.Namespace) -> int:
         f"{summary['accuracy']:.4f}, 95% CI {summary['accuracy_ci'][0]:.4f}-"
         f"{summary['accuracy_ci'][1]:.4f} (measured, percentile bootstrap)"
     )
-    print("outputs:")
+    print(
+        "outputs (numbers: measured on SYNTHETIC data, counted, or estimated as each report says):"
+    )
     for step, res in summary["steps"].items():
-        paths = {k: v for k, v in res.items() if isinstance(v, str)}
-        print(f"  {step} ({res['seconds']} s): " + json.dumps(paths))
+        print(f"  {step} ({res['seconds']} s):")
+        for key, value in _headline(res):
+            print(f"    {key}: {value}")
     print(f"  summary: {args.out}/demo.json")
     return 0
+
+
+_SKIP = {"seconds", "synthetic", "provenance", "files", "spec"}
+
+
+def _headline(res: dict, prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:
+    """Paths and scalar results of a step summary, nested keys dotted (two levels at most)."""
+    out: list[tuple[str, str]] = []
+    for key, value in res.items():
+        if key in _SKIP:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and depth < 1:
+            out += _headline(value, f"{name}.", depth + 1)
+        elif isinstance(value, float):
+            out.append((name, f"{value:.4g}"))
+        elif isinstance(value, str | int | bool):
+            out.append((name, str(value)))
+        elif (
+            isinstance(value, list)
+            and len(value) <= 4
+            and all(isinstance(v, int | float) for v in value)
+        ):
+            out.append((name, json.dumps([round(v, 4) for v in value])))
+    return out

@@ -48,7 +48,7 @@ def plot_energy_per_layer(
             vals = [bases[label].get(g, 0.0) / 1e6 for g in groups]
             ax.plot(x, vals, "k_", ms=14, mew=2, label=f"ANN twin on {label}")
             top = max(top, *vals)
-        ax.set_yscale("log", nonpositive="mask")
+        ax.set_yscale("log", nonpositive="clip")
         if top > 0:
             ax.set_ylim(top * 1e-7, top * 3)
         ax.set_ylabel("energy per inference (uJ)")
@@ -76,7 +76,7 @@ def plot_sops_vs_macs(
     ax.bar(x - w, snn_acs, w, label="SNN synaptic ACs (binary input)")
     ax.bar(x, snn_macs, w, label="SNN MACs (analog input)")
     ax.bar(x + w, ann_macs, w, label="ANN twin dense MACs (T=1)")
-    ax.set_yscale("log", nonpositive="mask")
+    ax.set_yscale("log", nonpositive="clip")
     ax.set_ylim(bottom=0.5)
     ax.set_ylabel("operations per inference (counted)")
     ax.set_xticks(x, [_short(g) for g in groups], rotation=60, ha="right", fontsize=8)
