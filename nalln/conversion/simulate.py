@@ -166,9 +166,9 @@ def simulate(
             write_artefact(tmp, prepared.exported)
             artefact = read_artefact(tmp)  # back-ends read what a file holds
             reference = batched(lambda b: run_torch_model(prepared.reference, b), x, 16)
-            metrics["reference"] = (
-                f"torch model ({'static SE gates' if se == 'static' else 'dynamic SE'})"
-            )
+            metrics["se_mode"] = prepared.exported.se_mode  # "none" for a model without SE
+            kind = {"static": "static SE gates", "hybrid": "dynamic SE", "none": "no SE blocks"}
+            metrics["reference"] = f"torch model ({kind[metrics['se_mode']]})"
             if prepared.static_se:
                 metrics["static_se"] = prepared.static_se
         else:
@@ -304,6 +304,8 @@ def report_markdown(m: dict[str, Any]) -> str:
                 f"{'' if net is None else f'{net:.6f}'} |"
             )
         lines.append("")
+        if fp.get("grid"):
+            lines.append(f"Fixed-point grid: {fp['grid']}.")
         lines.append(
             f"Lava matches the bit-exact emulator: {fp['lava_matches_emulator_bit_exactly']}"
         )

@@ -440,3 +440,22 @@ def _plot(history: list[dict[str, Any]], report: dict[str, Any], path: Path) -> 
     if report["synthetic"]:
         fig.text(0.99, 0.01, SYNTHETIC_TAG, ha="right", va="bottom", color="crimson", weight="bold")
     return save_figure(fig, path)
+
+
+def run_demo_step(run: Path, data: Path, out: Path, progress: bool) -> dict[str, Any]:
+    """For ``nalln demo``: a short fixed-point fine-tuning (static SE, one epoch on 256 training
+    images) into ``out``; returns the paths and the headline test-split numbers."""
+    cfg = FinetuneConfig(se="static", epochs=1, train_images=256)
+    res = finetune_fixed_point(run, out, data, cfg, progress=progress, echo=lambda _m: None)
+    test = res.report.get("test", {})
+    return {
+        "run": str(res.run.path),
+        "report": str(res.files[REPORT]),
+        "plot": str(res.files["finetune_accuracy.png"]),
+        "best_epoch": res.report["best_epoch"],
+        "test_images": test.get("images"),
+        "accuracy": test.get("accuracy"),
+        "top1_agreement": test.get("top1_agreement"),
+        "seconds": res.report["seconds"],
+        "synthetic": res.report["synthetic"],
+    }

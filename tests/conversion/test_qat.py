@@ -67,18 +67,20 @@ def test_fake_quant_forward_equals_emulator(quantised):
 
 
 def test_static_baked_float_model_spikes_as_fixed_point(quantised):
-    """The deployed float32 torch model (input rounded by its preprocessing) equals Loihi."""
+    """The deployed float32 torch model (input rounded by its preprocessing) spikes as Loihi."""
     model, grid, net = quantised
-    if grid.se_mode == "hybrid":
-        pytest.skip("the hybrid side-car rounds the gated current; the torch SE does not")
     baked = net.bake(model)
     x = _images(8, seed=11)
     xq = torch.round(x * grid.input_scale) / grid.input_scale
     ref = run_torch_model(baked, xq)
     em = emulate(deployed_plan(baked, grid), xq)
-    for name, s in em.trace.spikes.items():
-        assert torch.equal(s, ref.spikes[name]), name
-    assert torch.equal(ref.logits.argmax(1), em.trace.logits.argmax(1))
+    # hybrid: the side-car rounds the gated current, the torch SE does not, so only the layers
+    # before the first gate are exact
+    exact = list(em.trace.spikes) if grid.se_mode == "none" else ["stem_lif", "stages_0_dw_lif"]
+    for name in exact:
+        assert torch.equal(em.trace.spikes[name], ref.spikes[name]), name
+    if grid.se_mode == "none":
+        assert torch.equal(ref.logits.argmax(1), em.trace.logits.argmax(1))
 
 
 def test_grid_thresholds_sit_between_reachable_membranes(quantised):
