@@ -178,7 +178,7 @@ def finetune_fixed_point(
     folder appears only when everything worked."""
     cfg = config or FinetuneConfig()
     final = Path(out)
-    if RunDir(final).exists() or (final.exists() and any(final.iterdir())):
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
         raise NallnError(f"{final} already exists and is not empty; choose another --out")
     loaded = load_model(run)
     if loaded.run is None:
