@@ -413,6 +413,7 @@ def report_markdown(r: dict[str, Any]) -> str:
 
 def _plot(history: list[dict[str, Any]], report: dict[str, Any], path: Path) -> Path:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -435,8 +436,10 @@ def _plot(history: list[dict[str, Any]], report: dict[str, Any], path: Path) -> 
         )
     ax.set(xlabel="fine-tuning epoch (0 = quantised only)", ylabel="accuracy (measured)")
     ax.set_ylim(0, 1.02)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.subplots_adjust(bottom=0.2)
     if report["synthetic"]:
         fig.text(0.99, 0.01, SYNTHETIC_TAG, ha="right", va="bottom", color="crimson", weight="bold")
     return save_figure(fig, path)
