@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "nalln.cli.data",
     "nalln.cli.model",
     "nalln.cli.train",
+    "nalln.cli.finetune",
     "nalln.cli.evaluate",
     "nalln.cli.predict",
     "nalln.cli.convert",

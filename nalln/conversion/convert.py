@@ -227,7 +227,8 @@ def _norse_files(artefact: Artefact, out: Path, summary: dict) -> dict[str, Path
 
 
 def _lava_files(source, artefact, out, fixed_point, data, calibration, progress, summary):
-    from nalln.conversion.fixed_point import calibrate, emulate, save_quant_plan
+    from nalln.conversion.fixed_point import emulate, save_quant_plan
+    from nalln.conversion.fixed_point_grid import fixed_point_plan
 
     plan = lower(artefact)
     files = {
@@ -247,7 +248,8 @@ def _lava_files(source, artefact, out, fixed_point, data, calibration, progress,
         summary["netx"] = "not written: netx cannot hold the hybrid SE side-car (use --se static)"
         return files
     x = _calibration_images(source, data, calibration, progress)
-    qp = calibrate(plan, x, progress)
+    meta = source.loaded.meta if source.loaded is not None else None
+    qp = fixed_point_plan(plan, x, meta, progress)  # the recorded grid, or calibration
     summary["fixed_point"] = {k: v for k, v in qp.report.items() if k != "layers"}
     if fixed_point:
         files.update(save_quant_plan(qp, out))

@@ -166,9 +166,9 @@ def simulate(
             write_artefact(tmp, prepared.exported)
             artefact = read_artefact(tmp)  # back-ends read what a file holds
             reference = batched(lambda b: run_torch_model(prepared.reference, b), x, 16)
-            metrics["reference"] = (
-                f"torch model ({'static SE gates' if se == 'static' else 'dynamic SE'})"
-            )
+            metrics["se_mode"] = prepared.exported.se_mode  # "none" for a model without SE
+            kind = {"static": "static SE gates", "hybrid": "dynamic SE", "none": "no SE blocks"}
+            metrics["reference"] = f"torch model ({kind[metrics['se_mode']]})"
             if prepared.static_se:
                 metrics["static_se"] = prepared.static_se
         else:
@@ -206,19 +206,16 @@ def _run_lava(plan, x, fixed_point, train_x, calibration, data, source, metrics,
         r = run_lava(plan, x, progress=progress)
         metrics["lava"] = {"processes": r.processes, "steps": r.steps}
         return r.trace, r.build_seconds, r.run_seconds
-    from nalln.conversion.fixed_point import (
-        calibrate,
-        check_overflow,
-        emulate,
-        weight_noise_sensitivity,
-    )
+    from nalln.conversion.fixed_point import check_overflow, emulate, weight_noise_sensitivity
+    from nalln.conversion.fixed_point_grid import fixed_point_plan
 
     if train_x is None:
         if data is None:
             raise NallnError("fixed point needs calibration images: pass --data ROOT")
         # a NIR graph has no split: calibrate on another pseudo-random subset of --data
         train_x = load_split(source, data, "train", calibration, progress, seed=1)[0]
-    qp = calibrate(plan, train_x[:calibration], progress)
+    meta = source.loaded.meta if source.loaded is not None else None
+    qp = fixed_point_plan(plan, train_x[:calibration], meta, progress)  # recorded grid or calibrate
     em = emulate(qp, x)
     check_overflow(em, f"the {len(x)} simulated images")
     r = run_lava(qp, x, progress=progress)
@@ -307,6 +304,8 @@ def report_markdown(m: dict[str, Any]) -> str:
                 f"{'' if net is None else f'{net:.6f}'} |"
             )
         lines.append("")
+        if fp.get("grid"):
+            lines.append(f"Fixed-point grid: {fp['grid']}.")
         lines.append(
             f"Lava matches the bit-exact emulator: {fp['lava_matches_emulator_bit_exactly']}"
         )

@@ -34,16 +34,23 @@ def clahe_luminance(x: torch.Tensor, clip: float = 2.0, grid: int = 8) -> torch.
 
 
 class Preprocess(nn.Module):
-    """[0, 1] images -> network input: optional CLAHE, then ``(x - mean) / std``."""
+    """[0, 1] images -> network input: optional CLAHE, then ``(x - mean) / std``.
+
+    ``input_scale`` (set only for models fine-tuned for Loihi fixed point) then rounds the input
+    to ``round(x * input_scale) / input_scale``, the integer grid the chip receives the image
+    on, so that the torch model sees exactly what the fixed-point network sees.
+    """
 
     def __init__(
         self,
         mean: tuple[float, ...] = (0.0, 0.0, 0.0),
         std: tuple[float, ...] = (1.0, 1.0, 1.0),
         config: PreprocessConfig = PreprocessConfig(),
+        input_scale: float | None = None,
     ) -> None:
         super().__init__()
         self.config = config
+        self.input_scale = float(input_scale) if input_scale else None
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
@@ -54,10 +61,15 @@ class Preprocess(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.photometric(to_float(x)) - self.mean) / self.std
+        x = (self.photometric(to_float(x)) - self.mean) / self.std
+        if self.input_scale is not None:
+            x = torch.round(x * self.input_scale) / self.input_scale
+        return x
 
     def to_meta(self) -> dict:
+        extra = {"input_scale": self.input_scale} if self.input_scale is not None else {}
         return {
+            **extra,
             "mean": self.mean.flatten().tolist(),
             "std": self.std.flatten().tolist(),
             "preprocess": {
@@ -70,7 +82,12 @@ class Preprocess(nn.Module):
 
     @classmethod
     def from_meta(cls, meta: dict) -> Preprocess:
-        return cls(tuple(meta["mean"]), tuple(meta["std"]), PreprocessConfig(**meta["preprocess"]))
+        return cls(
+            tuple(meta["mean"]),
+            tuple(meta["std"]),
+            PreprocessConfig(**meta["preprocess"]),
+            meta.get("input_scale"),
+        )
 
 
 def fit_preprocess(images: torch.Tensor, config: PreprocessConfig, chunk: int = 256) -> Preprocess:

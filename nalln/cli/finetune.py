@@ -1,0 +1,105 @@
+"""``nalln finetune-fixed-point``: fine-tune a trained run for Loihi fixed point (new run folder).
+
+BatchNorm (and, with --se static, the SE gates) is folded, the weights are put on the per-layer
+8-bit grid that the fixed-point conversion uses and fine-tuned there with straight-through
+rounding. The new run is an ordinary run folder whose float model spikes exactly as Loihi's
+fixed point does; `nalln convert/simulate RUN_FP --fixed-point` deploy it on the recorded grid.
+See docs/conversion.md ("Fixed-point fine-tuning").
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from nalln.cli.common import (
+    add_progress_flag,
+    format_table,
+    print_json,
+    show_progress,
+    synthetic_banner,
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "finetune-fixed-point",
+        help="fine-tune a trained run for Loihi fixed point (quantisation-aware)",
+        description=__doc__,
+    )
+    p.add_argument("run", help="trained run folder")
+    p.add_argument("--out", required=True, help="new run folder for the fine-tuned model")
+    p.add_argument("--data", help="data-set root (default: the one the run was trained on)")
+    p.add_argument(
+        "--se",
+        default="static",
+        choices=("static", "hybrid"),
+        help="SE gates: folded static scales (default; NIR-native, exact on Loihi) or a "
+        "side-car (its integer rounding makes it inexact)",
+    )
+    p.add_argument(
+        "--epochs", type=int, default=3, help="fine-tuning epochs (default 3; 0: quantise only)"
+    )
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
+    p.add_argument(
+        "--calibration",
+        type=int,
+        default=64,
+        metavar="N",
+        help="training images that choose the grid (default 64)",
+    )
+    p.add_argument(
+        "--train-images",
+        type=int,
+        metavar="N",
+        help="training images per epoch (default: the whole training split)",
+    )
+    p.add_argument("--no-augment", action="store_true", help="no training augmentation")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print finetune_report.json to stdout")
+    add_progress_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nalln.training.finetune_fixed_point import FinetuneConfig, finetune_fixed_point
+
+    cfg = FinetuneConfig(
+        se=args.se,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        calibration=args.calibration,
+        train_images=args.train_images,
+        augment=not args.no_augment,
+        seed=args.seed,
+    )
+    quiet = args.json or getattr(args, "quiet", False)
+    res = finetune_fixed_point(
+        args.run,
+        args.out,
+        args.data,
+        cfg,
+        progress=show_progress(args),
+        echo=(lambda _m: None) if quiet else print,
+    )
+    r = res.report
+    if args.json:
+        print_json(r)
+        return 0
+    print(synthetic_banner(r["synthetic"]), end="")
+    for split in ("test", "val"):
+        if split not in r:
+            continue
+        s = r[split]
+        rows = [[k.replace("_", " "), v] for k, v in s["accuracy"].items()]
+        rows += [
+            [f"top-1 agreement: {k.replace('_', ' ')}", v] for k, v in s["top1_agreement"].items()
+        ]
+        print(f"{split} split, {s['images']} images (measured):")
+        print(format_table(rows, ["measure", "value"], "lr"))
+    print(
+        f"fine-tuned run: {res.run.path} (best epoch {r['best_epoch']}); files: "
+        + ", ".join(res.files)
+    )
+    return 0
