@@ -120,7 +120,7 @@ def test_demo_quick_writes_metrics_json(tmp_path: Path, capsys, monkeypatch) -> 
     assert "accuracy" in m and "accuracy_ci" in m
     summary = json.loads((tmp_path / "d" / "demo.json").read_text())
     assert summary["synthetic"] is True and "train" in summary["steps"]
-    assert "outputs:" in capsys.readouterr().out
+    assert "outputs (numbers" in capsys.readouterr().out
 
 
 def _one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> None:

@@ -94,7 +94,14 @@ def _train(data: Path, run: Path, resume: bool, **env: str) -> subprocess.Popen[
         stderr=subprocess.PIPE,
         text=True,
         env=cli_env(**env),
+        # a shell started in the background (nohup, some CI runners) ignores SIGINT, and a child
+        # inherits that: give the child Python's usual Ctrl-C handling back
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str, str]:
