@@ -10,8 +10,8 @@ Files are untrusted, even our own (a folder from someone else looks the same): b
 :func:`probe` checks them in a child process with a time limit (:mod:`nir_probe`: no links into
 other files, no external or virtual storage, at most ``MAX_NIR_BYTES`` declared, a trial
 ``nir.read``), so a file that would make libhdf5 hang or crash costs a killed child and one
-error line. Then the file is read here. Measured cost: about 0.25-0.6 s per call (the child's
-imports), docs/conversion.md.
+error line. Then the file is read here. Measured cost: about 0.25 s per call on an idle
+2-core machine, mostly the child's imports (benchmarks/bench_nir_read.py, docs/conversion.md).
 
 A hybrid export is a folder: ``segment_<i>.nir`` files, ``se_sidecar.json`` (what the gates are,
 in words and shapes) and ``se_sidecar.safetensors`` (their weights), listed in ``manifest.json``.
@@ -277,7 +277,7 @@ READ_TIMEOUT_S = 60.0
 """Seconds the checking child may take for all files of one read (``NALLN_NIR_TIMEOUT_S``)."""
 MAX_NIR_BYTES = 2 * 2**30
 """Bytes the datasets of one NIR file may declare in all (``NALLN_NIR_MAX_BYTES``); a
-NeurALLNet graph declares about 1.3 MB."""
+NeurALLNet export declares 3.6 MB at 64x64, 34 MB at 224x224."""
 PROBE_SCRIPT = Path(nir_probe.__file__)
 
 
