@@ -6,6 +6,13 @@ types must be ones the back-ends support, the graph must be a chain from one Inp
 and the shapes must chain. Our own shape inference sets every node's input/output type (grouped
 convs get ``C_in = weight.shape[1] * groups``) before NIR's own ``check_types`` runs.
 
+Files are untrusted, even our own (a folder from someone else looks the same): before reading,
+:func:`probe` checks them in a child process with a time limit (:mod:`nir_probe`: no links into
+other files, no external or virtual storage, at most ``MAX_NIR_BYTES`` declared, a trial
+``nir.read``), so a file that would make libhdf5 hang or crash costs a killed child and one
+error line. Then the file is read here. Measured cost: about 0.25 s per call on an idle
+2-core machine, mostly the child's imports (benchmarks/bench_nir_read.py, docs/conversion.md).
+
 A hybrid export is a folder: ``segment_<i>.nir`` files, ``se_sidecar.json`` (what the gates are,
 in words and shapes) and ``se_sidecar.safetensors`` (their weights), listed in ``manifest.json``.
 """
@@ -13,15 +20,18 @@ in words and shapes) and ``se_sidecar.safetensors`` (their weights), listed in `
 from __future__ import annotations
 
 import json
+import math
 import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import nir
 import numpy as np
 
+from nalln.conversion import nir_probe
 from nalln.conversion.export import FORMAT, Exported, GateSpec
 from nalln.errors import NallnError
 from nalln.io import write_json
@@ -263,49 +273,84 @@ def write_graph(path: str | os.PathLike, graph: nir.NIRGraph) -> Path:
     return target
 
 
+READ_TIMEOUT_S = 60.0
+"""Seconds the checking child may take for all files of one read (``NALLN_NIR_TIMEOUT_S``)."""
+MAX_NIR_BYTES = 2 * 2**30
+"""Bytes the datasets of one NIR file may declare in all (``NALLN_NIR_MAX_BYTES``); a
+NeurALLNet export declares 3.6 MB at 64x64, 34 MB at 224x224."""
+PROBE_SCRIPT = Path(nir_probe.__file__)
+
+
+def _limit(name: str, default: float) -> float:
+    """``default``, or the environment variable ``name`` if set."""
+    raw = os.environ.get(name)
+    try:
+        value = default if raw is None else float(raw)
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and math.isfinite(value)):
+        raise NallnError(f"{name}={raw!r} is not a positive number")
+    return value
+
+
+def _error(msg: str) -> NallnError:
+    if "does not know" in msg:
+        msg += f"; supported node types: {SUPPORTED_NAMES}"
+    return NallnError(msg)
+
+
+def probe(paths: list[Path]) -> None:
+    """Check NIR files in a time-limited child process (:mod:`nir_probe`): refuse links into
+    other files, external storage, oversized arrays, and files that hang or crash libhdf5."""
+    timeout = _limit("NALLN_NIR_TIMEOUT_S", READ_TIMEOUT_S)
+    max_bytes = int(_limit("NALLN_NIR_MAX_BYTES", MAX_NIR_BYTES))
+    cmd = [sys.executable, "-P", str(PROBE_SCRIPT), str(max_bytes), *map(str, paths)]
+    timed_out = False
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+        out, err, rc = done.stdout, done.stderr, done.returncode
+    except subprocess.TimeoutExpired as exc:  # the child has been killed
+        out, err, rc, timed_out = exc.stdout or b"", exc.stderr or b"", None, True
+    lines = out.decode("utf-8", "replace").splitlines()
+    for i, p in enumerate(paths):
+        line = lines[i] if i < len(lines) else ""
+        if line.startswith("refused "):
+            raise _error(line.removeprefix("refused "))
+        if line == "ok":
+            continue
+        if timed_out:
+            raise NallnError(
+                f"reading {p} did not finish in {timeout:g} s; the file is damaged or hostile"
+            )
+        last = (err.decode("utf-8", "replace").strip().splitlines() or [""])[-1]
+        how = f"signal {-rc}" if rc is not None and rc < 0 else f"exit status {rc}"
+        raise NallnError(
+            f"reading {p} stopped the NIR checking process ({how}{': ' + last if last else ''}); "
+            "the file is damaged or hostile"
+        )
+
+
 def read_graph(path: str | os.PathLike) -> nir.NIRGraph:
     """Read and check one NIR file (any tool's); one-line errors for anything unusable."""
-    p = Path(path)
-    if not p.is_file():
-        raise NallnError(f"NIR file {p} does not exist")
-    if not h5py.is_hdf5(p):
-        raise NallnError(f"{p} is not a NIR file (NIR graphs are HDF5 files written by nir.write)")
-    try:
-        with h5py.File(p, "r") as f:
-            if "node" not in f:
-                raise NallnError(f"{p} is an HDF5 file but not a NIR graph (no 'node' group)")
-        graph = nir.read(p, type_check=False)
-    except NallnError:
-        raise
-    except ValueError as exc:
-        msg = str(exc)
-        if "Unknown unit type" in msg:
-            raise NallnError(
-                f"{p}: {msg.replace('unit type', 'NIR node type')}; supported node types: "
-                f"{SUPPORTED_NAMES}"
-            ) from None
-        raise NallnError(f"{p} could not be read as a NIR graph ({msg})") from None
-    except (
-        KeyError,
-        TypeError,
-        OSError,
-        AssertionError,
-        # what else h5py/nir raised on mutated files (tests/faults/test_fuzz_nir.py)
-        AttributeError,
-        IndexError,
-        RuntimeError,
-        ArithmeticError,
-        UnicodeDecodeError,
-        MemoryError,
-    ) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else ""
-        raise NallnError(
-            f"{p} could not be read as a NIR graph ({type(exc).__name__}: {msg})"
-        ) from None
-    if not isinstance(graph, nir.NIRGraph):
-        raise NallnError(f"{p} holds a single {type(graph).__name__} node, not a NIR graph")
-    chain_of(graph, str(p))
-    return graph
+    return read_graphs([path])[0]
+
+
+def read_graphs(paths: list[str | os.PathLike]) -> list[nir.NIRGraph]:
+    """Read and check NIR files: first :func:`probe` (one child for all), then read them here."""
+    files = [Path(p) for p in paths]
+    for p in files:
+        if not p.is_file():
+            raise NallnError(f"NIR file {p} does not exist")
+    probe(files)
+    graphs = []
+    for p in files:
+        try:
+            graph = nir_probe.read(str(p))
+        except nir_probe.Refused as exc:  # only if the file changed since the probe
+            raise _error(str(exc)) from None
+        chain_of(graph, str(p))
+        graphs.append(graph)
+    return graphs
 
 
 def write_artefact(out: str | os.PathLike, exported: Exported) -> dict[str, Path]:
@@ -375,7 +420,7 @@ def read_artefact(path: str | os.PathLike) -> Artefact:
         seg_files = [p / s for s in manifest["segments"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise NallnError(f"{manifest_path} is not a nalln conversion manifest ({exc})") from None
-    segments = [read_graph(f) for f in seg_files]
+    segments = read_graphs(seg_files)
     gates: list[GateSpec] = []
     if manifest.get("sidecar"):
         from safetensors import SafetensorError

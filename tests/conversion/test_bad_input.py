@@ -82,3 +82,14 @@ def test_cli_simulate_foreign_graph_without_data(run_cli, foreign_nir, capsys):
     code = run_cli(["simulate", str(foreign_nir), "--backend", "norse", "-q"])
     assert code == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_node_type_nir_does_not_know_is_reported(tmp_path, make_foreign):
+    p = tmp_path / "g.nir"
+    nir.write(p, make_foreign())
+    with h5py.File(p, "r+") as f:
+        del f["node/nodes/lif1/type"]
+        f["node/nodes/lif1/type"] = np.bytes_("Teleporter")
+    with pytest.raises(NallnError, match="a node has a type that nir .* does not know") as exc:
+        read_graph(p)
+    assert SUPPORTED_NAMES in str(exc.value)

@@ -8,6 +8,8 @@ corrupted global heap (one changed byte in a string's length). So a loader must 
 (2) before ``nir.read`` runs, turn every exception into a one-line error, and for (3) read a file
 it did not write in a child process with a time limit. ``python nir_reference_reader.py`` is such
 a child (paths on stdin, one outcome line per path on stdout; see test_fuzz_nir.NirWorker).
+nalln's own reader (nalln.conversion.nir_io.read_graph with nalln/conversion/nir_probe.py)
+implements the same checklist.
 """
 
 from __future__ import annotations
