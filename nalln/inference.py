@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -9,11 +11,32 @@ from tqdm.auto import tqdm
 from nalln.data.transforms import Preprocess
 from nalln.errors import DataError, NallnError
 
+TF32_ENV = "NALLN_ALLOW_TF32"
+"""Set to 1 to keep PyTorch's TF32 convolutions on CUDA (faster, not the CPU's numbers)."""
+
 
 def pick_device(spec: str = "auto") -> torch.device:
+    """``auto`` means CUDA when present; a CUDA device also gets full-precision float32.
+
+    PyTorch runs cuDNN convolutions in TF32 by default. Spiking thresholds turn its ~1e-3
+    relative error into flipped spikes: measured on an H200, TF32 moved the 224x224 logits by
+    up to 0.14 and changed predictions, while float32 matched the CPU exactly
+    (benchmarks/gpu_check.py, docs/benchmarks.md).
+    """
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(spec)
+    if device.type == "cuda":
+        use_full_fp32_on_cuda()
+    return device
+
+
+def use_full_fp32_on_cuda() -> bool:
+    """Turn TF32 off for cuDNN and matmuls unless ``NALLN_ALLOW_TF32=1``; returns TF32's state."""
+    allow = os.environ.get(TF32_ENV, "0") == "1"
+    torch.backends.cudnn.allow_tf32 = allow
+    torch.backends.cuda.matmul.allow_tf32 = allow
+    return allow
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nalln.errors import NallnError
+from nalln.inference import TF32_ENV, pick_device
 from nalln.io import write_csv, write_json
 
 IMPLEMENTATIONS = ("fast", "reference")
@@ -273,6 +274,7 @@ def host_info() -> dict[str, Any]:
         info["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
+        info["cuda_tf32"] = os.environ.get(TF32_ENV, "0") == "1"
     return info
 
 
@@ -330,7 +332,7 @@ def profile_model(
         bar.update()
 
     if do_cuda:
-        dev = torch.device("cuda")
+        dev = pick_device("cuda")
         gpu_runner = _runner(_copy_to(model, dev), spec.implementation)
         xg = x1.to(dev)
         with torch.inference_mode():
