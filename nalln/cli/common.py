@@ -10,6 +10,7 @@ from typing import Any
 from nalln.textfmt import format_table
 
 __all__ = [
+    "add_calibration_flag",
     "add_progress_flag",
     "format_table",
     "print_json",
@@ -27,6 +28,17 @@ def print_json(obj: Any) -> None:
 
 def add_progress_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def add_calibration_flag(p: argparse.ArgumentParser, what: str) -> None:
+    """``--calibration N`` of the fixed-point commands; ``what`` says what the images choose."""
+    p.add_argument(
+        "--calibration",
+        type=int,
+        default=64,
+        metavar="N",
+        help=f"training images for {what} (default 64)",
+    )
 
 
 def show_progress(args: argparse.Namespace) -> bool:

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import add_progress_flag, print_json, show_progress, synthetic_banner
+from nalln.cli.common import (
+    add_calibration_flag,
+    add_progress_flag,
+    print_json,
+    show_progress,
+    synthetic_banner,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,13 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="(--to lava) calibrate Loihi fixed point: 8-bit weights, 24-bit state",
     )
     p.add_argument("--data", help="data-set root (default: the one the run was trained on)")
-    p.add_argument(
-        "--calibration",
-        type=int,
-        default=64,
-        metavar="N",
-        help="training images for the fixed-point calibration (default 64)",
-    )
+    add_calibration_flag(p, "the fixed-point calibration")
     p.add_argument("--json", action="store_true", help="print convert.json to stdout")
     add_progress_flag(p)
     p.set_defaults(func=run)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from nalln.cli.common import (
+    add_calibration_flag,
     add_progress_flag,
     format_table,
     print_json,
@@ -41,13 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
     p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
-    p.add_argument(
-        "--calibration",
-        type=int,
-        default=64,
-        metavar="N",
-        help="training images that choose the grid (default 64)",
-    )
+    add_calibration_flag(p, "choosing the fixed-point grid")
     p.add_argument(
         "--train-images",
         type=int,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from nalln.cli.common import (
+    add_calibration_flag,
     add_progress_flag,
     format_table,
     print_json,
@@ -42,13 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("train", "val", "test"),
         help="split of the run's manifest (default test)",
     )
-    p.add_argument(
-        "--calibration",
-        type=int,
-        default=64,
-        metavar="N",
-        help="training images for the fixed-point calibration (default 64)",
-    )
+    add_calibration_flag(p, "the fixed-point calibration")
     p.add_argument("--steps", type=int, help="time steps for a NIR graph that does not record T")
     p.add_argument("--out", help="report folder (default RUN/simulate-<backend>-<se>)")
     p.add_argument("--json", action="store_true", help="print report.json to stdout")
