@@ -1,7 +1,8 @@
 """The ``nalln`` command: one sub-command group per module in this package.
 
-User mistakes (:class:`NallnError`) print one line and exit 2; Ctrl-C exits 130; anything else
-is a bug and keeps its traceback.
+User mistakes (:class:`NallnError`) print one line and exit 2; Ctrl-C exits 130 and SIGTERM
+(a scheduler or ``kill``) 143, each with one line that says how to continue; anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -39,6 +41,29 @@ class _OneLineWarnings(logging.Handler):
         sys.stderr.write(f"nalln: {record.levelname.lower()}: {record.getMessage()}\n")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up (temporary files, hints) runs."""
+
+
+def _terminate_handler(main_pid: int):
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != main_pid:
+            # a forked worker (Lava runs one per process) keeps the default: die at once
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated
+
+    return handler
+
+
+def _install_sigterm():
+    try:
+        return signal.signal(signal.SIGTERM, _terminate_handler(os.getpid()))
+    except ValueError:  # main() called from a thread other than the main one: leave it alone
+        return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nalln",
@@ -60,17 +85,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = _install_sigterm()
     try:
         code = args.func(args)
     except NallnError as exc:
         sys.stderr.write(f"nalln: error: {exc}\n")
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         hint = getattr(args, "interrupt_hint", None)
-        sys.stderr.write("nalln: interrupted" + (f"; {hint}" if hint else "") + "\n")
-        return 130
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        sys.stderr.write(f"nalln: {what}" + (f"; {hint}" if hint else "") + "\n")
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:
         return 141
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return int(code or 0)
 
 

@@ -51,8 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def build_config(args: argparse.Namespace) -> TrainConfig:
-    raw = load_config_file(args.config) if args.config else {}
+def build_config(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
+    """Defaults (or ``base``, a resumed run's settings) < config file < ``--set`` < flags."""
+    raw = _merged(base or {}, load_config_file(args.config) if args.config else {})
     sets = list(args.set)
     for flag, (path, _, _) in FLAGS.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
@@ -67,10 +68,31 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(apply_overrides(raw, [s.replace("'", '"') for s in sets]))
 
 
-def run(args: argparse.Namespace) -> int:
-    from nalln.training.loop import train
+def _merged(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merged(out[key], value) if both else value
+    return out
 
-    cfg = None if args.resume else build_config(args)
+
+def _gives_settings(args: argparse.Namespace) -> bool:
+    flags = (getattr(args, f.lstrip("-").replace("-", "_")) for f in FLAGS)
+    switches = (args.no_augment, args.photometric, args.clahe)
+    return bool(args.config or args.set or any(v is not None for v in flags) or any(switches))
+
+
+def run(args: argparse.Namespace) -> int:
+    from nalln.training.loop import stored_train_config, train
+
+    # with --resume, settings given anyway are checked against the run's (training/loop.py)
+    if not args.resume:
+        cfg = build_config(args)
+    elif _gives_settings(args):
+        stored = stored_train_config(args.out)
+        cfg = build_config(args, stored.to_dict() if stored else None)
+    else:
+        cfg = None
     args.interrupt_hint = f"continue with: nalln train --data {args.data} --out {args.out} --resume"
     res = train(
         args.data,

@@ -120,6 +120,51 @@ def _resume_point(
     )
 
 
+RESUME_MAY_CHANGE = frozenset({"device"})
+"""Settings a resumed run may change: where it runs does not change what it computes."""
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def stored_train_config(out: str | Path) -> TrainConfig | None:
+    """The configuration a run folder was started with, or None when it has none readable
+    (then :func:`train` says what is wrong when it resumes)."""
+    run = RunDir(Path(out))
+    try:
+        if run.last.is_file():
+            return TrainConfig.from_dict(load_checkpoint(run.last).meta["train_config"])
+        return TrainConfig.from_dict(read_json(run.config)["train_config"])
+    except (NallnError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_same_settings(stored: TrainConfig, given: TrainConfig) -> None:
+    """Refuse settings given with ``--resume`` that differ from the run's own.
+
+    A resumed run continues with its stored configuration (that is what makes it equal to an
+    uninterrupted run); silently dropping a changed ``--epochs`` or ``--lr`` would mislead.
+    """
+    old, new = _flatten(stored.to_dict()), _flatten(given.to_dict())
+    diff = [
+        f"{k} (run: {old.get(k)!r}, given: {new.get(k)!r})"
+        for k in sorted(old.keys() | new.keys())
+        if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k)
+    ]
+    if diff:
+        raise NallnError(
+            "--resume continues the run with its stored settings, and these given settings "
+            f"differ: {'; '.join(diff)}. Drop them, or start a new run with another --out"
+        )
+
+
 def train(
     data_root: str | Path,
     out: str | Path,
@@ -133,7 +178,10 @@ def train(
     """Train a model on ``data_root`` into the run folder ``out``."""
     run = RunDir(Path(out))
     if resume:
-        last, config = _resume_point(run, echo)
+        last, stored = _resume_point(run, echo)
+        if config is not None:
+            check_same_settings(stored, config)
+        config = stored
     else:
         last = None
         if run.exists():
