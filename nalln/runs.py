@@ -128,6 +128,13 @@ def load_model(
             "the file is from another model or was altered"
         ) from None
     pre, class_names = _inference_meta(meta, model, ckpt_path)
+    if "fixed_point_grid" in meta:  # fine-tuned for Loihi fixed point: round as the chip does
+        from nalln.conversion.fixed_point_grid import attach_gate_rounding, recorded_grid
+
+        try:
+            attach_gate_rounding(model, recorded_grid(meta))
+        except NallnError as exc:
+            raise CheckpointError(f"{ckpt_path}: {exc}") from None
     model.to(device).eval()
     return LoadedModel(model, pre.to(device), class_names, meta, ckpt, run)
 

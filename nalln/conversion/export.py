@@ -52,6 +52,9 @@ class GateSpec:
     b1: np.ndarray
     w2: np.ndarray  # [C, hidden]
     b2: np.ndarray
+    # set for models fine-tuned for hybrid fixed point: y is rounded to k / current_scale, as the
+    # side-car sends it to the chip (SqueezeExcite.current_scale)
+    current_scale: float | None = None
 
     @property
     def channels(self) -> int:
@@ -179,6 +182,7 @@ def export_model(
                     b1=se.fc1.bias.detach().double().numpy(),
                     w2=se.fc2.weight.detach().double().numpy(),
                     b2=se.fc2.bias.detach().double().numpy(),
+                    current_scale=getattr(se, "current_scale", None),
                 )
             )
             chain.cut(shape)

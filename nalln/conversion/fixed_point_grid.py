@@ -26,6 +26,7 @@ fine-tuned checkpoint if there is one, else the per-layer calibration.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -140,7 +141,8 @@ class FixedPointGrid:
         except (KeyError, TypeError, ValueError) as exc:
             raise NallnError(f"the checkpoint's fixed-point grid is malformed ({exc})") from None
         for g in grid.layers:
-            if g.kind not in ("conv", "dense") or g.scale <= 0 or g.weight_scale <= 0:
+            positive = all(math.isfinite(v) and v > 0 for v in (g.scale, g.weight_scale))
+            if g.kind not in ("conv", "dense") or not positive:
                 raise NallnError(f"fixed-point grid layer {g.name!r} is malformed")
             if not 0 <= g.vth <= VTH_MAX:
                 raise NallnError(f"fixed-point grid layer {g.name!r}: vth {g.vth} out of range")
@@ -271,6 +273,25 @@ def recorded_grid(meta: dict[str, Any] | None) -> FixedPointGrid | None:
     if not meta or META_KEY not in meta:
         return None
     return FixedPointGrid.from_dict(meta[META_KEY])
+
+
+def attach_gate_rounding(model: torch.nn.Module, grid: FixedPointGrid | None) -> None:
+    """Give each SE block of a hybrid-SE fine-tuned model its layer's current scale, so that
+    the float model rounds the gated current as the SE side-car does on the chip (and spikes
+    as Loihi does); other models are left as they are."""
+    from nalln.models.blocks import SpikingDSBlock
+
+    if grid is None or grid.se_mode != "hybrid":
+        return
+    for name, m in model.named_modules():
+        if isinstance(m, SpikingDSBlock) and m.se is not None and m.se_position == "current":
+            key = f"{name.replace('.', '_')}_pw_lif"
+            try:
+                m.se.current_scale = grid.layer(key).scale
+            except KeyError:
+                raise NallnError(
+                    f"the checkpoint's fixed-point grid has no layer {key!r}"
+                ) from None
 
 
 def fixed_point_plan(plan: Plan, x: torch.Tensor, meta: dict | None, progress: bool) -> QuantPlan:

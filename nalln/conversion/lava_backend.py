@@ -157,6 +157,7 @@ def run_lava(
                 w2=g.w2,
                 b2=g.b2,
                 scale=float(st.scale) if fixed else 1.0,
+                current_scale=0.0 if fixed or g.current_scale is None else g.current_scale,
             )
             current.connect(gate.a_in)
             current = gate.a_out

@@ -376,6 +376,7 @@ def write_artefact(out: str | os.PathLike, exported: Exported) -> dict[str, Path
                     "after_segment": g.after_segment,
                     "channels": g.channels,
                     "hidden": int(g.w1.shape[0]),
+                    "current_scale": g.current_scale,
                 }
             )
         sidecar = {
@@ -383,7 +384,8 @@ def write_artefact(out: str | os.PathLike, exported: Exported) -> dict[str, Path
             "operation": (
                 "per time step, on the current x [C,H,W] leaving segment `after_segment`: "
                 "y = x * sigmoid(w2 @ relu(w1 @ mean_hw(x) + b1) + b2); y enters segment "
-                "`after_segment + 1` (whose first node is the LIF that x fed in the torch model)"
+                "`after_segment + 1` (whose first node is the LIF that x fed in the torch model); "
+                "where `current_scale` is not null, y = round(y * current_scale) / current_scale"
             ),
             "tensors": SIDECAR_TENSORS,
             "gates": entries,
@@ -402,6 +404,17 @@ def write_artefact(out: str | os.PathLike, exported: Exported) -> dict[str, Path
     }
     files[MANIFEST] = write_json(folder / MANIFEST, manifest)
     return files
+
+
+def _current_scale(value: object) -> float | None:
+    """A side-car gate's ``current_scale``: null, or a finite positive number."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"current_scale must be a number or null, got {value!r:.40}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"current_scale must be finite and positive, got {value!r}")
+    return float(value)
 
 
 def read_artefact(path: str | os.PathLike) -> Artefact:
@@ -435,6 +448,7 @@ def read_artefact(path: str | os.PathLike) -> Artefact:
                         e["name"],
                         int(e["after_segment"]),
                         *(tensors[f"{e['name']}/{k}"] for k in ("w1", "b1", "w2", "b2")),
+                        _current_scale(e.get("current_scale")),
                     )
                 )
         except (OSError, ValueError, KeyError, SafetensorError) as exc:

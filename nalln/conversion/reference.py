@@ -63,7 +63,10 @@ def apply_gate(gate: GateSpec, x: torch.Tensor) -> torch.Tensor:
     g = torch.sigmoid(
         F.linear(hidden, torch.as_tensor(gate.w2, **d), torch.as_tensor(gate.b2, **d))
     )
-    return x * g[:, :, None, None]
+    y = x * g[:, :, None, None]
+    if gate.current_scale is not None:  # fine-tuned for hybrid fixed point
+        y = torch.round(y * gate.current_scale) / gate.current_scale
+    return y
 
 
 @torch.no_grad()

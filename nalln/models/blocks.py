@@ -50,7 +50,10 @@ class ConvBN(nn.Sequential):
 class SqueezeExcite(nn.Module):
     """Channel attention: GAP -> FC -> ReLU -> FC -> sigmoid gate, multiplied onto the input.
 
-    Applied per time step (the time-folded batch keeps steps apart).
+    Applied per time step (the time-folded batch keeps steps apart). ``current_scale`` is set
+    only on models fine-tuned for Loihi fixed point with hybrid SE (from the checkpoint's grid,
+    not its weights): the gated current is then rounded to ``k / current_scale`` as the SE
+    side-car sends it to the chip, so the float model spikes as the chip does.
     """
 
     def __init__(self, channels: int, ratio: int = 4) -> None:
@@ -58,13 +61,22 @@ class SqueezeExcite(nn.Module):
         hidden = max(1, channels // ratio)
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, channels)
+        self.current_scale: float | None = None
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The per-sample, per-channel gate in (0, 1), shape ``[N, C]``."""
         return torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean(dim=(2, 3))))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)[:, :, None, None]
+        return round_current(x * self.gate(x)[:, :, None, None], self.current_scale)
+
+
+def round_current(y: torch.Tensor, scale: float | None) -> torch.Tensor:
+    """``round(y * scale) / scale`` forward, identity backward (straight-through); ``None``:
+    ``y`` unchanged."""
+    if scale is None:
+        return y
+    return y + (torch.round(y * scale) / scale - y).detach()
 
 
 class SpikingDSBlock(nn.Module):

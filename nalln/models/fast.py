@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from nalln.models.blocks import SpikingDSBlock
+from nalln.models.blocks import SpikingDSBlock, round_current
 from nalln.models.fast_lif import lif_inference
 from nalln.models.neurallnet import NeurALLNet
 from nalln.models.neuron import LIFParameters
@@ -90,6 +90,9 @@ class FastNeurALLNet(nn.Module):
             cur = blk.pw(s)
             if blk.se is not None and blk.se_position == "current":
                 cur.mul_(blk.se.gate(cur)[:, :, None, None])
+                scale = getattr(blk.se, "current_scale", None)  # set: tuned for hybrid fixed point
+                if scale is not None:
+                    cur = round_current(cur, scale)
             s = lif_inference(cur, T, p)
             if blk.se is not None and blk.se_position == "spikes":
                 s = s * blk.se.gate(s)[:, :, None, None]

@@ -171,7 +171,9 @@ class FakeQuantNet(nn.Module):
         for name, m in model.named_modules():
             if isinstance(m, SpikingDSBlock) and m.se is not None:
                 base = name.replace(".", "_")
-                self.se[f"{base}_pw_lif"] = copy.deepcopy(m.se)
+                gate = copy.deepcopy(m.se)
+                gate.current_scale = None  # _gate rounds (a re-tuned run's SE may carry one)
+                self.se[f"{base}_pw_lif"] = gate
         if self.se and grid.se_mode != "hybrid":
             raise NallnError("a model with SE gates needs a hybrid-SE grid")
         self.lif = LIF(cfg.num_steps, cfg.lif)

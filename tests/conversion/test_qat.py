@@ -11,17 +11,22 @@ import pytest
 import torch
 
 from nalln.checkpoint import load_checkpoint, save_checkpoint
+from nalln.conversion.export import export_model
 from nalln.conversion.fixed_point import emulate
 from nalln.conversion.fixed_point_grid import (
     META_KEY,
     FixedPointGrid,
+    attach_gate_rounding,
     check_exact_dynamics,
     threshold_offset,
 )
 from nalln.conversion.fold import mean_gates
-from nalln.conversion.reference import run_torch_model
+from nalln.conversion.nir_io import read_artefact, write_artefact
+from nalln.conversion.reference import apply_gate, run_torch_model
 from nalln.data.transforms import Preprocess
 from nalln.errors import NallnError
+from nalln.models.blocks import SpikingDSBlock
+from nalln.models.fast import fast_model
 from nalln.runs import load_model
 from nalln.training.finetune_fixed_point import (
     FinetuneConfig,
@@ -74,13 +79,40 @@ def test_static_baked_float_model_spikes_as_fixed_point(quantised):
     xq = torch.round(x * grid.input_scale) / grid.input_scale
     ref = run_torch_model(baked, xq)
     em = emulate(deployed_plan(baked, grid), xq)
-    # hybrid: the side-car rounds the gated current, the torch SE does not, so only the layers
-    # before the first gate are exact
-    exact = list(em.trace.spikes) if grid.se_mode == "none" else ["stem_lif", "stages_0_dw_lif"]
-    for name in exact:
+    # hybrid: the side-car rounds the gated current; the torch SE does too once it has the
+    # grid's current scales (load_model attaches them from a fine-tuned checkpoint's metadata)
+    attach_gate_rounding(baked, grid)
+    ref = run_torch_model(baked, xq)
+    assert set(em.trace.spikes) == set(ref.spikes)
+    for name in em.trace.spikes:
         assert torch.equal(em.trace.spikes[name], ref.spikes[name]), name
-    if grid.se_mode == "none":
-        assert torch.equal(ref.logits.argmax(1), em.trace.logits.argmax(1))
+    assert torch.equal(ref.logits.argmax(1), em.trace.logits.argmax(1))
+
+
+def test_gate_rounding_reaches_every_path(quantised, tmp_path):
+    """With current scales attached, the reference model, the fast path and the exported
+    side-car (written and read back) all put the gated current on the chip's grid."""
+    model, grid, net = quantised
+    if grid.se_mode != "hybrid":
+        pytest.skip("static SE has no side-car")
+    baked = net.bake(model)
+    attach_gate_rounding(baked, grid)
+    blocks = [m for m in baked.modules() if isinstance(m, SpikingDSBlock) and m.se is not None]
+    assert blocks and all(b.se.current_scale is not None for b in blocks)
+    cur = torch.randn(2, blocks[0].se.fc1.in_features, 4, 4)
+    s = blocks[0].se.current_scale
+    y = blocks[0].se(cur)
+    assert torch.allclose(y * s, torch.round(y * s), atol=1e-3)
+    x = _images(4, seed=8)
+    with torch.no_grad():
+        assert torch.equal(fast_model(baked)(x).argmax(1), baked(x).argmax(1))
+        assert torch.allclose(fast_model(baked)(x), baked(x), atol=1e-5)
+    write_artefact(tmp_path / "hy", export_model(baked, se_mode="hybrid"))
+    gates = read_artefact(tmp_path / "hy").gates
+    assert [g.current_scale for g in gates] == [b.se.current_scale for b in blocks]
+    g = gates[0]
+    out = apply_gate(g, cur.double())
+    assert torch.allclose(out * g.current_scale, torch.round(out * g.current_scale), atol=1e-9)
 
 
 def test_grid_thresholds_sit_between_reachable_membranes(quantised):

@@ -137,7 +137,9 @@ class SEGate(AbstractProcess):
     ``a`` arrives in Lava (W, H, C) layout; ``b`` is the layer's (BN-folded) bias, added here
     because the gate must see it. In fixed point, ``a``, ``b`` and ``y`` are integers in the
     layer's scale ``scale`` (current = integer / scale); the gate itself is computed in float,
-    as the embedded CPU of a neuromorphic chip would (docs/conversion.md).
+    as the embedded CPU of a neuromorphic chip would (docs/conversion.md). In float mode,
+    ``current_scale`` > 0 (a model fine-tuned for hybrid fixed point) rounds ``y`` to that grid
+    as the fixed-point side-car does.
     """
 
     def __init__(
@@ -150,9 +152,20 @@ class SEGate(AbstractProcess):
         w2: np.ndarray,
         b2: np.ndarray,
         scale: float = 1.0,
+        current_scale: float = 0.0,
         name: str = "se_gate",
     ) -> None:
-        super().__init__(shape=shape, bias=bias, w1=w1, b1=b1, w2=w2, b2=b2, scale=scale, name=name)
+        super().__init__(
+            shape=shape,
+            bias=bias,
+            w1=w1,
+            b1=b1,
+            w2=w2,
+            b2=b2,
+            scale=scale,
+            current_scale=current_scale,
+            name=name,
+        )
         self.a_in = InPort(shape=shape)
         self.a_out = OutPort(shape=shape)
 
@@ -165,6 +178,7 @@ class _SEGateBase(PyLoihiProcessModel):
         self.w1, self.b1 = np.asarray(p["w1"], np.float64), np.asarray(p["b1"], np.float64)
         self.w2, self.b2 = np.asarray(p["w2"], np.float64), np.asarray(p["b2"], np.float64)
         self.scale = float(p["scale"])
+        self.current_scale = float(p["current_scale"])  # 0: no rounding (float mode)
 
 
 @implements(proc=SEGate, protocol=LoihiProtocol)
@@ -176,7 +190,10 @@ class PySEGateFloat(_SEGateBase):
 
     def run_spk(self) -> None:
         x = self.a_in.recv() + self.bias
-        self.a_out.send(x * se_gate_numpy(x, self.w1, self.b1, self.w2, self.b2))
+        y = x * se_gate_numpy(x, self.w1, self.b1, self.w2, self.b2)
+        if self.current_scale > 0:  # a model fine-tuned for hybrid fixed point (float run)
+            y = np.rint(y * self.current_scale) / self.current_scale
+        self.a_out.send(y)
 
 
 @implements(proc=SEGate, protocol=LoihiProtocol)
