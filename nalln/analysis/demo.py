@@ -49,7 +49,7 @@ def run_demo_step(run: Path, data: Path, out: Path, progress: bool = False) -> d
         device="cpu",
         progress=progress,
     )
-    cam = run_gradcam(run, per_class=3, data=data, out=out / "gradcam")
+    cam = run_gradcam(run, per_class=3, data=data, out=out / "gradcam", layer="auto")
     int8_dir = out / f"{run.name}-int8"
     if (int8_dir / "checkpoints" / "best.safetensors").is_file():
         import shutil

@@ -60,19 +60,21 @@ def _candidate(module: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def gradcam_layers(model: nn.Module, image_size: int, in_channels: int = 3) -> list[str]:
-    """Names of the layers Grad-CAM can target: those whose output is a 4-D feature map."""
-    found: list[str] = []
-    hooks = []
-    for name, mod in model.named_modules():
-        if name and _candidate(mod):
-            hooks.append(
-                mod.register_forward_hook(
-                    lambda _m, _i, out, name=name: found.append(name)
-                    if torch.is_tensor(out) and out.dim() == 4
-                    else None
-                )
-            )
+def feature_map_sizes(
+    model: nn.Module, image_size: int, in_channels: int = 3
+) -> dict[str, tuple[int, int]]:
+    """``{layer: (h, w)}`` for the layers Grad-CAM can target (4-D output), in forward order."""
+    found: dict[str, tuple[int, int]] = {}
+
+    def record(name: str, out: object) -> None:  # a hook must return None (or replace output)
+        if torch.is_tensor(out) and out.dim() == 4:
+            found.setdefault(name, (int(out.shape[-2]), int(out.shape[-1])))
+
+    hooks = [
+        mod.register_forward_hook(lambda _m, _i, out, name=name: record(name, out))
+        for name, mod in model.named_modules()
+        if name and _candidate(mod)
+    ]
     was_training = model.training
     model.eval()
     try:
@@ -82,7 +84,29 @@ def gradcam_layers(model: nn.Module, image_size: int, in_channels: int = 3) -> l
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return list(dict.fromkeys(found))
+    return found
+
+
+def gradcam_layers(model: nn.Module, image_size: int, in_channels: int = 3) -> list[str]:
+    """Names of the layers Grad-CAM can target: those whose output is a 4-D feature map."""
+    return list(feature_map_sizes(model, image_size, in_channels))
+
+
+AUTO_MIN_SIDE = 7
+"""``--layer auto``: the deepest conv whose map is at least this wide (the paper's layer,
+``refine.pw.conv``, is 7 x 7 at 224 px; at 64 px it is 2 x 2, too coarse to localise)."""
+
+
+def auto_layer(model: nn.Module, image_size: int, in_channels: int = 3) -> str:
+    """The deepest convolution whose feature map is at least ``AUTO_MIN_SIDE`` on each side;
+    the default layer when it is itself that large (224 px), else the first conv."""
+    modules = dict(model.named_modules())
+    sizes = feature_map_sizes(model, image_size, in_channels)
+    convs = [n for n in sizes if isinstance(modules[n], nn.Conv2d)]
+    if not convs:
+        raise NallnError("the model has no convolution layer to explain")
+    large = [n for n in convs if min(sizes[n]) >= AUTO_MIN_SIDE]
+    return large[-1] if large else convs[0]
 
 
 def default_layer(model: nn.Module) -> str:

@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from nalln.analysis.common import default_out, eval_set
-from nalln.analysis.gradcam import check_layer, default_layer, gradcam_layers, temporal_gradcam
+from nalln.analysis.gradcam import (
+    auto_layer,
+    check_layer,
+    default_layer,
+    gradcam_layers,
+    temporal_gradcam,
+)
 from nalln.analysis.plots import tag_synthetic
 from nalln.data.images import load_image
 from nalln.errors import NallnError
@@ -196,6 +202,8 @@ def run_gradcam(
     loaded = load_model(run, checkpoint, dev)
     model = loaded.model
     valid = gradcam_layers(model, loaded.image_size)
+    if layer == "auto":
+        layer = auto_layer(model, loaded.image_size)
     layer = layer or default_layer(model)
     check_layer(model, layer, valid)
     target = resolve_class(target_class, loaded.class_names)

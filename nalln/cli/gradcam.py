@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--layer",
         help="layer to explain (default refine.pw.conv, the refinement block's last pointwise "
-        "conv; see --list-layers)",
+        "conv, as in the paper; 'auto': the deepest conv with a map of at least 7x7, which is "
+        "that layer at 224 px and an earlier one at small sizes; see --list-layers)",
     )
     p.add_argument("--list-layers", action="store_true", help="print the valid layer names")
     p.add_argument(
@@ -45,13 +46,15 @@ def run(args: argparse.Namespace) -> int:
     from nalln.analysis.gradcam_report import run_gradcam
 
     if args.list_layers:
-        from nalln.analysis.gradcam import default_layer, gradcam_layers
+        from nalln.analysis.gradcam import auto_layer, default_layer, feature_map_sizes
         from nalln.runs import load_model
 
         loaded = load_model(args.run, args.checkpoint, "cpu")
         default = default_layer(loaded.model)
-        for name in gradcam_layers(loaded.model, loaded.image_size):
-            print(name + ("  (default)" if name == default else ""))
+        auto = auto_layer(loaded.model, loaded.image_size)
+        for name, (h, w) in feature_map_sizes(loaded.model, loaded.image_size).items():
+            tags = [t for t, n in (("default", default), ("auto", auto)) if n == name]
+            print(f"{name}  {h}x{w}" + (f"  ({', '.join(tags)})" if tags else ""))
         return 0
     res = run_gradcam(
         args.run,

@@ -13,7 +13,7 @@ def test_demo_step_writes_everything_under_out(run_copy, synth_root, tmp_path, i
     assert res["synthetic"] is True
     assert 0 <= res["robustness"]["clean_accuracy"] <= 1
     assert res["robustness"]["brightness_-0.25"] is not None
-    assert res["gradcam"]["layer"] == "refine.pw.conv"
+    assert res["gradcam"]["layer"] == "stages.0.pw.conv"  # layer "auto": 8x8 at 32 px
     assert res["int8"]["size_ratio"] < 0.4
     assert is_png(out / "robustness" / "robustness_brightness.png")
     assert is_png(out / "gradcam" / "gradcam_grid.png")

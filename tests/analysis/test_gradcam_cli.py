@@ -51,7 +51,8 @@ def test_gradcam_layer_and_class_options(cli, run_copy, one_image, tmp_path):
 def test_list_layers(cli, run_copy):
     code, out, _ = cli("gradcam", run_copy, "--list-layers")
     assert code == 0
-    assert "refine.pw.conv  (default)" in out
+    assert "refine.pw.conv  1x1  (default)" in out  # 32 px tiny run: stride 32
+    assert "stages.0.pw.conv  8x8  (auto)" in out
     assert "stem.conv" in out
 
 
