@@ -109,16 +109,11 @@ def load_model(
             raise CheckpointError(
                 f"{ckpt_path} lacks '{key}' in its metadata; it was not written by `nalln train`"
             )
-    try:
-        model = create_from_config(meta["model_name"], meta["model_config"])
-    except NallnError as exc:
-        raise CheckpointError(f"{ckpt_path}: {exc}") from None
-    except (TypeError, ValueError, AttributeError, RuntimeError, MemoryError) as exc:
-        # the metadata of an untrusted file may hold anything (docs/reliability.md)
-        raise CheckpointError(
-            f"{ckpt_path} names an unusable architecture ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); it was not written by `nalln train`"
-        ) from None
+    # the architecture comes from metadata an untrusted file may have chosen: build it on the
+    # meta device first (no memory) and compare every shape with the file's tensors
+    skeleton = _build(meta, ckpt_path, torch.device("meta"))
+    _check_shapes(skeleton, ckpt.state_dict, ckpt_path, meta["model_name"])
+    model = _build(meta, ckpt_path, torch.device("cpu"))
     try:
         model.load_state_dict(ckpt.state_dict, strict=True)
     except RuntimeError as exc:
@@ -137,6 +132,39 @@ def load_model(
             raise CheckpointError(f"{ckpt_path}: {exc}") from None
     model.to(device).eval()
     return LoadedModel(model, pre.to(device), class_names, meta, ckpt, run)
+
+
+def _build(meta: dict, ckpt_path: Path, device: torch.device) -> torch.nn.Module:
+    try:
+        with device:
+            return create_from_config(meta["model_name"], meta["model_config"])
+    except NallnError as exc:
+        raise CheckpointError(f"{ckpt_path}: {exc}") from None
+    except (TypeError, ValueError, AttributeError, RuntimeError, MemoryError) as exc:
+        # the metadata of an untrusted file may hold anything (docs/reliability.md)
+        raise CheckpointError(
+            f"{ckpt_path} names an unusable architecture ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); it was not written by `nalln train`"
+        ) from None
+
+
+def _check_shapes(
+    skeleton: torch.nn.Module, tensors: dict[str, torch.Tensor], ckpt_path: Path, name: str
+) -> None:
+    want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in tensors.items()}
+    if want == have:
+        return
+    missing, extra = sorted(want.keys() - have.keys()), sorted(have.keys() - want.keys())
+    if missing or extra:
+        first = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
+    else:
+        key = next(k for k in want if want[k] != have[k])
+        first = f"{key}: file {list(have[key])}, architecture {list(want[key])}"
+    raise CheckpointError(
+        f"{ckpt_path} does not match the {name} architecture it names ({first}); "
+        "the file is from another model or was altered"
+    )
 
 
 def _inference_meta(

@@ -28,6 +28,15 @@ def _scaled(width: int, multiplier: float, divisor: int = 8) -> int:
     return max(divisor, int(round(width * multiplier / divisor)) * divisor)
 
 
+MAX_STEPS = 1024
+MAX_IMAGE_SIZE = 4096
+MAX_WIDTH_MULTIPLIER = 64.0
+MAX_PIXEL_STEPS = 4096 * 4096 * 4
+"""Upper bounds far above any use (the paper: T = 4, 224 px, multiplier 1): a checkpoint's
+metadata may come from a stranger, and these sizes decide the memory inference takes
+(``image_size**2 * num_steps`` at most MAX_PIXEL_STEPS: about 2 GB of stem activations)."""
+
+
 @dataclass(frozen=True)
 class NeurALLNetConfig:
     """Architecture of NeurALLNet. ``widths`` are the four stage outputs before the multiplier."""
@@ -58,7 +67,16 @@ class NeurALLNetConfig:
         checks = [
             (self.num_classes >= 2, "num_classes must be at least 2"),
             (self.in_channels >= 1, "in_channels must be positive"),
-            (self.num_steps >= 1, "num_steps (T) must be at least 1"),
+            (1 <= self.num_steps <= MAX_STEPS, f"num_steps (T) must be 1..{MAX_STEPS}"),
+            (self.image_size <= MAX_IMAGE_SIZE, f"image_size must be at most {MAX_IMAGE_SIZE}"),
+            (
+                self.image_size**2 * self.num_steps <= MAX_PIXEL_STEPS,
+                f"image_size**2 * num_steps must be at most {MAX_PIXEL_STEPS} (memory)",
+            ),
+            (
+                self.width_multiplier <= MAX_WIDTH_MULTIPLIER,
+                f"width_multiplier must be at most {MAX_WIDTH_MULTIPLIER}",
+            ),
             (len(self.widths) >= 1 and min(self.widths) > 0, "widths must be positive"),
             (self.width_multiplier > 0, "width_multiplier must be positive"),
             (self.se_ratio >= 1, "se_ratio must be at least 1"),

@@ -84,12 +84,15 @@ class LIF(nn.Module):
         super().__init__()
         self.num_steps = int(num_steps)
         self.params = params
-        self.leaky = snntorch.Leaky(
-            beta=params.beta,
-            threshold=params.v_th,
-            reset_mechanism="zero",
-            spike_grad=surrogate.atan(alpha=params.alpha),
-        )
+        # snnTorch reads its scalars back with .item(): build them on the CPU even when the
+        # model is built on the meta device (load_model checks shapes there before allocating)
+        with torch.device("cpu"):
+            self.leaky = snntorch.Leaky(
+                beta=params.beta,
+                threshold=params.v_th,
+                reset_mechanism="zero",
+                spike_grad=surrogate.atan(alpha=params.alpha),
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         steps = x.reshape(self.num_steps, -1, *x.shape[1:])

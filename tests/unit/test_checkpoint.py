@@ -74,3 +74,40 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path: Path, tiny_run:
     save_file({"w": torch.zeros(2)}, plain)
     with pytest.raises(CheckpointError, match="not a nalln checkpoint"):
         load_checkpoint(plain)
+
+
+def test_a_huge_architecture_in_the_metadata_is_refused_before_it_is_built(
+    tmp_path: Path, tiny_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """widths of 10^5 channels would allocate tens of GB; the meta-device check refuses first."""
+    import nalln.runs as runs
+
+    ck = load_checkpoint(tiny_run / "checkpoints" / "best.safetensors")
+    meta = dict(ck.meta)
+    meta["model_config"] = {**meta["model_config"], "widths": [100_000] * 4}
+    bad = tmp_path / "huge.safetensors"
+    save_checkpoint(bad, ck.state_dict, meta)
+    built_on: list[str] = []
+    real_build = runs._build
+    monkeypatch.setattr(
+        runs, "_build", lambda m, p, d: built_on.append(d.type) or real_build(m, p, d)
+    )
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_model(bad)
+    assert built_on == ["meta"]  # never built for real
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"num_steps": 100_000}, {"image_size": 100_000}, {"image_size": 2048, "num_steps": 64}],
+)
+def test_inference_sizes_beyond_any_use_are_refused(
+    tmp_path: Path, tiny_run: Path, change: dict
+) -> None:
+    ck = load_checkpoint(tiny_run / "checkpoints" / "best.safetensors")
+    meta = dict(ck.meta)
+    meta["model_config"] = {**meta["model_config"], **change}
+    bad = tmp_path / "big.safetensors"
+    save_checkpoint(bad, ck.state_dict, meta)
+    with pytest.raises(CheckpointError, match="must be"):
+        load_model(bad)
