@@ -12,6 +12,7 @@ Prints a table and writes JSON (default ``benchmarks/results/compare_devices.jso
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -25,17 +26,13 @@ from nalln.io import write_json
 from nalln.runs import load_model
 
 
-def _logits(run: str, data: str, split: str, device: str, tf32: bool) -> dict:
+def _logits(loaded, images: torch.Tensor, device: str, tf32: bool) -> torch.Tensor:
     dev = pick_device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
-    loaded = load_model(run, "best", dev)
-    index, records, _ = select_records(loaded, data, split, None, "auto")
-    y = torch.from_numpy(class_labels(records, loaded.class_names, index))
-    images = load_images(index, records, loaded.image_size, False, "loading")
-    logits = predict_logits(loaded.model, loaded.preprocess, images, 64, dev).cpu()
-    return {"logits": logits, "y": y, "synthetic": bool(index.synthetic or loaded.synthetic)}
+    model, pre = copy.deepcopy(loaded.model).to(dev), loaded.preprocess.to(dev)
+    return predict_logits(model, pre, images, 64, dev).cpu()
 
 
 def main() -> int:
@@ -55,25 +52,29 @@ def main() -> int:
         "cuda_fp32": ("cuda", False),
         "cuda_tf32": ("cuda", True),
     }
-    out = {k: _logits(args.run, args.data, args.split, d, t) for k, (d, t) in settings.items()}
+    # the model and the images are loaded once; each setting gets its own copy on its device
+    loaded = load_model(args.run, "best", "cpu")
+    index, records, _ = select_records(loaded, args.data, args.split, None, "auto")
+    y = torch.from_numpy(class_labels(records, loaded.class_names, index))
+    images = load_images(index, records, loaded.image_size, False, "loading")
+    synthetic = bool(index.synthetic or loaded.synthetic)
+    out = {k: _logits(loaded, images, d, t) for k, (d, t) in settings.items()}
     ref = out["cpu"]
-    p_ref = F.softmax(ref["logits"], 1)
+    p_ref = F.softmax(ref, 1)
     rows = []
-    for name, r in out.items():
-        p = F.softmax(r["logits"], 1)
+    for name, logits in out.items():
+        p = F.softmax(logits, 1)
         rows.append(
             {
                 "setting": name,
-                "images": len(r["y"]),
-                "accuracy": float((r["logits"].argmax(1) == r["y"]).float().mean()),
-                "same_predictions_as_cpu": int(
-                    (r["logits"].argmax(1) == ref["logits"].argmax(1)).sum()
-                ),
-                "max_abs_logit_diff": float((r["logits"] - ref["logits"]).abs().max()),
+                "images": len(y),
+                "accuracy": float((logits.argmax(1) == y).float().mean()),
+                "same_predictions_as_cpu": int((logits.argmax(1) == ref.argmax(1)).sum()),
+                "max_abs_logit_diff": float((logits - ref).abs().max()),
                 "max_abs_probability_diff": float((p - p_ref).abs().max()),
             }
         )
-    label = " (SYNTHETIC data)" if ref["synthetic"] else ""
+    label = " (SYNTHETIC data)" if synthetic else ""
     print(f"{args.run}, split {args.split}{label}; measured on {torch.cuda.get_device_name(0)}")
     print(f"{'setting':<11}{'images':>7}{'accuracy':>10}{'same':>6}{'logit d':>10}{'prob d':>10}")
     for r in rows:
@@ -86,7 +87,7 @@ def main() -> int:
         "source": "measured",
         "run": args.run,
         "split": args.split,
-        "synthetic": ref["synthetic"],
+        "synthetic": synthetic,
         "cuda_device": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
         "rows": rows,

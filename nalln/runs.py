@@ -118,10 +118,7 @@ def load_model(
         model.load_state_dict(ckpt.state_dict, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "shape mismatch"
-        raise CheckpointError(
-            f"{ckpt_path} does not match the {meta['model_name']} architecture it names ({first}); "
-            "the file is from another model or was altered"
-        ) from None
+        raise _mismatch(ckpt_path, meta["model_name"], first) from None
     pre, class_names = _inference_meta(meta, model, ckpt_path)
     if "fixed_point_grid" in meta:  # fine-tuned for Loihi fixed point: round as the chip does
         from nalln.conversion.fixed_point_grid import attach_gate_rounding, recorded_grid
@@ -161,8 +158,12 @@ def _check_shapes(
     else:
         key = next(k for k in want if want[k] != have[k])
         first = f"{key}: file {list(have[key])}, architecture {list(want[key])}"
-    raise CheckpointError(
-        f"{ckpt_path} does not match the {name} architecture it names ({first}); "
+    raise _mismatch(ckpt_path, name, first)
+
+
+def _mismatch(ckpt_path: Path, name: str, detail: str) -> CheckpointError:
+    return CheckpointError(
+        f"{ckpt_path} does not match the {name} architecture it names ({detail}); "
         "the file is from another model or was altered"
     )
 

@@ -97,11 +97,10 @@ AUTO_MIN_SIDE = 7
 ``refine.pw.conv``, is 7 x 7 at 224 px; at 64 px it is 2 x 2, too coarse to localise)."""
 
 
-def auto_layer(model: nn.Module, image_size: int, in_channels: int = 3) -> str:
-    """The deepest convolution whose feature map is at least ``AUTO_MIN_SIDE`` on each side;
-    the default layer when it is itself that large (224 px), else the first conv."""
+def auto_layer(model: nn.Module, sizes: dict[str, tuple[int, int]]) -> str:
+    """The deepest convolution whose feature map (``sizes``, from :func:`feature_map_sizes`) is
+    at least ``AUTO_MIN_SIDE`` on each side: the default layer at 224 px; else the first conv."""
     modules = dict(model.named_modules())
-    sizes = feature_map_sizes(model, image_size, in_channels)
     convs = [n for n in sizes if isinstance(modules[n], nn.Conv2d)]
     if not convs:
         raise NallnError("the model has no convolution layer to explain")

@@ -21,7 +21,7 @@ from nalln.analysis.gradcam import (
     auto_layer,
     check_layer,
     default_layer,
-    gradcam_layers,
+    feature_map_sizes,
     temporal_gradcam,
 )
 from nalln.analysis.plots import tag_synthetic
@@ -201,9 +201,10 @@ def run_gradcam(
     dev = pick_device(device)
     loaded = load_model(run, checkpoint, dev)
     model = loaded.model
-    valid = gradcam_layers(model, loaded.image_size)
+    sizes = feature_map_sizes(model, loaded.image_size)
+    valid = list(sizes)
     if layer == "auto":
-        layer = auto_layer(model, loaded.image_size)
+        layer = auto_layer(model, sizes)
     layer = layer or default_layer(model)
     check_layer(model, layer, valid)
     target = resolve_class(target_class, loaded.class_names)

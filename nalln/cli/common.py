@@ -11,7 +11,9 @@ from nalln.textfmt import format_table
 
 __all__ = [
     "add_calibration_flag",
+    "add_conversion_flags",
     "add_progress_flag",
+    "checked_calibration",
     "format_table",
     "print_json",
     "show_progress",
@@ -39,6 +41,28 @@ def add_calibration_flag(p: argparse.ArgumentParser, what: str) -> None:
         metavar="N",
         help=f"training images for {what} (default 64)",
     )
+
+
+def add_conversion_flags(p: argparse.ArgumentParser, fixed_point_help: str) -> None:
+    """``--se``, ``--fixed-point``, ``--data`` and ``--calibration``, shared by convert and
+    simulate so that the two read the same way."""
+    p.add_argument(
+        "--se",
+        default="hybrid",
+        choices=("static", "hybrid"),
+        help="SE gates: folded static scales (NIR-native) or a side-car (default)",
+    )
+    p.add_argument("--fixed-point", action="store_true", help=fixed_point_help)
+    p.add_argument("--data", help="data-set root (default: the one the run was trained on)")
+    add_calibration_flag(p, "the fixed-point calibration")
+
+
+def checked_calibration(args: argparse.Namespace) -> int:
+    from nalln.errors import NallnError
+
+    if args.calibration < 1:
+        raise NallnError("--calibration must be at least 1")
+    return args.calibration
 
 
 def show_progress(args: argparse.Namespace) -> bool:

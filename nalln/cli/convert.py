@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 
 from nalln.cli.common import (
-    add_calibration_flag,
+    add_conversion_flags,
     add_progress_flag,
+    checked_calibration,
     print_json,
     show_progress,
     synthetic_banner,
@@ -25,19 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder, checkpoint, or a .nir file from any tool")
     p.add_argument("--to", required=True, choices=("nir", "lava", "norse"), help="target")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--se",
-        default="hybrid",
-        choices=("static", "hybrid"),
-        help="SE gates: folded static scales (NIR-native) or a side-car (default)",
-    )
-    p.add_argument(
-        "--fixed-point",
-        action="store_true",
-        help="(--to lava) calibrate Loihi fixed point: 8-bit weights, 24-bit state",
-    )
-    p.add_argument("--data", help="data-set root (default: the one the run was trained on)")
-    add_calibration_flag(p, "the fixed-point calibration")
+    add_conversion_flags(p, "(--to lava) calibrate Loihi fixed point: 8-bit weights, 24-bit state")
     p.add_argument("--json", action="store_true", help="print convert.json to stdout")
     add_progress_flag(p)
     p.set_defaults(func=run)
@@ -45,10 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nalln.conversion.convert import convert
-    from nalln.errors import NallnError
 
-    if args.calibration < 1:
-        raise NallnError("--calibration must be at least 1")
     res = convert(
         args.run,
         to=args.to,
@@ -56,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         se=args.se,
         fixed_point=args.fixed_point,
         data=args.data,
-        calibration=args.calibration,
+        calibration=checked_calibration(args),
         progress=show_progress(args),
     )
     s = res.summary

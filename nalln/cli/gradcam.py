@@ -51,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
 
         loaded = load_model(args.run, args.checkpoint, "cpu")
         default = default_layer(loaded.model)
-        auto = auto_layer(loaded.model, loaded.image_size)
-        for name, (h, w) in feature_map_sizes(loaded.model, loaded.image_size).items():
+        sizes = feature_map_sizes(loaded.model, loaded.image_size)
+        auto = auto_layer(loaded.model, sizes)
+        for name, (h, w) in sizes.items():
             tags = [t for t, n in (("default", default), ("auto", auto)) if n == name]
             print(f"{name}  {h}x{w}" + (f"  ({', '.join(tags)})" if tags else ""))
         return 0

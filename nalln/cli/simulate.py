@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 
 from nalln.cli.common import (
-    add_calibration_flag,
+    add_conversion_flags,
     add_progress_flag,
+    checked_calibration,
     format_table,
     print_json,
     show_progress,
@@ -24,18 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run", help="run folder, checkpoint, or a .nir file / converted folder")
     p.add_argument("--backend", required=True, choices=("lava", "norse"))
-    p.add_argument(
-        "--se",
-        default="hybrid",
-        choices=("static", "hybrid"),
-        help="SE gates: folded static scales or a side-car (default)",
-    )
-    p.add_argument(
-        "--fixed-point",
-        action="store_true",
-        help="(Lava) Loihi fixed point after per-layer calibration",
-    )
-    p.add_argument("--data", help="data-set root (default: the one the run was trained on)")
+    add_conversion_flags(p, "(Lava) Loihi fixed point after per-layer calibration")
     p.add_argument("--n", type=int, default=50, help="number of images (default 50)")
     p.add_argument(
         "--split",
@@ -43,7 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("train", "val", "test"),
         help="split of the run's manifest (default test)",
     )
-    add_calibration_flag(p, "the fixed-point calibration")
     p.add_argument("--steps", type=int, help="time steps for a NIR graph that does not record T")
     p.add_argument("--out", help="report folder (default RUN/simulate-<backend>-<se>)")
     p.add_argument("--json", action="store_true", help="print report.json to stdout")
@@ -53,10 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nalln.conversion.simulate import simulate
-    from nalln.errors import NallnError
 
-    if args.calibration < 1:
-        raise NallnError("--calibration must be at least 1")
     res = simulate(
         args.run,
         backend=args.backend,
@@ -66,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         n=args.n,
         split=args.split,
         out=args.out,
-        calibration=args.calibration,
+        calibration=checked_calibration(args),
         steps=args.steps,
         progress=show_progress(args),
     )

@@ -275,17 +275,22 @@ def recorded_grid(meta: dict[str, Any] | None) -> FixedPointGrid | None:
     return FixedPointGrid.from_dict(meta[META_KEY])
 
 
+def gated_stage(block: str) -> str:
+    """The plan stage (the pointwise LIF) that the SE gate of torch block ``block`` feeds."""
+    return f"{block.replace('.', '_')}_pw_lif"
+
+
 def attach_gate_rounding(model: torch.nn.Module, grid: FixedPointGrid | None) -> None:
     """Give each SE block of a hybrid-SE fine-tuned model its layer's current scale, so that
     the float model rounds the gated current as the SE side-car does on the chip (and spikes
     as Loihi does); other models are left as they are."""
-    from nalln.models.blocks import SpikingDSBlock
+    from nalln.conversion.fold import se_blocks
 
     if grid is None or grid.se_mode != "hybrid":
         return
-    for name, m in model.named_modules():
-        if isinstance(m, SpikingDSBlock) and m.se is not None and m.se_position == "current":
-            key = f"{name.replace('.', '_')}_pw_lif"
+    for name, m in se_blocks(model).items():
+        if m.se_position == "current":
+            key = gated_stage(name)
             try:
                 m.se.current_scale = grid.layer(key).scale
             except KeyError:

@@ -34,9 +34,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from nalln.conversion.fixed_point import BIAS_MAX, INPUT_MAX
-from nalln.conversion.fixed_point_grid import FixedPointGrid, LayerGrid, check_exact_dynamics
+from nalln.conversion.fixed_point_grid import (
+    FixedPointGrid,
+    LayerGrid,
+    check_exact_dynamics,
+    gated_stage,
+)
+from nalln.conversion.fold import se_blocks
 from nalln.errors import NallnError
-from nalln.models.blocks import SpikingDSBlock, fold_time, unfold_time
+from nalln.models.blocks import SpikingDSBlock, fold_time, round_current, unfold_time
 from nalln.models.neuron import LIF
 
 
@@ -168,12 +174,10 @@ class FakeQuantNet(nn.Module):
             if ly.kind == "conv":
                 self.geometry[ly.name] = (mod.stride, mod.padding, mod.groups)
         self.se = nn.ModuleDict()
-        for name, m in model.named_modules():
-            if isinstance(m, SpikingDSBlock) and m.se is not None:
-                base = name.replace(".", "_")
-                gate = copy.deepcopy(m.se)
-                gate.current_scale = None  # _gate rounds (a re-tuned run's SE may carry one)
-                self.se[f"{base}_pw_lif"] = gate
+        for name, m in se_blocks(model).items():
+            gate = copy.deepcopy(m.se)
+            gate.current_scale = None  # _gate rounds (a re-tuned run's SE may carry one)
+            self.se[gated_stage(name)] = gate
         if self.se and grid.se_mode != "hybrid":
             raise NallnError("a model with SE gates needs a hybrid-SE grid")
         self.lif = LIF(cfg.num_steps, cfg.lif)
@@ -202,8 +206,7 @@ class FakeQuantNet(nn.Module):
         y = self.se[name](cur)
         if not self.quantise:
             return y
-        s = self.grid.layer(name).scale
-        return straight_through(y, torch.round(y * s) / s)
+        return round_current(y, self.grid.layer(name).scale)
 
     def forward_steps(
         self, x: torch.Tensor, spikes: dict[str, torch.Tensor] | None = None
@@ -252,8 +255,6 @@ class FakeQuantNet(nn.Module):
             bn.running_var.fill_(1.0 - bn.eps)  # (var + eps) == 1 in float32: BN is identity
             bn.weight.fill_(1.0)
             bn.bias.copy_(b.detach().to(bn.bias.dtype))
-        for name, m in model.named_modules():
-            if isinstance(m, SpikingDSBlock) and m.se is not None:
-                key = f"{name.replace('.', '_')}_pw_lif"
-                m.se.load_state_dict(self.se[key].state_dict())
+        for name, m in se_blocks(model).items():
+            m.se.load_state_dict(self.se[gated_stage(name)].state_dict())
         return model

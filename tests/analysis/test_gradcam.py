@@ -151,9 +151,10 @@ def test_auto_layer_is_the_papers_layer_at_224_and_a_finer_one_at_64() -> None:
     from nalln.analysis.gradcam import auto_layer, feature_map_sizes
 
     big = nalln.create("neurallnet", image_size=224)
-    assert auto_layer(big, 224) == default_layer(big) == "refine.pw.conv"
-    assert feature_map_sizes(big, 224)["refine.pw.conv"] == (7, 7)
+    big_sizes = feature_map_sizes(big, 224)
+    assert auto_layer(big, big_sizes) == default_layer(big) == "refine.pw.conv"
+    assert big_sizes["refine.pw.conv"] == (7, 7)
     small = nalln.create("neurallnet", image_size=64)
     sizes = feature_map_sizes(small, 64)
     assert sizes["refine.pw.conv"] == (2, 2)
-    assert auto_layer(small, 64) == "stages.1.pw.conv" and sizes["stages.1.pw.conv"] == (8, 8)
+    assert auto_layer(small, sizes) == "stages.1.pw.conv" and sizes["stages.1.pw.conv"] == (8, 8)
