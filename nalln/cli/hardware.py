@@ -41,7 +41,7 @@ def _registry(args: argparse.Namespace):
 
 
 def _models_for(t, reg) -> str:
-    from nalln.energy.models import MODELS, availability
+    from nalln.energy.cost_models import MODELS, availability
 
     return ",".join(m for m in MODELS if availability(t, m, reg) is None) or "-"
 
@@ -132,7 +132,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from nalln.hardware_targets.fit import fit_network, structure
+    from nalln.energy.chip_fit import fit_network, structure
     from nalln.runs import load_model
 
     reg = _registry(args)

@@ -5,8 +5,8 @@ target) -> ``report`` / ``render`` (files); ``demo.run_demo_step`` for ``nalln d
 """
 
 from nalln.energy.baseline import relu_twin
+from nalln.energy.cost_models import MODELS, BreakEven, Estimate, break_even, estimate
 from nalln.energy.counting import NetworkCounts, OpCounter, count_model
-from nalln.energy.models import MODELS, BreakEven, Estimate, break_even, estimate
 
 
 def run_demo_step(run, data, out, progress: bool = False) -> dict:

@@ -19,8 +19,7 @@ import numpy as np
 from nalln import __version__
 from nalln.data.dataset import DatasetIndex, Record, load_images, scan
 from nalln.energy.baseline import relu_twin
-from nalln.energy.counting import NetworkCounts, count_model
-from nalln.energy.models import (
+from nalln.energy.cost_models import (
     MODEL_TITLES,
     MODELS,
     PRECISION_KEYS,
@@ -31,6 +30,7 @@ from nalln.energy.models import (
     estimate,
     group_of,
 )
+from nalln.energy.counting import NetworkCounts, count_model
 from nalln.errors import DataError, NallnError
 from nalln.hardware_targets.registry import TargetRegistry, load_registry
 from nalln.hardware_targets.schema import Target

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nalln.energy.cost_models import availability, break_even, estimate
 from nalln.energy.counting import ExtraOps, NetworkCounts, Population, SynapticLayer
-from nalln.energy.models import availability, break_even, estimate
 from nalln.errors import NallnError
 from nalln.hardware_targets.registry import TargetRegistry
 from nalln.hardware_targets.schema import KNOWN_CONSTANTS, Constant, Target

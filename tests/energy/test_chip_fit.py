@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nalln.energy.chip_fit import _axons, fit_network
 from nalln.energy.counting import NetworkCounts, Population, SynapticLayer
-from nalln.hardware_targets.fit import _axons, fit_network
 from nalln.hardware_targets.schema import KNOWN_CONSTANTS, Constant, Target
 
 
