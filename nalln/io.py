@@ -108,7 +108,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(
-        path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+        path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n"
     )
 
 
@@ -137,7 +137,7 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(fh)
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     try:
         import numpy as np
 

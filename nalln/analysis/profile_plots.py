@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from nalln.evaluation.plots import _tag
+from nalln.evaluation.plots import stamp_provenance
 from nalln.io import save_figure
 
 
@@ -44,7 +44,7 @@ def plot_latency_histogram(summary: dict[str, Any], path: str | Path, synthetic:
         fontsize=10,
     )
     fig.tight_layout()
-    _tag(fig, synthetic)
+    stamp_provenance(fig, synthetic)
     return save_figure(fig, path)
 
 
@@ -64,5 +64,5 @@ def plot_throughput(summary: dict[str, Any], path: str | Path, synthetic: bool) 
     )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    _tag(fig, synthetic)
+    stamp_provenance(fig, synthetic)
     return save_figure(fig, path)

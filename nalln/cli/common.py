@@ -22,9 +22,9 @@ __all__ = [
 
 
 def print_json(obj: Any) -> None:
-    from nalln.io import _json_default
+    from nalln.io import json_default
 
-    json.dump(obj, sys.stdout, indent=2, default=_json_default)
+    json.dump(obj, sys.stdout, indent=2, default=json_default)
     sys.stdout.write("\n")
 
 

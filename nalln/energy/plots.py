@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from nalln.evaluation.plots import _tag
+from nalln.evaluation.plots import stamp_provenance
 from nalln.io import save_figure
 
 
@@ -57,7 +57,7 @@ def plot_energy_per_layer(
         ax.grid(axis="y", alpha=0.3, which="both")
         ax.legend(fontsize=7, ncol=4)
     fig.tight_layout()
-    _tag(fig, synthetic)
+    stamp_provenance(fig, synthetic)
     return save_figure(fig, path)
 
 
@@ -84,7 +84,7 @@ def plot_sops_vs_macs(
     ax.grid(axis="y", alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _tag(fig, synthetic)
+    stamp_provenance(fig, synthetic)
     return save_figure(fig, path)
 
 
@@ -109,5 +109,5 @@ def plot_firing_rates(
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
-    _tag(fig, synthetic)
+    stamp_provenance(fig, synthetic)
     return save_figure(fig, path)

@@ -16,7 +16,7 @@ from nalln.io import save_figure
 SYNTHETIC_TAG = "SYNTHETIC DATA"
 
 
-def _tag(fig: plt.Figure, synthetic: bool) -> None:
+def stamp_provenance(fig: plt.Figure, synthetic: bool) -> None:
     if synthetic:
         fig.text(
             0.99,
@@ -46,7 +46,7 @@ def plot_learning_curves(
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend()
-    _tag(fig, synthetic)
+    stamp_provenance(fig, synthetic)
     return save_figure(fig, path)
 
 
@@ -76,5 +76,5 @@ def plot_confusion_matrix(
     ax.set_yticks(range(len(class_names)), class_names)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, fraction=0.046, label="row fraction (recall)")
-    _tag(fig, synthetic)
+    stamp_provenance(fig, synthetic)
     return save_figure(fig, path)
