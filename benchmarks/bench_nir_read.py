@@ -29,7 +29,7 @@ import torch
 import nalln
 from nalln.conversion import nir_io
 from nalln.conversion.export import export_model
-from nalln.conversion.fold import se_blocks
+from nalln.models.blocks import se_blocks
 
 
 def _median_ms(fn: Callable[[], object], rounds: int) -> float:

@@ -31,7 +31,7 @@ from nalln.training.loop import train
 # (name, "module:function") of later pipeline stages, run in this order after evaluation.
 DEMO_STEPS: tuple[tuple[str, str], ...] = (
     ("convert-simulate", "nalln.conversion.demo:run_demo_step"),
-    ("fixed-point", "nalln.conversion.demo:run_fixed_point_demo_step"),
+    ("fixed-point", "nalln.deploy.demo:run_fixed_point_demo_step"),
     ("energy", "nalln.energy:run_demo_step"),
     ("profile", "nalln.analysis.profiling:run_demo_step"),
     ("analysis", "nalln.analysis.demo:run_demo_step"),  # last: its HTML report gathers the rest

@@ -121,7 +121,7 @@ def load_model(
         raise _mismatch(ckpt_path, meta["model_name"], first) from None
     pre, class_names = _inference_meta(meta, model, ckpt_path)
     if "fixed_point_grid" in meta:  # fine-tuned for Loihi fixed point: round as the chip does
-        from nalln.conversion.fixed_point_grid import attach_gate_rounding, recorded_grid
+        from nalln.loihi.grid import attach_gate_rounding, recorded_grid
 
         try:
             attach_gate_rounding(model, recorded_grid(meta))

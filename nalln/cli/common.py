@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from nalln.ir.se_mode import SEMode
 from nalln.textfmt import format_table
 
 __all__ = [
@@ -48,8 +49,9 @@ def add_conversion_flags(p: argparse.ArgumentParser, fixed_point_help: str) -> N
     simulate so that the two read the same way."""
     p.add_argument(
         "--se",
-        default="hybrid",
-        choices=("static", "hybrid"),
+        default=SEMode.HYBRID,
+        type=SEMode,
+        choices=SEMode.deployable(),
         help="SE gates: folded static scales (NIR-native) or a side-car (default)",
     )
     p.add_argument("--fixed-point", action="store_true", help=fixed_point_help)

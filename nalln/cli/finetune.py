@@ -19,6 +19,7 @@ from nalln.cli.common import (
     show_progress,
     synthetic_banner,
 )
+from nalln.ir.se_mode import SEMode
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,8 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="data-set root (default: the one the run was trained on)")
     p.add_argument(
         "--se",
-        default="static",
-        choices=("static", "hybrid"),
+        default=SEMode.STATIC,
+        type=SEMode,
+        choices=SEMode.deployable(),
         help="SE gates: folded static scales (default; NIR-native, exact on Loihi) or a "
         "side-car (its integer rounding makes it inexact)",
     )
@@ -57,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nalln.training.finetune_fixed_point import FinetuneConfig, finetune_fixed_point
+    from nalln.deploy.finetune_fixed_point import FinetuneConfig, finetune_fixed_point
 
     cfg = FinetuneConfig(
         se=args.se,

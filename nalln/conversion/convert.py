@@ -26,7 +26,7 @@ import torch
 
 from nalln.conversion.export import Exported
 from nalln.conversion.nir_io import Artefact, read_artefact, write_artefact
-from nalln.conversion.plan import Plan, lower
+from nalln.conversion.plan import lower
 from nalln.conversion.sources import (
     Source,
     load_source,
@@ -37,6 +37,8 @@ from nalln.conversion.sources import (
 )
 from nalln.errors import NallnError
 from nalln.io import write_bytes, write_json
+from nalln.ir.plan import Plan
+from nalln.ir.se_mode import SEMode
 
 TARGETS = ("nir", "lava", "norse")
 DEFAULT_CALIBRATION = 64
@@ -117,7 +119,7 @@ def convert(
     *,
     to: str,
     out: str | Path,
-    se: str = "hybrid",
+    se: SEMode | str = SEMode.HYBRID,
     fixed_point: bool = False,
     data: str | Path | None = None,
     calibration: int = DEFAULT_CALIBRATION,
@@ -133,7 +135,7 @@ def convert(
             source_path,
             to=to,
             out=stage,
-            se=se,
+            se=SEMode.parse(se, SEMode.deployable()),
             fixed_point=fixed_point,
             data=data,
             calibration=calibration,
@@ -157,7 +159,7 @@ def _convert_into(
     *,
     to: str,
     out: str | Path,
-    se: str = "hybrid",
+    se: SEMode | str = SEMode.HYBRID,
     fixed_point: bool = False,
     data: str | Path | None = None,
     calibration: int = DEFAULT_CALIBRATION,
@@ -188,12 +190,10 @@ def _convert_into(
         summary["nir_round_trip"] = "identical (every node parameter compared after nir.read)"
     else:
         artefact = source.artefact
-        exported = Exported(
-            artefact.segments, artefact.gates, artefact.info.get("se_mode", "none"), artefact.info
-        )
+        exported = Exported(artefact.segments, artefact.gates, artefact.se_mode, artefact.info)
         files = write_artefact(out, exported)
         summary["nir_round_trip"] = "foreign graph re-written after checking"
-    summary["se_mode"] = artefact.info.get("se_mode", "none")
+    summary["se_mode"] = artefact.se_mode
     summary["segments"] = len(artefact.segments)
     if to == "norse":
         files.update(_norse_files(artefact, out, summary))
@@ -227,8 +227,9 @@ def _norse_files(artefact: Artefact, out: Path, summary: dict) -> dict[str, Path
 
 
 def _lava_files(source, artefact, out, fixed_point, data, calibration, progress, summary):
-    from nalln.conversion.fixed_point import emulate, save_quant_plan
-    from nalln.conversion.fixed_point_grid import fixed_point_plan
+    from nalln.loihi.emulator import emulate
+    from nalln.loihi.grid import fixed_point_plan
+    from nalln.loihi.quant_plan import save_quant_plan
 
     plan = lower(artefact)
     files = {

@@ -31,34 +31,17 @@ import nir
 import numpy as np
 from torch import nn
 
-from nalln.conversion.fold import fold_batchnorm, se_blocks
 from nalln.errors import NallnError
+from nalln.ir.plan import GateSpec
+from nalln.ir.se_mode import SEMode
+from nalln.models import naming
+from nalln.models.blocks import se_blocks
+from nalln.models.fold import fold_batchnorm
+from nalln.models.naming import node_name
 from nalln.models.neuron import LIF, LIFParameters
 
 FORMAT = "nalln-nir/1"
 DEFAULT_DT = 1e-3  # seconds per step; only the ratio dt/tau matters for the dynamics
-SE_MODES = ("static", "hybrid")
-
-
-@dataclass
-class GateSpec:
-    r"""The SE side-car between two segments: per time step, on the current ``x`` [C, H, W]
-    leaving segment ``after_segment``: :math:`x \cdot \sigma(W_2\,\mathrm{relu}(W_1
-    \mathrm{mean}_{hw}(x) + b_1) + b_2)` is what enters the next segment's first LIF."""
-
-    name: str  # torch module of the SE block, e.g. "stages.0.se"
-    after_segment: int
-    w1: np.ndarray  # [hidden, C]
-    b1: np.ndarray
-    w2: np.ndarray  # [C, hidden]
-    b2: np.ndarray
-    # set for models fine-tuned for hybrid fixed point: y is rounded to k / current_scale, as the
-    # side-car sends it to the chip (SqueezeExcite.current_scale)
-    current_scale: float | None = None
-
-    @property
-    def channels(self) -> int:
-        return int(self.w1.shape[1])
 
 
 @dataclass
@@ -67,7 +50,7 @@ class Exported:
 
     segments: list[nir.NIRGraph]
     gates: list[GateSpec] = field(default_factory=list)
-    se_mode: str = "none"
+    se_mode: SEMode = SEMode.NONE
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -75,10 +58,6 @@ class Exported:
         if len(self.segments) != 1:
             raise NallnError("this export is hybrid (several NIR segments); use .segments")
         return self.segments[0]
-
-
-def node_name(module_name: str) -> str:
-    return module_name.replace(".", "_")
 
 
 def lif_node(shape: tuple[int, ...], p: LIFParameters, dt: float, module: str) -> nir.LIF:
@@ -132,47 +111,42 @@ class _Chain:
 def export_model(
     model: nn.Module,
     *,
-    se_mode: str = "static",
+    se_mode: SEMode | str = SEMode.STATIC,
     gates: dict[str, np.ndarray] | None = None,
     dt: float = DEFAULT_DT,
     meta: dict[str, Any] | None = None,
 ) -> Exported:
     """Export an eval-mode NeurALLNet. ``gates`` (static mode): mean gate per SE block name."""
     cfg = model.config
-    if se_mode not in SE_MODES:
-        raise NallnError(f"unknown SE mode {se_mode!r}; use one of {', '.join(SE_MODES)}")
+    se_mode = SEMode.parse(se_mode, SEMode.deployable())
     has_se = bool(se_blocks(model))
     if has_se and cfg.se_position != "current":
         raise NallnError(
             "conversion supports SE on the current (se_position='current', the default); this "
             f"model gates {cfg.se_position}"
         )
-    if has_se and se_mode == "static" and gates is None:
+    if has_se and se_mode is SEMode.STATIC and gates is None:
         raise NallnError("static SE needs calibrated gates (see nalln.conversion.fold.mean_gates)")
-    effective_mode = se_mode if has_se else "none"
+    effective_mode = se_mode if has_se else SEMode.NONE
     p: LIFParameters = cfg.lif
     size = cfg.image_size
     chain = _Chain((cfg.in_channels, size, size))
     specs: list[GateSpec] = []
 
     node, shape = conv_node(model.stem.conv, getattr(model.stem, "bn", None), (size, size))
-    chain.add("stem_conv", node)
-    chain.add("stem_lif", lif_node(shape, p, dt, "stem_lif"))
+    chain.add(naming.STEM_CONV, node)
+    chain.add(naming.STEM_LIF, lif_node(shape, p, dt, "stem_lif"))
 
-    blocks = [(f"stages.{i}", b) for i, b in enumerate(model.stages)]
-    if model.refine is not None:
-        blocks.append(("refine", model.refine))
-    for prefix, block in blocks:
-        base = node_name(prefix)
+    for prefix, block in model.named_blocks():
         node, shape = conv_node(block.dw.conv, getattr(block.dw, "bn", None), shape[1:])
-        chain.add(f"{base}_dw_conv", node)
-        chain.add(f"{base}_dw_lif", lif_node(shape, p, dt, f"{prefix}.dw_lif"))
+        chain.add(naming.conv_name(prefix, "dw"), node)
+        chain.add(naming.neuron_name(prefix, "dw"), lif_node(shape, p, dt, f"{prefix}.dw_lif"))
         scale = None
-        if block.se is not None and effective_mode == "static":
+        if block.se is not None and effective_mode is SEMode.STATIC:
             scale = np.asarray(gates[prefix], dtype=np.float64)
         node, shape = conv_node(block.pw.conv, getattr(block.pw, "bn", None), shape[1:], scale)
-        chain.add(f"{base}_pw_conv", node)
-        if block.se is not None and effective_mode == "hybrid":
+        chain.add(naming.conv_name(prefix, "pw"), node)
+        if block.se is not None and effective_mode is SEMode.HYBRID:
             se = block.se
             specs.append(
                 GateSpec(
@@ -186,23 +160,27 @@ def export_model(
                 )
             )
             chain.cut(shape)
-        chain.add(f"{base}_pw_lif", lif_node(shape, p, dt, f"{prefix}.pw_lif"))
+        chain.add(naming.neuron_name(prefix, "pw"), lif_node(shape, p, dt, f"{prefix}.pw_lif"))
 
     head = model.head
     c, h, w = shape
     chain.add(
-        "head_pool",
+        naming.HEAD_POOL,
         nir.AvgPool2d(
             kernel_size=np.array([h, w]), stride=np.array([h, w]), padding=np.array([0, 0])
         ),
     )
-    chain.add("head_flatten", nir.Flatten(input_type={"input": np.array([c, 1, 1])}, start_dim=0))
+    chain.add(
+        naming.HEAD_FLATTEN, nir.Flatten(input_type={"input": np.array([c, 1, 1])}, start_dim=0)
+    )
     if head.fc1 is not None:
         wt, b = fold_batchnorm(head.fc1.weight, head.fc1.bias, head.bn)
-        chain.add("head_fc1", nir.Affine(weight=wt.astype(np.float32), bias=b.astype(np.float32)))
-        chain.add("head_lif", lif_node((wt.shape[0],), p, dt, "head.lif"))
+        chain.add(
+            naming.HEAD_FC1, nir.Affine(weight=wt.astype(np.float32), bias=b.astype(np.float32))
+        )
+        chain.add(naming.HEAD_LIF, lif_node((wt.shape[0],), p, dt, "head.lif"))
     wt, b = fold_batchnorm(head.fc2.weight, head.fc2.bias, None)
-    chain.add("head_fc2", nir.Affine(weight=wt.astype(np.float32), bias=b.astype(np.float32)))
+    chain.add(naming.HEAD_FC2, nir.Affine(weight=wt.astype(np.float32), bias=b.astype(np.float32)))
     chain.add("output", nir.Output(output_type={"output": np.array([wt.shape[0]])}))
 
     spiking = {node_name(n): n for n, m in model.named_modules() if isinstance(m, LIF)}

@@ -20,20 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nalln.errors import NallnError
-from nalln.models.blocks import SpikingDSBlock
-
-
-def fold_batchnorm(
-    weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(weight, bias) of a conv/linear layer with the eval-mode BatchNorm after it folded in."""
-    w = weight.detach().double()
-    b = bias.detach().double() if bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
-    if bn is not None:
-        s = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
-        w = w * s.view(-1, *([1] * (w.dim() - 1)))
-        b = (b - bn.running_mean.double()) * s + bn.bias.detach().double()
-    return w.float().numpy(), b.float().numpy()
+from nalln.models.blocks import se_blocks
 
 
 class StaticGate(nn.Module):
@@ -48,13 +35,6 @@ class StaticGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale.view(1, -1, *([1] * (x.dim() - 2)))
-
-
-def se_blocks(model: nn.Module) -> dict[str, SpikingDSBlock]:
-    """Every block that has an SE module, by module name, in forward order."""
-    return {
-        n: m for n, m in model.named_modules() if isinstance(m, SpikingDSBlock) and m.se is not None
-    }
 
 
 @torch.no_grad()

@@ -37,9 +37,9 @@ import torch
 from tqdm.auto import tqdm
 
 from nalln.conversion import lava_compat
-from nalln.conversion.fixed_point import QStage, QuantPlan
-from nalln.conversion.plan import Plan, Stage
-from nalln.conversion.reference import Trace
+from nalln.ir.plan import Plan, Stage
+from nalln.ir.reference import Trace
+from nalln.loihi.quant_plan import QStage, QuantPlan
 
 
 @dataclass

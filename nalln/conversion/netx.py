@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from nalln.conversion import lava_compat
-from nalln.conversion.fixed_point import VTH_MAX, QuantPlan
 from nalln.errors import NallnError
+from nalln.loihi.arithmetic import VTH_MAX
+from nalln.loihi.quant_plan import QuantPlan
 
 
 def _type(group: h5py.Group, name: str) -> None:

@@ -32,9 +32,11 @@ import nir
 import numpy as np
 
 from nalln.conversion import nir_probe
-from nalln.conversion.export import FORMAT, Exported, GateSpec
+from nalln.conversion.export import FORMAT, Exported
 from nalln.errors import NallnError
 from nalln.io import write_json
+from nalln.ir.plan import GateSpec
+from nalln.ir.se_mode import SEMode
 
 SUPPORTED = (
     nir.Input,
@@ -74,6 +76,14 @@ class Artefact:
     @property
     def ours(self) -> bool:
         return bool(self.info.get("format") == FORMAT)
+
+    @property
+    def se_mode(self) -> SEMode:
+        """How the SE gates were exported; ``NONE`` for graphs other tools wrote."""
+        try:
+            return SEMode(self.info.get("se_mode", SEMode.NONE))
+        except ValueError:
+            raise NallnError(f"unknown se_mode {self.info.get('se_mode')!r} in the graph") from None
 
 
 # --- metadata -----------------------------------------------------------------------------------

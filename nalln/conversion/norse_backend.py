@@ -27,8 +27,8 @@ from torch import nn
 
 from nalln.conversion.nir_io import Artefact, conv_padding, node_meta
 from nalln.conversion.plan import DT_FALLBACK
-from nalln.conversion.reference import Trace, apply_gate
 from nalln.errors import NallnError
+from nalln.ir.reference import Trace, apply_gate
 
 
 def _require_norse():

@@ -18,76 +18,17 @@ from (Norse reads the NIR graph itself). Lowering is exact algebra:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import nir
 import numpy as np
 
-from nalln.conversion.export import GateSpec
 from nalln.conversion.nir_io import Artefact, ChainNode, chain_of, conv_padding, node_meta
 from nalln.errors import NallnError
+from nalln.ir.plan import Neuron, Plan, Stage, Synapse
 
 DT_FALLBACK = 1e-4  # snnTorch's exporter assumes this dt without writing it down (toolchain.md)
-
-
-@dataclass(frozen=True)
-class Synapse:
-    """A conv (``weight`` [Co, Ci/g, kh, kw]) or dense (``weight`` [out, in]) layer with bias.
-
-    A dense layer's ``in_shape`` is the shape whose C-order flattening it reads (it may be
-    [C, H, W] when a Flatten was folded in)."""
-
-    kind: str
-    weight: np.ndarray
-    bias: np.ndarray
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
-    groups: int = 1
-    source: str = ""  # NIR node name
-
-
-@dataclass(frozen=True)
-class Neuron:
-    name: str  # NIR node name
-    shape: tuple[int, ...]
-    decay: float  # dt / tau: v <- (1 - decay) v + I
-    v_th: float
-    module: str | None = None  # torch module it came from (our exports)
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    synapse: Synapse | None
-    gate: GateSpec | None = None
-    neuron: Neuron | None = None  # None: a readout (the current is the output)
-
-
-@dataclass
-class Plan:
-    input_shape: tuple[int, ...]
-    stages: list[Stage]
-    num_steps: int
-    dt: float
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def neurons(self) -> list[Neuron]:
-        return [s.neuron for s in self.stages if s.neuron is not None]
-
-    @property
-    def readout(self) -> Stage | None:
-        last = self.stages[-1]
-        return last if last.neuron is None else None
-
-    @property
-    def output_size(self) -> int:
-        last = self.stages[-1]
-        shape = last.synapse.out_shape if last.neuron is None else last.neuron.shape
-        return int(np.prod(shape))
 
 
 def _uniform(values: np.ndarray, what: str, name: str) -> float:

@@ -1,99 +1,13 @@
-"""Reference simulations in torch: the plan (NIR semantics, float64) and the torch model itself.
-
-Both return a :class:`Trace`: per-step output ``[T, B, K]`` and per-layer spikes ``[T, B, ...]``
-keyed by NIR node name, which is what every back-end is compared with.
-"""
+"""The torch model's own trace: every LIF's spikes captured under NIR node names."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from nalln.conversion.export import GateSpec, node_name
-from nalln.conversion.plan import Plan, Synapse
+from nalln.ir.reference import Trace
+from nalln.models.naming import node_name
 from nalln.models.neuron import LIF
-
-
-@dataclass
-class Trace:
-    """What one simulation produced for a batch of images."""
-
-    outputs: torch.Tensor  # [T, B, K]: per-step readout current (logits) or output spikes
-    spikes: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> bool [T, B, ...]
-
-    @property
-    def logits(self) -> torch.Tensor:
-        """Time-averaged output, as the torch model decodes it."""
-        return self.outputs.float().mean(0)
-
-    def cat(self, other: Trace) -> Trace:
-        return Trace(
-            torch.cat([self.outputs, other.outputs], 1),
-            {k: torch.cat([v, other.spikes[k]], 1) for k, v in self.spikes.items()},
-        )
-
-
-def concat(traces: list[Trace]) -> Trace:
-    out = traces[0]
-    for t in traces[1:]:
-        out = out.cat(t)
-    return out
-
-
-def apply_synapse(syn: Synapse, x: torch.Tensor) -> torch.Tensor:
-    """The synapse's current (bias included) for a batch ``x`` [B, *in_shape]."""
-    w = torch.as_tensor(syn.weight, dtype=x.dtype)
-    b = torch.as_tensor(syn.bias, dtype=x.dtype)
-    if syn.kind == "conv":
-        return F.conv2d(x, w, b, stride=syn.stride, padding=syn.padding, groups=syn.groups)
-    return F.linear(x.reshape(x.shape[0], -1), w, b)
-
-
-def apply_gate(gate: GateSpec, x: torch.Tensor) -> torch.Tensor:
-    """SE on a current ``x`` [B, C, H, W], per sample."""
-    d = dict(dtype=x.dtype)
-    pooled = x.mean(dim=(2, 3))
-    hidden = torch.relu(
-        F.linear(pooled, torch.as_tensor(gate.w1, **d), torch.as_tensor(gate.b1, **d))
-    )
-    g = torch.sigmoid(
-        F.linear(hidden, torch.as_tensor(gate.w2, **d), torch.as_tensor(gate.b2, **d))
-    )
-    y = x * g[:, :, None, None]
-    if gate.current_scale is not None:  # fine-tuned for hybrid fixed point
-        y = torch.round(y * gate.current_scale) / gate.current_scale
-    return y
-
-
-@torch.no_grad()
-def run_plan(plan: Plan, x: torch.Tensor, dtype: torch.dtype = torch.float64) -> Trace:
-    """Simulate the plan on normalised images ``x`` [B, C, H, W] (direct coding, T steps)."""
-    x = x.to(dtype)
-    v = {s.name: None for s in plan.stages if s.neuron is not None}
-    spikes: dict[str, list[torch.Tensor]] = {n: [] for n in v}
-    outputs = []
-    for _ in range(plan.num_steps):
-        h = x
-        for stage in plan.stages:
-            cur = apply_synapse(stage.synapse, h)
-            if stage.gate is not None:
-                cur = apply_gate(stage.gate, cur)
-            n = stage.neuron
-            if n is None:
-                h = cur
-                continue
-            cur = cur.reshape(x.shape[0], *n.shape)
-            mem = cur if v[stage.name] is None else (1.0 - n.decay) * v[stage.name] + cur
-            s = mem > n.v_th
-            v[stage.name] = mem.masked_fill(s, 0.0)
-            spikes[stage.name].append(s)
-            h = s.to(dtype)
-        outputs.append(h.reshape(x.shape[0], -1))
-    return Trace(torch.stack(outputs), {k: torch.stack(s) for k, s in spikes.items()})
 
 
 @torch.no_grad()
@@ -116,12 +30,3 @@ def run_torch_model(model: nn.Module, x: torch.Tensor) -> Trace:
         for h in handles:
             h.remove()
     return Trace(outputs.float(), spikes)
-
-
-def batched(fn, x: torch.Tensor, batch_size: int) -> Trace:
-    """Run ``fn`` on slices of ``x`` and concatenate the traces."""
-    return concat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-
-
-def as_numpy_spikes(trace: Trace) -> dict[str, np.ndarray]:
-    return {k: v.cpu().numpy() for k, v in trace.spikes.items()}

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from nalln.conversion.nir_io import read_artefact, write_artefact
 from nalln.conversion.plan import lower
-from nalln.conversion.reference import Trace, batched, run_plan, run_torch_model
+from nalln.conversion.reference import run_torch_model
 from nalln.conversion.sources import (
     SE_GATE_IMAGES,
     Source,
@@ -39,6 +39,8 @@ from nalln.conversion.sources import (
 )
 from nalln.errors import NallnError
 from nalln.io import save_figure, write_json, write_text
+from nalln.ir.reference import Trace, batched, run_plan
+from nalln.ir.se_mode import SEMode
 
 BACKENDS = ("norse", "lava")
 DEFAULT_IMAGES = 50
@@ -112,7 +114,7 @@ def _run_norse(artefact, x, T, progress) -> tuple[Trace, float, float]:
     traces = []
     for i in tqdm(range(0, len(x), 16), desc="norse", disable=not progress, leave=False):
         traces.append(net.run(x[i : i + 16], T))
-    from nalln.conversion.reference import concat
+    from nalln.ir.reference import concat
 
     return concat(traces), t1 - t0, time.perf_counter() - t1
 
@@ -121,7 +123,7 @@ def simulate(
     source_path: str | Path,
     *,
     backend: str,
-    se: str = "hybrid",
+    se: SEMode | str = SEMode.HYBRID,
     fixed_point: bool = False,
     data: str | Path | None = None,
     n: int = DEFAULT_IMAGES,
@@ -131,6 +133,7 @@ def simulate(
     steps: int | None = None,
     progress: bool = True,
 ) -> SimulationResult:
+    se = SEMode.parse(se, SEMode.deployable())
     if backend not in BACKENDS:
         raise NallnError(f"unknown back-end {backend!r}; use one of {', '.join(BACKENDS)}")
     if fixed_point and backend != "lava":
@@ -157,7 +160,7 @@ def simulate(
     train_x = None
     with tempfile.TemporaryDirectory(prefix="nalln-sim-") as tmp:
         if source.loaded is not None:
-            if (se == "static" or fixed_point) and source.loaded.run is not None:
+            if (se is SEMode.STATIC or fixed_point) and source.loaded.run is not None:
                 index = run_index(source.loaded, data)
                 train_x, _ = training_images(
                     source.loaded, index, max(calibration, SE_GATE_IMAGES), progress
@@ -173,7 +176,7 @@ def simulate(
                 metrics["static_se"] = prepared.static_se
         else:
             artefact = source.artefact
-            metrics["se_mode"] = artefact.info.get("se_mode", "none")
+            metrics["se_mode"] = artefact.se_mode
             reference = None
             metrics["reference"] = "nalln float64 simulation of the NIR graph"
         plan = lower(artefact, steps)
@@ -206,8 +209,9 @@ def _run_lava(plan, x, fixed_point, train_x, calibration, data, source, metrics,
         r = run_lava(plan, x, progress=progress)
         metrics["lava"] = {"processes": r.processes, "steps": r.steps}
         return r.trace, r.build_seconds, r.run_seconds
-    from nalln.conversion.fixed_point import check_overflow, emulate, weight_noise_sensitivity
-    from nalln.conversion.fixed_point_grid import fixed_point_plan
+    from nalln.loihi.calibration import weight_noise_sensitivity
+    from nalln.loihi.emulator import check_overflow, emulate
+    from nalln.loihi.grid import fixed_point_plan
 
     if train_x is None:
         if data is None:

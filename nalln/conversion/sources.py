@@ -16,13 +16,15 @@ import torch
 from torch import nn
 
 from nalln.conversion.export import Exported, export_model
-from nalln.conversion.fold import mean_gates, se_blocks, static_se_model
+from nalln.conversion.fold import mean_gates, static_se_model
 from nalln.conversion.nir_io import MANIFEST, Artefact, read_artefact
 from nalln.data.dataset import DatasetIndex, Record, load_images, scan
 from nalln.data.splits import read_manifest
 from nalln.data.transforms import Preprocess, to_float
 from nalln.errors import NallnError
 from nalln.inference import predict_logits
+from nalln.ir.se_mode import SEMode
+from nalln.models.blocks import se_blocks
 from nalln.runs import LoadedModel, load_model
 
 SE_GATE_IMAGES = 256  # training images that calibrate the static SE gates
@@ -189,7 +191,7 @@ def export_meta(loaded: LoadedModel) -> dict[str, Any]:
 @torch.no_grad()
 def prepare(
     loaded: LoadedModel,
-    se: str,
+    se: SEMode,
     data: str | Path | None,
     progress: bool = False,
     train_x: torch.Tensor | None = None,
@@ -198,7 +200,7 @@ def prepare(
     on the validation split (dynamic vs static model, same images)."""
     model = loaded.model.eval()
     meta = export_meta(loaded)
-    if se == "hybrid" or not se_blocks(model):
+    if se is SEMode.HYBRID or not se_blocks(model):
         return Prepared(export_model(model, se_mode=se, meta=meta), model)
     index = run_index(loaded, data)
     if train_x is None:
@@ -224,7 +226,9 @@ def prepare(
         )
         info["val_accuracy_change"] = info["val_accuracy_static"] - info["val_accuracy_dynamic"]
     meta = {**meta, "static_se": {**info, "gates": {k: v.tolist() for k, v in gates.items()}}}
-    return Prepared(export_model(model, se_mode="static", gates=gates, meta=meta), static, info)
+    return Prepared(
+        export_model(model, se_mode=SEMode.STATIC, gates=gates, meta=meta), static, info
+    )
 
 
 def training_images(

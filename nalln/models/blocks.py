@@ -161,3 +161,10 @@ class SpikingHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_steps(x).mean(0)
+
+
+def se_blocks(model: nn.Module) -> dict[str, SpikingDSBlock]:
+    """Every block that has an SE module, by module name, in forward order."""
+    return {
+        n: m for n, m in model.named_modules() if isinstance(m, SpikingDSBlock) and m.se is not None
+    }

@@ -27,29 +27,16 @@ from tqdm.auto import tqdm
 
 from nalln.models.blocks import SpikingDSBlock, round_current
 from nalln.models.fast_lif import lif_inference
+from nalln.models.fold import fused_layer
 from nalln.models.neurallnet import NeurALLNet
 from nalln.models.neuron import LIFParameters
-
-
-@torch.no_grad()
-def fold_batchnorm(layer: nn.Conv2d | nn.Linear, bn: nn.Module | None) -> nn.Module:
-    """A copy of ``layer`` (conv or linear) with the eval-mode BatchNorm ``bn`` folded in."""
-    fused = copy.deepcopy(layer)
-    if bn is None:
-        return fused
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    shape = (-1,) + (1,) * (fused.weight.dim() - 1)
-    fused.weight.copy_(layer.weight * scale.view(shape))
-    bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
-    return fused
 
 
 class _FastBlock(nn.Module):
     def __init__(self, block: SpikingDSBlock) -> None:
         super().__init__()
-        self.dw = fold_batchnorm(block.dw.conv, getattr(block.dw, "bn", None))
-        self.pw = fold_batchnorm(block.pw.conv, getattr(block.pw, "bn", None))
+        self.dw = fused_layer(block.dw.conv, getattr(block.dw, "bn", None))
+        self.pw = fused_layer(block.pw.conv, getattr(block.pw, "bn", None))
         self.se = copy.deepcopy(block.se)
         self.se_position = block.se_position
 
@@ -68,11 +55,11 @@ class FastNeurALLNet(nn.Module):
         self.num_steps = cfg.num_steps
         self.lif = LIFParameters(cfg.tau, cfg.v_threshold, cfg.surrogate_alpha)
         self.channels_last = channels_last
-        self.stem = fold_batchnorm(model.stem.conv, getattr(model.stem, "bn", None))
-        blocks = list(model.stages) + ([model.refine] if model.refine is not None else [])
+        self.stem = fused_layer(model.stem.conv, getattr(model.stem, "bn", None))
+        blocks = [b for _, b in model.named_blocks()]
         self.blocks = nn.ModuleList(_FastBlock(b) for b in blocks)
         head = model.head
-        self.fc1 = fold_batchnorm(head.fc1, head.bn) if head.fc1 is not None else None
+        self.fc1 = fused_layer(head.fc1, head.bn) if head.fc1 is not None else None
         self.fc2 = copy.deepcopy(head.fc2)
         self.eval()
         self.requires_grad_(False)

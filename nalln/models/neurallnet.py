@@ -207,6 +207,15 @@ class NeurALLNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_steps(x).mean(0)
 
+    def named_blocks(self) -> list[tuple[str, SpikingDSBlock]]:
+        """The depthwise-separable blocks in forward order by module path (``stages.0``, ...,
+        ``refine``): the one list the exporter, the fake-quantised network and the fast path
+        name their layers from (:mod:`nalln.models.naming`)."""
+        blocks = [(f"stages.{i}", b) for i, b in enumerate(self.stages)]
+        if self.refine is not None:
+            blocks.append(("refine", self.refine))
+        return blocks
+
     def spiking_layers(self) -> dict[str, LIF]:
         """Every LIF population by module name, in forward order."""
         return {n: m for n, m in self.named_modules() if isinstance(m, LIF)}

@@ -11,10 +11,12 @@ import torch
 
 from nalln.conversion.convert import round_trip_differences
 from nalln.conversion.export import export_model
-from nalln.conversion.fold import fold_batchnorm, mean_gates, static_se_model
+from nalln.conversion.fold import mean_gates, static_se_model
 from nalln.conversion.nir_io import chain_of, read_artefact, write_artefact
 from nalln.conversion.plan import lower
-from nalln.conversion.reference import run_plan, run_torch_model
+from nalln.conversion.reference import run_torch_model
+from nalln.ir.reference import run_plan
+from nalln.models.fold import fold_batchnorm
 from nalln.runs import load_model
 
 

@@ -7,18 +7,12 @@ import pytest
 import torch
 
 from nalln.conversion.export import export_model
-from nalln.conversion.fixed_point import (
-    A_MAX,
-    BIAS_MAX,
-    VTH_MAX,
-    calibrate,
-    check_overflow,
-    emulate,
-    quantise_weight,
-)
 from nalln.conversion.nir_io import read_artefact, write_artefact
 from nalln.conversion.plan import lower
 from nalln.errors import NallnError
+from nalln.loihi.arithmetic import A_MAX, BIAS_MAX, VTH_MAX, quantise_weight
+from nalln.loihi.calibration import calibrate
+from nalln.loihi.emulator import check_overflow, emulate
 from nalln.runs import load_model
 
 

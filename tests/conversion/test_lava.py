@@ -8,11 +8,13 @@ import torch
 
 from nalln.conversion import lava_compat
 from nalln.conversion.export import export_model
-from nalln.conversion.fixed_point import calibrate, emulate
 from nalln.conversion.fold import mean_gates, static_se_model
 from nalln.conversion.nir_io import Artefact, read_artefact, write_artefact
 from nalln.conversion.plan import lower
-from nalln.conversion.reference import run_plan, run_torch_model
+from nalln.conversion.reference import run_torch_model
+from nalln.ir.reference import run_plan
+from nalln.loihi.calibration import calibrate
+from nalln.loihi.emulator import emulate
 from nalln.runs import load_model
 
 pytestmark = pytest.mark.lava

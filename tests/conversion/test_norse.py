@@ -10,7 +10,8 @@ from nalln.conversion.fold import mean_gates, static_se_model
 from nalln.conversion.nir_io import Artefact, read_artefact, write_artefact
 from nalln.conversion.norse_backend import NorseNetwork
 from nalln.conversion.plan import lower
-from nalln.conversion.reference import run_plan, run_torch_model
+from nalln.conversion.reference import run_torch_model
+from nalln.ir.reference import run_plan
 from nalln.runs import load_model
 
 pytestmark = pytest.mark.norse

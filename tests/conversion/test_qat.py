@@ -12,29 +12,30 @@ import torch
 
 from nalln.checkpoint import load_checkpoint, save_checkpoint
 from nalln.conversion.export import export_model
-from nalln.conversion.fixed_point import emulate
-from nalln.conversion.fixed_point_grid import (
+from nalln.conversion.fold import mean_gates
+from nalln.conversion.nir_io import read_artefact, write_artefact
+from nalln.conversion.reference import run_torch_model
+from nalln.data.transforms import Preprocess
+from nalln.deploy.finetune_fixed_point import (
+    FinetuneConfig,
+    _grid_for,
+    deployed_plan,
+    finetune_fixed_point,
+)
+from nalln.errors import NallnError
+from nalln.ir.reference import apply_gate
+from nalln.loihi.emulator import emulate
+from nalln.loihi.fake_quant import FakeQuantNet, static_se_as_plain
+from nalln.loihi.grid import (
     META_KEY,
     FixedPointGrid,
     attach_gate_rounding,
     check_exact_dynamics,
     threshold_offset,
 )
-from nalln.conversion.fold import mean_gates
-from nalln.conversion.nir_io import read_artefact, write_artefact
-from nalln.conversion.reference import apply_gate, run_torch_model
-from nalln.data.transforms import Preprocess
-from nalln.errors import NallnError
 from nalln.models.blocks import SpikingDSBlock
 from nalln.models.fast import fast_model
 from nalln.runs import load_model
-from nalln.training.finetune_fixed_point import (
-    FinetuneConfig,
-    _grid_for,
-    deployed_plan,
-    finetune_fixed_point,
-)
-from nalln.training.qat import FakeQuantNet, static_se_as_plain
 
 
 def _images(n: int = 6, seed: int = 3) -> torch.Tensor:

@@ -9,7 +9,8 @@ import torch
 
 from nalln.data.dataset import scan
 from nalln.inference import predict_logits
-from nalln.models.fast import FastNeurALLNet, fast_model, fast_predict_logits, fold_batchnorm
+from nalln.models.fast import FastNeurALLNet, fast_model, fast_predict_logits
+from nalln.models.fold import fused_layer
 from nalln.runs import load_model
 
 TOL = 1e-5
@@ -34,12 +35,12 @@ def test_fold_batchnorm_equals_conv_then_bn() -> None:
         bn.bias.uniform_(-1, 1)
     x = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
-        torch.testing.assert_close(fold_batchnorm(conv, bn)(x), bn(conv(x)), atol=1e-5, rtol=0)
+        torch.testing.assert_close(fused_layer(conv, bn)(x), bn(conv(x)), atol=1e-5, rtol=0)
     lin, bn1 = torch.nn.Linear(5, 3, bias=False), torch.nn.BatchNorm1d(3).eval()
     with torch.no_grad():
         bn1.running_mean.uniform_(-1, 1)
         z = torch.randn(4, 5)
-        torch.testing.assert_close(fold_batchnorm(lin, bn1)(z), bn1(lin(z)), atol=1e-5, rtol=0)
+        torch.testing.assert_close(fused_layer(lin, bn1)(z), bn1(lin(z)), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("channels_last", [True, False])

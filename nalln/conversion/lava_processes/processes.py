@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from nalln.conversion import lava_compat
-from nalln.conversion.se_gate import se_gate_numpy
+from nalln.ir.se_gate import se_gate_numpy
 
 lava_compat.import_lava()
 

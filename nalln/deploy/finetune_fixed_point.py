@@ -2,10 +2,10 @@
 
 Steps: (1) freeze BatchNorm at its eval statistics and fold it (and, with ``se="static"``, the
 calibrated static SE gates) into the weights; (2) choose the per-layer 8-bit grid with the
-fixed-point calibration of :mod:`nalln.conversion.fixed_point` (weight resolution per layer),
-moved so that every threshold is exact (:mod:`nalln.conversion.fixed_point_grid`); (3) bake the
+fixed-point calibration of :mod:`nalln.loihi` (weight resolution per layer),
+moved so that every threshold is exact (:mod:`nalln.loihi.grid`); (3) bake the
 folded weights onto that grid ("epoch 0": post-training quantisation); (4) fine-tune the
-quantised network with straight-through rounding (:class:`nalln.training.qat.FakeQuantNet`) and
+quantised network with straight-through rounding (:class:`nalln.loihi.fake_quant.FakeQuantNet`) and
 keep the epoch with the best validation accuracy (epoch 0 included, so fine-tuning can never
 make the result worse on validation); (5) write an ordinary run folder whose checkpoint holds
 the on-grid weights and records the grid, and whose preprocessing rounds the image to the
@@ -38,22 +38,22 @@ from tqdm.auto import tqdm
 
 from nalln.checkpoint import save_checkpoint
 from nalln.config import AugmentConfig
-from nalln.conversion.fixed_point_grid import (
+from nalln.data.dataset import load_images
+from nalln.data.transforms import Preprocess, build_augmentation, to_float
+from nalln.errors import NallnError
+from nalln.inference import predict_logits
+from nalln.io import write_csv, write_json, write_text
+from nalln.ir.se_mode import SEMode
+from nalln.loihi.fake_quant import FakeQuantNet, static_se_as_plain
+from nalln.loihi.grid import (
     META_KEY,
     FixedPointGrid,
     grid_from_quant_plan,
     quant_plan_from_grid,
     recorded_grid,
 )
-from nalln.data.dataset import load_images
-from nalln.data.transforms import Preprocess, build_augmentation, to_float
-from nalln.errors import NallnError
-from nalln.inference import predict_logits
-from nalln.io import write_csv, write_json, write_text
 from nalln.runs import LoadedModel, RunDir, load_model
-from nalln.training.qat import FakeQuantNet, static_se_as_plain
 
-SE_MODES = ("static", "hybrid")
 REPORT = "finetune_report.json"
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
 META_INFO = "fixed_point_finetune"  # checkpoint metadata: what was done, with which settings
@@ -63,7 +63,7 @@ META_INFO = "fixed_point_finetune"  # checkpoint metadata: what was done, with w
 class FinetuneConfig:
     """Settings of a fixed-point fine-tuning run (stored in the checkpoint)."""
 
-    se: str = "static"  # static: gates folded (NIR-native, netx); hybrid: side-car gates
+    se: SEMode = SEMode.STATIC  # static: gates folded (NIR-native, netx); hybrid: side-car
     epochs: int = 3
     lr: float = 1e-4
     batch_size: int = 16
@@ -73,8 +73,7 @@ class FinetuneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.se not in SE_MODES:
-            raise NallnError(f"unknown SE mode {self.se!r}; use one of {', '.join(SE_MODES)}")
+        object.__setattr__(self, "se", SEMode.parse(self.se, SEMode.deployable()))
         if self.epochs < 0:
             raise NallnError("--epochs must be >= 0 (0: quantise onto the grid only)")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -92,15 +91,15 @@ class FinetuneResult:
     files: dict[str, Path]
 
 
-def _grid_for(model: nn.Module, se_mode: str, calib_x: torch.Tensor, progress: bool):
+def _grid_for(model: nn.Module, se_mode: SEMode, calib_x: torch.Tensor, progress: bool):
     """Export ``model``, lower it and calibrate it: the grid the fine-tuning trains on."""
     from nalln.conversion.export import export_model
-    from nalln.conversion.fixed_point import calibrate
     from nalln.conversion.nir_io import read_artefact, write_artefact
     from nalln.conversion.plan import lower
+    from nalln.loihi.calibration import calibrate
 
     with tempfile.TemporaryDirectory(prefix="nalln-qat-") as tmp:
-        write_artefact(tmp, export_model(model, se_mode="hybrid"))
+        write_artefact(tmp, export_model(model, se_mode=SEMode.HYBRID))
         plan = lower(read_artefact(tmp))
     qp = calibrate(plan, calib_x, progress)
     return grid_from_quant_plan(qp, se_mode), qp.report
@@ -113,7 +112,7 @@ def deployed_plan(model: nn.Module, grid: FixedPointGrid):
     from nalln.conversion.plan import lower
 
     with tempfile.TemporaryDirectory(prefix="nalln-qat-") as tmp:
-        write_artefact(tmp, export_model(model, se_mode="hybrid"))
+        write_artefact(tmp, export_model(model, se_mode=SEMode.HYBRID))
         return quant_plan_from_grid(lower(read_artefact(tmp)), grid)
 
 
@@ -137,20 +136,21 @@ def _start_model(
     loaded: LoadedModel, cfg: FinetuneConfig, calib_x: torch.Tensor, echo
 ) -> tuple[nn.Module, str, dict[str, Any]]:
     """(model to quantise, grid SE mode, SE info): static gates folded into a plain model."""
-    from nalln.conversion.fold import mean_gates, se_blocks
+    from nalln.conversion.fold import mean_gates
+    from nalln.models.blocks import se_blocks
 
     model = loaded.model.eval()
     if not se_blocks(model):
-        return model, "none", {"se": "none (the model has no SE blocks)"}
-    if cfg.se == "hybrid":
-        return model, "hybrid", {"se": "hybrid: gates run as a side-car, fine-tuned in float"}
+        return model, SEMode.NONE, {"se": "none (the model has no SE blocks)"}
+    if cfg.se is SEMode.HYBRID:
+        return model, SEMode.HYBRID, {"se": "hybrid: gates run as a side-car, fine-tuned in float"}
     gates = mean_gates(model, calib_x)
     echo(f"static SE: gates calibrated on {len(calib_x)} training images, folded into the weights")
     info = {
         "se": "static: mean gates folded into the pointwise convs; the model has no SE blocks",
         "static_se_gate_images": int(len(calib_x)),
     }
-    return static_se_as_plain(model, gates), "none", info
+    return static_se_as_plain(model, gates), SEMode.STATIC, info
 
 
 def _checkpoint_meta(loaded: LoadedModel, model: nn.Module, grid: FixedPointGrid, info: dict):
@@ -325,7 +325,7 @@ def _finetune_into(
 @torch.no_grad()
 def _measure(loaded, out: Path, start_model, grid, test, val, history, info) -> dict[str, Any]:
     """Accuracies and agreements on the test split (and validation), all measured here."""
-    from nalln.conversion.fixed_point import check_overflow, emulate
+    from nalln.loihi.emulator import check_overflow, emulate
 
     tuned = load_model(out)  # the fine-tuned run, exactly as every other command loads it
     orig_pre = loaded.preprocess
@@ -448,7 +448,7 @@ def _plot(history: list[dict[str, Any]], report: dict[str, Any], path: Path) -> 
 def run_demo_step(run: Path, data: Path, out: Path, progress: bool) -> dict[str, Any]:
     """For ``nalln demo``: a short fixed-point fine-tuning (static SE, one epoch on 256 training
     images) into ``out``; returns the paths and the headline test-split numbers."""
-    cfg = FinetuneConfig(se="static", epochs=1, train_images=256)
+    cfg = FinetuneConfig(se=SEMode.STATIC, epochs=1, train_images=256)
     res = finetune_fixed_point(run, out, data, cfg, progress=progress, echo=lambda _m: None)
     test = res.report.get("test", {})
     return {

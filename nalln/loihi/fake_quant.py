@@ -2,7 +2,7 @@ r"""Quantisation-aware NeurALLNet: the network Loihi runs, as a differentiable t
 
 :class:`FakeQuantNet` holds the *folded* parameters of a NeurALLNet (BatchNorm frozen at its
 eval statistics and folded into the conv/linear before it; static SE gates folded into the
-pointwise convs) and runs them on a :class:`~nalln.conversion.fixed_point_grid.FixedPointGrid`:
+pointwise convs) and runs them on a :class:`~nalln.loihi.grid.FixedPointGrid`:
 
 * weights ``round(w * weight_scale) / weight_scale`` clipped to 8 bits (dense layers: even
   integers, and the GAP before ``head.fc1`` folded in as Lava sees it, ``W / (h w)`` per
@@ -14,7 +14,7 @@ pointwise convs) and runs them on a :class:`~nalln.conversion.fixed_point_grid.F
 Rounding uses the straight-through estimator (the forward pass rounds, the backward pass sees
 the identity inside the clip range), and the neurons use the model's surrogate gradient. For
 tau = 2 and T <= 7 the forward pass *is* Loihi's integer arithmetic (module docstring of
-:mod:`nalln.conversion.fixed_point_grid`): every spike equals the bit-exact emulator's (test
+:mod:`nalln.loihi.grid`): every spike equals the bit-exact emulator's (test
 ``test_fake_quant_forward_equals_emulator``).
 
 :meth:`FakeQuantNet.bake` writes the on-grid values back into an ordinary NeurALLNet: conv and
@@ -33,16 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nalln.conversion.fixed_point import BIAS_MAX, INPUT_MAX
-from nalln.conversion.fixed_point_grid import (
-    FixedPointGrid,
-    LayerGrid,
-    check_exact_dynamics,
-    gated_stage,
-)
-from nalln.conversion.fold import se_blocks
 from nalln.errors import NallnError
-from nalln.models.blocks import SpikingDSBlock, fold_time, round_current, unfold_time
+from nalln.loihi.arithmetic import BIAS_MAX, INPUT_MAX
+from nalln.loihi.grid import FixedPointGrid, LayerGrid, check_exact_dynamics
+from nalln.models import naming
+from nalln.models.blocks import SpikingDSBlock, fold_time, round_current, se_blocks, unfold_time
+from nalln.models.fold import fold_batchnorm
+from nalln.models.neurallnet import NeurALLNet, NeurALLNetConfig
 from nalln.models.neuron import LIF
 
 
@@ -88,45 +85,35 @@ class _Layer:
 def _layers(model: nn.Module) -> list[_Layer]:
     """The synaptic layers in forward order, named as the NIR export and plan name them."""
     has_bn = model.config.batchnorm
-    out = [_Layer("stem_lif", "stem.conv", "stem.bn" if has_bn else None, "conv")]
-    blocks = [(f"stages.{i}", b) for i, b in enumerate(model.stages)]
-    if model.refine is not None:
-        blocks.append(("refine", model.refine))
-    for prefix, _ in blocks:
-        base = prefix.replace(".", "_")
+    out = [_Layer(naming.STEM_LIF, "stem.conv", "stem.bn" if has_bn else None, "conv")]
+    for prefix, _ in model.named_blocks():
         for part in ("dw", "pw"):
             bn = f"{prefix}.{part}.bn" if has_bn else None
-            out.append(_Layer(f"{base}_{part}_lif", f"{prefix}.{part}.conv", bn, "conv"))
+            out.append(
+                _Layer(naming.neuron_name(prefix, part), f"{prefix}.{part}.conv", bn, "conv")
+            )
     fs = model.config.feature_size
     head = model.head
     if head.fc1 is not None:
         bn = "head.bn" if head.bn is not None else None
-        out.append(_Layer("head_lif", "head.fc1", bn, "dense", fs * fs))
-        out.append(_Layer("head_fc2", "head.fc2", None, "dense"))
+        out.append(_Layer(naming.HEAD_LIF, "head.fc1", bn, "dense", fs * fs))
+        out.append(_Layer(naming.HEAD_FC2, "head.fc2", None, "dense"))
     else:
-        out.append(_Layer("head_fc2", "head.fc2", None, "dense", fs * fs))
+        out.append(_Layer(naming.HEAD_FC2, "head.fc2", None, "dense", fs * fs))
     return out
 
 
 def _folded(model: nn.Module, layer: _Layer) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias with the eval-mode BatchNorm folded in (float64 maths, float32 out)."""
     mod = model.get_submodule(layer.weight)
-    w = mod.weight.detach().double()
-    b = mod.bias.detach().double() if mod.bias is not None else torch.zeros(w.shape[0]).double()
-    if layer.bn is not None:
-        bn = model.get_submodule(layer.bn)
-        s = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
-        w = w * s.view(-1, *([1] * (w.dim() - 1)))
-        b = (b - bn.running_mean.double()) * s + bn.bias.detach().double()
-    return w.float(), b.float()
+    bn = model.get_submodule(layer.bn) if layer.bn is not None else None
+    w, b = fold_batchnorm(mod.weight, mod.bias, bn)
+    return torch.from_numpy(w), torch.from_numpy(b)
 
 
 def static_se_as_plain(model: nn.Module, gates: dict[str, np.ndarray]) -> nn.Module:
     """The static-SE network as an ordinary NeurALLNet without SE: each constant gate
     multiplies its pointwise BatchNorm's scale and shift (or the conv's weight and bias)."""
-    from nalln.conversion.fold import se_blocks
-    from nalln.models.neurallnet import NeurALLNet, NeurALLNetConfig
-
     blocks = se_blocks(model)
     if set(blocks) != set(gates):
         raise NallnError(f"static gates for {sorted(gates)}, SE blocks {sorted(blocks)}")
@@ -177,8 +164,8 @@ class FakeQuantNet(nn.Module):
         for name, m in se_blocks(model).items():
             gate = copy.deepcopy(m.se)
             gate.current_scale = None  # _gate rounds (a re-tuned run's SE may carry one)
-            self.se[gated_stage(name)] = gate
-        if self.se and grid.se_mode != "hybrid":
+            self.se[naming.gated_stage(name)] = gate
+        if self.se and not grid.se_mode.side_car:
             raise NallnError("a model with SE gates needs a hybrid-SE grid")
         self.lif = LIF(cfg.num_steps, cfg.lif)
 
@@ -256,5 +243,5 @@ class FakeQuantNet(nn.Module):
             bn.weight.fill_(1.0)
             bn.bias.copy_(b.detach().to(bn.bias.dtype))
         for name, m in se_blocks(model).items():
-            m.se.load_state_dict(self.se[gated_stage(name)].state_dict())
+            m.se.load_state_dict(self.se[naming.gated_stage(name)].state_dict())
         return model

@@ -2,7 +2,7 @@ r"""The Loihi fixed-point grid shared by fixed-point fine-tuning and conversion.
 
 A :class:`FixedPointGrid` fixes, per layer, the integer grid the deployed network lives on:
 weights ``w_int = round(w * weight_scale)`` (conv 8-bit; dense even values, as
-:mod:`nalln.conversion.fixed_point` explains), biases ``round(b * scale)``, the threshold
+:mod:`nalln.loihi.arithmetic` explains), biases ``round(b * scale)``, the threshold
 mantissa ``vth`` and the current scale ``S`` (float current = ``a / S``); the stem also fixes the
 input scale (``x_int = round(x * input_scale)``, ``S = input_scale * weight_scale``).
 
@@ -18,7 +18,7 @@ there) therefore spikes exactly as Loihi does, except where its *input* differs:
 receives the rounded image ``round(x * input_scale)``, and (hybrid SE) the side-car sends the
 gated current rounded to an integer.
 
-:func:`quant_plan_from_grid` builds the :class:`~nalln.conversion.fixed_point.QuantPlan` that
+:func:`quant_plan_from_grid` builds the :class:`~nalln.loihi.quant_plan.QuantPlan` that
 Lava and the emulator run from such a grid, checking that every weight and bias lies on it.
 :func:`fixed_point_plan` is what ``convert`` and ``simulate`` call: the grid recorded in a
 fine-tuned checkpoint if there is one, else the per-layer calibration.
@@ -27,32 +27,32 @@ fine-tuned checkpoint if there is one, else the per-layer calibration.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from nalln.conversion.fixed_point import (
+from nalln.errors import NallnError
+from nalln.ir.plan import Plan
+from nalln.ir.reference import run_plan
+from nalln.ir.se_mode import SEMode
+from nalln.loihi.arithmetic import (
     BIAS_MAX,
     CONV_W,
     DECAY_UNITY,
     DENSE_W,
     VTH_MAX,
-    QStage,
-    QuantPlan,
-    _agreement,
-    _base,
-    _lif_fixed,
-    _run_stage,
-    _with_gate,
-    calibrate,
-    check_overflow,
-    emulate,
+    lif_fixed,
+    round_input,
+    run_stage,
+    with_gate,
 )
-from nalln.conversion.plan import Plan
-from nalln.conversion.reference import run_plan
-from nalln.errors import NallnError
+from nalln.loihi.calibration import calibrate
+from nalln.loihi.emulator import agreement, check_overflow, emulate
+from nalln.loihi.quant_plan import QStage, QuantPlan
+from nalln.models.blocks import se_blocks
+from nalln.models.naming import gated_stage
 
 FORMAT = "nalln-fixed-point-grid/1"
 META_KEY = "fixed_point_grid"  # checkpoint metadata key of a fine-tuned model's grid
@@ -101,7 +101,7 @@ class FixedPointGrid:
     num_steps: int
     input_scale: float
     layers: tuple[LayerGrid, ...]
-    se_mode: str  # "none" (no SE or static SE folded into the weights) | "hybrid"
+    se_mode: SEMode  # the SE mode fine-tuned for (0.1.0 grids said "none" for static)
 
     def layer(self, name: str) -> LayerGrid:
         for g in self.layers:
@@ -114,7 +114,7 @@ class FixedPointGrid:
             "format": FORMAT,
             "num_steps": self.num_steps,
             "input_scale": self.input_scale,
-            "se_mode": self.se_mode,
+            "se_mode": self.se_mode.value,
             "layers": [asdict(g) for g in self.layers],
         }
 
@@ -137,7 +137,8 @@ class FixedPointGrid:
                 )
                 for g in d["layers"]
             )
-            grid = cls(int(d["num_steps"]), float(d["input_scale"]), layers, str(d["se_mode"]))
+            mode = SEMode(str(d["se_mode"]))
+            grid = cls(int(d["num_steps"]), float(d["input_scale"]), layers, mode)
         except (KeyError, TypeError, ValueError) as exc:
             raise NallnError(f"the checkpoint's fixed-point grid is malformed ({exc})") from None
         for g in grid.layers:
@@ -149,7 +150,7 @@ class FixedPointGrid:
         return grid
 
 
-def grid_from_quant_plan(qp: QuantPlan, se_mode: str) -> FixedPointGrid:
+def grid_from_quant_plan(qp: QuantPlan, se_mode: SEMode) -> FixedPointGrid:
     """A grid from a calibrated plan: keep each layer's weight resolution (clip factor) and move
     its scale to ``S = vth + 2**-T`` with an integer ``vth`` (``v_th`` must be 1, as in our
     models), so that the float threshold is exact on the grid."""
@@ -175,7 +176,7 @@ def grid_from_quant_plan(qp: QuantPlan, se_mode: str) -> FixedPointGrid:
             layers.append(LayerGrid(q.name, q.kind, alpha, S, vth, c))
         else:
             layers.append(LayerGrid(q.name, q.kind, S, S, vth, c))
-    return FixedPointGrid(T, float(input_scale), tuple(layers), se_mode)
+    return FixedPointGrid(T, float(input_scale), tuple(layers), SEMode(se_mode))
 
 
 def _on_grid(values: np.ndarray, scale: float, even: bool, what: str) -> np.ndarray:
@@ -206,7 +207,7 @@ def quant_plan_from_grid(plan: Plan, grid: FixedPointGrid) -> QuantPlan:
             f"the fixed-point grid was made for T = {grid.num_steps}, the network runs "
             f"T = {plan.num_steps}"
         )
-    if grid.se_mode == "hybrid" and not any(st.gate is not None for st in plan.stages):
+    if grid.se_mode.side_car and not any(st.gate is not None for st in plan.stages):
         raise NallnError(
             "this checkpoint was fine-tuned for fixed point with hybrid SE (the gates run as a "
             "side-car); convert or simulate it with --se hybrid"
@@ -223,41 +224,50 @@ def quant_plan_from_grid(plan: Plan, grid: FixedPointGrid) -> QuantPlan:
         b = _on_grid(s.bias, g.scale, False, f"layer {g.name}'s bias")
         if np.abs(b).max(initial=0) > BIAS_MAX:
             raise NallnError(f"layer {g.name}'s bias leaves the 13-bit range")
-        q = QStage(**_base(stage), weight=w, bias=b, scale=g.scale)
-        if stage.neuron is not None:
-            q.vth = g.vth
-            q.dv = int(round(stage.neuron.decay * DECAY_UNITY))
-        q.calibration = {"clip_factor": g.clip_factor, "grid": "recorded"}
-        stages.append(q)
-    return QuantPlan(plan, grid.input_scale, stages)
+        neuron = stage.neuron
+        stages.append(
+            QStage(
+                stage,
+                weight=w,
+                bias=b,
+                scale=g.scale,
+                vth=g.vth if neuron is not None else 0,
+                dv=int(round(neuron.decay * DECAY_UNITY)) if neuron is not None else 0,
+                calibration={"clip_factor": g.clip_factor, "grid": "recorded"},
+            )
+        )
+    return QuantPlan(plan, grid.input_scale, tuple(stages))
 
 
 @torch.no_grad()
-def _grid_report(qp: QuantPlan, x: torch.Tensor) -> None:
+def _with_grid_report(qp: QuantPlan, x: torch.Tensor) -> QuantPlan:
     """Fill the per-layer report ``calibrate`` would: each layer alone on the float reference's
     input, and the whole fixed-point network, against the float plan on ``x``."""
     T = qp.plan.num_steps
     ref = run_plan(qp.plan, x, dtype=torch.float32)
     em = emulate(qp, x)
     check_overflow(em, "the calibration images")
-    inp = torch.round(x.double() * qp.input_scale).clamp(-(2**23 - 1), 2**23 - 1)
+    inp = round_input(x, qp.input_scale)[0]
+    stages = []
     for k, q in enumerate(qp.stages):
-        a = _run_stage(q, inp, k == 0, T)
+        a = run_stage(q, inp, k == 0, T)
         if q.neuron is None:
             logits = ((a + torch.from_numpy(q.bias.astype(np.float64))) / q.scale).mean(0)
-            q.calibration["top1_agreement_own"] = float(
-                (logits.argmax(1) == ref.logits.argmax(1)).double().mean()
-            )
+            top1 = float((logits.argmax(1) == ref.logits.argmax(1)).double().mean())
+            stages.append(replace(q, calibration={**q.calibration, "top1_agreement_own": top1}))
             break
         if q.gate is not None:
-            a = _with_gate(q, a)
-        spk, _ = _lif_fixed(a, q, None if q.gate is not None else q.bias, q.vth)
-        q.calibration["spike_agreement_own"] = _agreement(spk, ref.spikes[q.name])
-        q.calibration["spike_agreement_network"] = _agreement(
-            em.trace.spikes[q.name], ref.spikes[q.name]
-        )
+            a = with_gate(q, a)
+        spk, _ = lif_fixed(a, q, None if q.gate is not None else q.bias, q.vth)
+        calibration = {
+            **q.calibration,
+            "spike_agreement_own": agreement(spk, ref.spikes[q.name]),
+            "spike_agreement_network": agreement(em.trace.spikes[q.name], ref.spikes[q.name]),
+        }
+        stages.append(replace(q, calibration=calibration))
         inp = ref.spikes[q.name]
-    qp.report = {
+    qp = replace(qp, stages=tuple(stages) + qp.stages[len(stages) :])
+    report = {
         "calibration_images": int(x.shape[0]),
         "objective": "none: the grid recorded by fixed-point fine-tuning (checked, not searched)",
         "grid": "recorded in the checkpoint by `nalln finetune-fixed-point`",
@@ -266,6 +276,7 @@ def _grid_report(qp: QuantPlan, x: torch.Tensor) -> None:
         ),
         "layers": qp.table(),
     }
+    return replace(qp, report=report)
 
 
 def recorded_grid(meta: dict[str, Any] | None) -> FixedPointGrid | None:
@@ -275,18 +286,11 @@ def recorded_grid(meta: dict[str, Any] | None) -> FixedPointGrid | None:
     return FixedPointGrid.from_dict(meta[META_KEY])
 
 
-def gated_stage(block: str) -> str:
-    """The plan stage (the pointwise LIF) that the SE gate of torch block ``block`` feeds."""
-    return f"{block.replace('.', '_')}_pw_lif"
-
-
 def attach_gate_rounding(model: torch.nn.Module, grid: FixedPointGrid | None) -> None:
     """Give each SE block of a hybrid-SE fine-tuned model its layer's current scale, so that
     the float model rounds the gated current as the SE side-car does on the chip (and spikes
     as Loihi does); other models are left as they are."""
-    from nalln.conversion.fold import se_blocks
-
-    if grid is None or grid.se_mode != "hybrid":
+    if grid is None or not grid.se_mode.side_car:
         return
     for name, m in se_blocks(model).items():
         if m.se_position == "current":
@@ -305,6 +309,4 @@ def fixed_point_plan(plan: Plan, x: torch.Tensor, meta: dict | None, progress: b
     grid = recorded_grid(meta)
     if grid is None:
         return calibrate(plan, x, progress)
-    qp = quant_plan_from_grid(plan, grid)
-    _grid_report(qp, x)
-    return qp
+    return _with_grid_report(quant_plan_from_grid(plan, grid), x)

@@ -1,0 +1,93 @@
+"""The deployment plan: a chain of synapse -> [SE gate] -> neuron stages.
+
+Small frozen dataclasses (NIR's style) that every back-end builds from: the float reference
+(:mod:`nalln.ir.reference`), the Loihi fixed point (:mod:`nalln.loihi`), Lava and the netx file.
+``nalln.conversion.plan.lower`` makes one from a NIR graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    r"""The SE side-car between two segments: per time step, on the current ``x`` [C, H, W]
+    leaving segment ``after_segment``: :math:`x \cdot \sigma(W_2\,\mathrm{relu}(W_1
+    \mathrm{mean}_{hw}(x) + b_1) + b_2)` is what enters the next segment's first LIF."""
+
+    name: str  # torch module of the SE block, e.g. "stages.0.se"
+    after_segment: int
+    w1: np.ndarray  # [hidden, C]
+    b1: np.ndarray
+    w2: np.ndarray  # [C, hidden]
+    b2: np.ndarray
+    # set for models fine-tuned for hybrid fixed point: y is rounded to k / current_scale, as the
+    # side-car sends it to the chip (SqueezeExcite.current_scale)
+    current_scale: float | None = None
+
+    @property
+    def channels(self) -> int:
+        return int(self.w1.shape[1])
+
+
+@dataclass(frozen=True)
+class Synapse:
+    """A conv (``weight`` [Co, Ci/g, kh, kw]) or dense (``weight`` [out, in]) layer with bias.
+
+    A dense layer's ``in_shape`` is the shape whose C-order flattening it reads (it may be
+    [C, H, W] when a Flatten was folded in)."""
+
+    kind: str
+    weight: np.ndarray
+    bias: np.ndarray
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    groups: int = 1
+    source: str = ""  # NIR node name
+
+
+@dataclass(frozen=True)
+class Neuron:
+    name: str  # NIR node name
+    shape: tuple[int, ...]
+    decay: float  # dt / tau: v <- (1 - decay) v + I
+    v_th: float
+    module: str | None = None  # torch module it came from (our exports)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    synapse: Synapse | None
+    gate: GateSpec | None = None
+    neuron: Neuron | None = None  # None: a readout (the current is the output)
+
+
+@dataclass
+class Plan:
+    input_shape: tuple[int, ...]
+    stages: list[Stage]
+    num_steps: int
+    dt: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def neurons(self) -> list[Neuron]:
+        return [s.neuron for s in self.stages if s.neuron is not None]
+
+    @property
+    def readout(self) -> Stage | None:
+        last = self.stages[-1]
+        return last if last.neuron is None else None
+
+    @property
+    def output_size(self) -> int:
+        last = self.stages[-1]
+        shape = last.synapse.out_shape if last.neuron is None else last.neuron.shape
+        return int(np.prod(shape))

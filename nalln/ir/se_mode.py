@@ -1,0 +1,41 @@
+"""How a network's Squeeze-and-Excitation gates are deployed: one type for the CLI, the
+exporter, checkpoints and fixed-point grids."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from nalln.errors import NallnError
+
+
+class SEMode(StrEnum):
+    """``NONE``: the network has no SE gate (no SE, or gates already baked into the weights).
+    ``STATIC``: each gate is a calibrated per-channel constant folded into the pointwise conv
+    (one NIR-native graph). ``HYBRID``: the gates run as a side-car between NIR segments."""
+
+    NONE = "none"
+    STATIC = "static"
+    HYBRID = "hybrid"
+
+    @property
+    def side_car(self) -> bool:
+        """Whether the gates run off the neuro-cores, between graph segments."""
+        return self is SEMode.HYBRID
+
+    @classmethod
+    def deployable(cls) -> tuple[SEMode, ...]:
+        """The modes a user chooses for a model that has SE blocks."""
+        return (cls.STATIC, cls.HYBRID)
+
+    @classmethod
+    def parse(cls, value: str | SEMode, allowed: tuple[SEMode, ...] | None = None) -> SEMode:
+        """``value`` as a mode, or one line naming the modes that are allowed."""
+        allowed = allowed or tuple(cls)
+        try:
+            mode = cls(value)
+        except ValueError:
+            mode = None
+        if mode not in allowed:
+            names = ", ".join(m.value for m in allowed)
+            raise NallnError(f"unknown SE mode {value!r}; use one of {names}")
+        return mode

@@ -1,0 +1,140 @@
+r"""Loihi 2's integer arithmetic, as Lava's bit-accurate models compute it.
+
+Lava's bit-accurate LIF (``PyLifModelBitAcc`` / ``PyLifResetModelBitAcc``) computes, per step,
+with integer synaptic input ``a`` (the conv/dense output) and 12-bit decays::
+
+    u = (a << 6)                                  # du = 4095: no current memory; 24-bit, wraps
+    v = trunc(v * (4096 - dv) / 4096) + u + (bias_mant << 6)   # 24-bit, saturates
+    spike if v > (vth << 6); then v = 0
+
+A float layer ``I = W s + b`` with threshold ``v_th`` maps onto it with one scale ``S`` per
+layer: ``a = round(W S) s``, ``bias_mant = round(b S)``, ``vth = round(v_th S)``,
+``dv = round(4096 dt/tau)``. Weights are 8-bit: conv ``[-128, 127]``; dense even values in
+``[-254, 254]`` (Lava truncates the LSB of mixed-sign dense weights). The image enters as 24-bit
+graded spikes ``round(x * s_in)``, so the stem's scale is ``S = s_in * alpha``.
+
+Calibration (greedy, layer by layer, on training images): each layer receives the spikes of the
+already-quantised layers before it; for a grid of weight scales (``alpha = c * 127 / max|W|``,
+``c >= 1`` clips the largest weights to gain resolution for the rest) and thresholds
+(``vth = round(v_th S (1 + d))``, small ``d`` compensates the truncating decay) it simulates the
+layer and keeps the setting whose spikes agree best with the float reference, among those that
+never overflow (synaptic input ``|a| < 2^17`` so that ``a << 6`` fits the 24-bit current,
+membrane within 24 bits, ``|bias_mant| < 2^12``, ``vth < 2^17``). The readout keeps the scale
+with the best top-1 agreement. :func:`emulate` reproduces Lava's integer arithmetic exactly
+(the tests compare it with real Lava runs spike for spike) and counts overflows per layer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nalln.ir.se_gate import se_gate_numpy
+
+if TYPE_CHECKING:
+    from nalln.loihi.quant_plan import QStage
+
+ACT_SHIFT = 6
+DECAY_UNITY = 4096
+STATE_MAX = 2**23 - 1  # u and v are 24-bit signed
+A_MAX = 2**17 - 1  # |a| << 6 must fit the 24-bit current
+VTH_MAX = 2**17 - 1  # vth mantissa is 17-bit unsigned
+BIAS_MAX = 2**12 - 1  # bias mantissa is 13-bit signed (exponent fixed at 6, as netx uses)
+INPUT_MAX = 2**23 - 1  # graded spikes carry 24 bits
+CONV_W = (-128, 127)
+DENSE_W = (-254, 254)  # even values
+CLIP_FACTORS = (1.0, 1.1, 1.25, 1.5, 2.0)  # c > 1 clips the largest weights
+STEM_FACTORS = (0.5, 0.7, 1.0, 1.25)  # the stem trades weight bits against input bits
+THRESHOLD_TWEAKS = (0.0, -0.005, 0.005, -0.01, 0.01)
+
+
+def quantise_weight(w: np.ndarray, alpha: float, kind: str) -> tuple[np.ndarray, float]:
+    """Integer weights for scale ``alpha`` and the fraction of weights that were clipped."""
+    if kind == "conv":
+        q = np.rint(w * alpha)
+        lo, hi = CONV_W
+    else:
+        q = 2 * np.rint(w * alpha / 2)
+        lo, hi = DENSE_W
+    clipped = float(np.mean((q < lo) | (q > hi)))
+    return np.clip(q, lo, hi).astype(np.int64), clipped
+
+
+def w_range(kind: str) -> int:
+    return CONV_W[1] if kind == "conv" else DENSE_W[1]
+
+
+def synaptic_current(q: QStage, x: torch.Tensor) -> torch.Tensor:
+    """Integer synaptic input ``a`` for inputs ``x`` [N, *in_shape], exact: float64 for the
+    graded image; float32 for spikes (|a| <= 254 * fan-in < 2^24, so every sum is exact)."""
+    w = torch.from_numpy(q.weight).to(x.dtype)
+    if q.kind == "conv":
+        return F.conv2d(x, w, None, stride=q.stride, padding=q.padding, groups=q.groups)
+    return F.linear(x.reshape(x.shape[0], -1), w)
+
+
+def gate_fixed(q: QStage, x: torch.Tensor) -> torch.Tensor:
+    """What our Lava SE process computes: gate in float on (W, H, C) maps, product rounded."""
+    xs = x.numpy()
+    out = np.empty_like(xs)
+    g = q.gate
+    for n in range(xs.shape[0]):
+        gate = se_gate_numpy(xs[n].transpose(2, 1, 0) / q.scale, g.w1, g.b1, g.w2, g.b2)
+        out[n] = np.rint(xs[n] * gate[:, None, None])
+    return torch.from_numpy(out)
+
+
+def lif_fixed(
+    a_steps: torch.Tensor, q: QStage, bias: np.ndarray | None, vth: int
+) -> tuple[torch.Tensor, dict[str, int]]:
+    """Lava's fixed-point LIF over T steps from rest; spikes [T, N, ...] and overflow counts."""
+    shape = a_steps.shape[2:]
+    bias_v = torch.zeros(()) if bias is None else torch.from_numpy(bias.astype(np.int64))
+    if bias is not None and len(shape) == 3:
+        bias_v = bias_v.view(-1, 1, 1)
+    bias_v = bias_v.to(torch.int64) << ACT_SHIFT
+    v = torch.zeros(a_steps.shape[1:], dtype=torch.int64)
+    th = int(vth) << ACT_SHIFT
+    over = {"synaptic_input": 0, "membrane": 0}
+    out = []
+    for t in range(a_steps.shape[0]):
+        a = a_steps[t].to(torch.int64)
+        over["synaptic_input"] += int((a.abs() > A_MAX).sum())
+        dec = torch.div(v * (DECAY_UNITY - q.dv), DECAY_UNITY, rounding_mode="trunc")
+        v = dec + (a << ACT_SHIFT) + bias_v
+        bad = v.abs() > STATE_MAX
+        over["membrane"] += int(bad.sum())
+        v = v.clamp(-STATE_MAX, STATE_MAX)
+        s = v > th
+        v = v.masked_fill(s, 0)
+        out.append(s)
+    return torch.stack(out), over
+
+
+def round_input(x: torch.Tensor, scale: float) -> tuple[torch.Tensor, int]:
+    """The image as the chip receives it: 24-bit graded spikes ``round(x * scale)``, and how
+    many values left that range (the one place the input is rounded)."""
+    xi = torch.round(x.double() * scale)
+    return xi.clamp(-INPUT_MAX, INPUT_MAX), int((xi.abs() > INPUT_MAX).sum())
+
+
+def stage_inputs(prev: torch.Tensor, q: QStage) -> torch.Tensor:
+    """[T, N, ...] spikes -> [T*N, ...] float32 (0/1) for the synapse."""
+    return prev.reshape(-1, *prev.shape[2:]).float()
+
+
+def run_stage(q: QStage, inp: torch.Tensor, static: bool, T: int) -> torch.Tensor:
+    """Synaptic input per step [T, N, ...] (the static image is computed once)."""
+    if static:
+        a = synaptic_current(q, inp)
+        return a.unsqueeze(0).expand(T, *a.shape)
+    a = synaptic_current(q, stage_inputs(inp, q))
+    return a.reshape(T, -1, *a.shape[1:])
+
+
+def with_gate(q: QStage, a: torch.Tensor) -> torch.Tensor:
+    x = a.double() + torch.from_numpy(q.bias.astype(np.float64)).view(1, 1, -1, 1, 1)
+    return gate_fixed(q, x.reshape(-1, *x.shape[2:])).reshape(x.shape)

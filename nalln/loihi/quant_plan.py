@@ -1,0 +1,143 @@
+"""A plan on Loihi's integer grid: each quantised stage wraps its float stage, immutably.
+
+:class:`QStage` keeps the float :class:`~nalln.ir.plan.Stage` it came from and adds the integer
+weights, biases, threshold and decay; everything structural (shapes, stride, gate, neuron) is
+read through to the float stage, so a builder treats both alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nalln.ir.plan import GateSpec, Neuron, Plan, Stage, Synapse
+
+
+@dataclass(frozen=True)
+class QStage:
+    """One quantised synapse -> [gate] -> neuron (or readout) stage."""
+
+    stage: Stage
+    weight: np.ndarray  # int64, torch layout
+    bias: np.ndarray  # int64 per output channel, in units of ``a``
+    scale: float  # S: float current = a / S
+    vth: int = 0
+    dv: int = 0
+    calibration: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def synapse(self) -> Synapse:
+        return self.stage.synapse
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
+
+    @property
+    def kind(self) -> str:
+        return self.stage.synapse.kind
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(self.stage.synapse.in_shape)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return tuple(self.stage.synapse.out_shape)
+
+    @property
+    def stride(self) -> tuple[int, int]:
+        return tuple(self.stage.synapse.stride)
+
+    @property
+    def padding(self) -> tuple[int, int]:
+        return tuple(self.stage.synapse.padding)
+
+    @property
+    def groups(self) -> int:
+        return int(self.stage.synapse.groups)
+
+    @property
+    def gate(self) -> GateSpec | None:
+        return self.stage.gate
+
+    @property
+    def neuron(self) -> Neuron | None:
+        return self.stage.neuron
+
+    def describe(self) -> dict[str, Any]:
+        """Everything but the tensors, as JSON-ready values."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "scale": self.scale,
+            "in_shape": list(self.in_shape),
+            "out_shape": list(self.out_shape),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "groups": self.groups,
+            "vth": self.vth,
+            "dv": self.dv,
+            "calibration": dict(self.calibration),
+            "gate": self.gate.name if self.gate else None,
+            "neuron": self.neuron.name if self.neuron else None,
+        }
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    plan: Plan
+    input_scale: float
+    stages: tuple[QStage, ...]
+    report: Mapping[str, Any] = field(default_factory=dict)
+
+    def table(self) -> list[dict[str, Any]]:
+        """Per-layer calibration summary (what the report and docs show)."""
+        return [
+            {
+                "layer": q.name,
+                "kind": q.kind,
+                "scale": q.scale,
+                "vth": q.vth,
+                "dv": q.dv,
+                "max_abs_weight": int(np.abs(q.weight).max()),
+                **q.calibration,
+            }
+            for q in self.stages
+        ]
+
+
+def save_quant_plan(qp: QuantPlan, folder: str | Path) -> dict[str, Path]:
+    """Integer parameters as safetensors plus a JSON description (no pickle)."""
+    from safetensors.numpy import save as st_save
+
+    from nalln.io import write_bytes, write_json
+
+    folder = Path(folder)
+    tensors = {}
+    layers = []
+    for q in qp.stages:
+        tensors[f"{q.name}/weight"] = np.ascontiguousarray(q.weight.astype(np.int32))
+        tensors[f"{q.name}/bias"] = np.ascontiguousarray(q.bias.astype(np.int32))
+        layers.append(q.describe())
+    spec = {
+        "format": "nalln-loihi-fixed/1",
+        "arithmetic": (
+            "a = W_int * s (conv: 8-bit; dense: even 8-bit mantissa x 2); per step u = a << 6; "
+            "v = trunc(v * (4096 - dv) / 4096) + u + (bias << 6); spike if v > (vth << 6); "
+            "v = 0 after a spike; float current = a / scale; input = round(x * input_scale)"
+        ),
+        "input_scale": qp.input_scale,
+        "layers": layers,
+        "report": dict(qp.report),
+    }
+    return {
+        "fixed_point.json": write_json(folder / "fixed_point.json", spec),
+        "fixed_point.safetensors": write_bytes(
+            folder / "fixed_point.safetensors", st_save(tensors)
+        ),
+    }
