@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -92,6 +93,44 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+class StagedFolder:
+    """A hidden staging folder beside ``final``: a command writes everything there and
+    :meth:`publish` moves the files into ``final`` only when all of them were made, so a
+    failure leaves nothing half-made behind. Use through :func:`staged_folder`."""
+
+    def __init__(self, final: Path, path: Path) -> None:
+        self.final = final
+        self.path = path
+
+    def publish(self, names: Iterable[str | os.PathLike]) -> dict[str, Path]:
+        """Move each file ``name`` (relative to the staging folder) to ``final / name``."""
+        self.final.mkdir(exist_ok=True)
+        moved = {}
+        for name in names:
+            dst = self.final / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.path / name, dst)
+            moved[str(name)] = dst
+        return moved
+
+    def relocate(self, obj: Any) -> Any:
+        """``obj`` (JSON-ready) with every staging path replaced by the final one."""
+        text = json.dumps(obj, default=json_default).replace(str(self.path), str(self.final))
+        return json.loads(text)
+
+
+@contextlib.contextmanager
+def staged_folder(final: str | os.PathLike) -> Iterator[StagedFolder]:
+    """A :class:`StagedFolder` for ``final``; the staging folder is removed on leaving."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        yield StagedFolder(final, stage)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -65,7 +65,7 @@ def predict_files(
     device: torch.device | str = "cpu",
     skip_unreadable: bool = False,
 ) -> list[Prediction]:
-    reference = loaded.meta.get("image_reference")
+    reference = loaded.run_meta.image_reference
     size = loaded.image_size
     results: list[Prediction] = []
     images: list[torch.Tensor] = []

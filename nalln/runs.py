@@ -20,7 +20,9 @@ import torch
 from nalln.checkpoint import Checkpoint, load_checkpoint
 from nalln.data.transforms import Preprocess
 from nalln.errors import CheckpointError, NallnError
+from nalln.loihi.grid import FixedPointGrid, attach_gate_rounding
 from nalln.models.registry import create_from_config
+from nalln.run_meta import RunMeta
 
 
 @dataclass(frozen=True)
@@ -62,17 +64,23 @@ class LoadedModel:
     model: torch.nn.Module
     preprocess: Preprocess
     class_names: tuple[str, ...]
-    meta: dict
+    run_meta: RunMeta
     checkpoint: Checkpoint
     run: RunDir | None
 
     @property
+    def meta(self) -> dict:
+        """The metadata in its stored form (``run_meta`` is the typed one)."""
+        return self.run_meta.to_dict()
+
+    @property
     def image_size(self) -> int:
-        return int(self.meta["model_config"]["image_size"])
+        return self.run_meta.image_size
 
     @property
     def synthetic(self) -> bool:
-        return bool(self.meta.get("data", {}).get("synthetic", False))
+        """Whether the model was trained on synthetic data."""
+        return self.run_meta.synthetic
 
 
 def resolve_checkpoint(path: str | Path, which: str = "best") -> tuple[Path, RunDir | None]:
@@ -103,38 +111,31 @@ def load_model(
     """Load a checkpoint into a model in eval mode; the architecture comes from the checkpoint."""
     ckpt_path, run = resolve_checkpoint(path, which)
     ckpt = load_checkpoint(ckpt_path)
-    meta = ckpt.meta
-    for key in ("model_name", "model_config", "class_names", "normalisation"):
-        if key not in meta:
-            raise CheckpointError(
-                f"{ckpt_path} lacks '{key}' in its metadata; it was not written by `nalln train`"
-            )
+    meta = RunMeta.from_dict(ckpt.meta, ckpt_path)
     # the architecture comes from metadata an untrusted file may have chosen: build it on the
     # meta device first (no memory) and compare every shape with the file's tensors
     skeleton = _build(meta, ckpt_path, torch.device("meta"))
-    _check_shapes(skeleton, ckpt.state_dict, ckpt_path, meta["model_name"])
+    _check_shapes(skeleton, ckpt.state_dict, ckpt_path, meta.model_name)
     model = _build(meta, ckpt_path, torch.device("cpu"))
     try:
         model.load_state_dict(ckpt.state_dict, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "shape mismatch"
-        raise _mismatch(ckpt_path, meta["model_name"], first) from None
+        raise _mismatch(ckpt_path, meta.model_name, first) from None
     pre, class_names = _inference_meta(meta, model, ckpt_path)
-    if "fixed_point_grid" in meta:  # fine-tuned for Loihi fixed point: round as the chip does
-        from nalln.loihi.grid import attach_gate_rounding, recorded_grid
-
+    if meta.fixed_point_grid is not None:  # fine-tuned for Loihi fixed point: round as the chip
         try:
-            attach_gate_rounding(model, recorded_grid(meta))
+            attach_gate_rounding(model, FixedPointGrid.from_dict(meta.fixed_point_grid))
         except NallnError as exc:
             raise CheckpointError(f"{ckpt_path}: {exc}") from None
     model.to(device).eval()
     return LoadedModel(model, pre.to(device), class_names, meta, ckpt, run)
 
 
-def _build(meta: dict, ckpt_path: Path, device: torch.device) -> torch.nn.Module:
+def _build(meta: RunMeta, ckpt_path: Path, device: torch.device) -> torch.nn.Module:
     try:
         with device:
-            return create_from_config(meta["model_name"], meta["model_config"])
+            return create_from_config(meta.model_name, dict(meta.model_config))
     except NallnError as exc:
         raise CheckpointError(f"{ckpt_path}: {exc}") from None
     except (TypeError, ValueError, AttributeError, RuntimeError, MemoryError) as exc:
@@ -169,10 +170,10 @@ def _mismatch(ckpt_path: Path, name: str, detail: str) -> CheckpointError:
 
 
 def _inference_meta(
-    meta: dict, model: torch.nn.Module, ckpt_path: Path
+    meta: RunMeta, model: torch.nn.Module, ckpt_path: Path
 ) -> tuple[Preprocess, tuple[str, ...]]:
     """Normalisation and class names, checked: an untrusted file's metadata may hold anything."""
-    names = meta["class_names"]
+    names = list(meta.class_names)
     config = getattr(model, "config", None)
     n_classes = getattr(config, "num_classes", None)
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)) or (
@@ -182,7 +183,7 @@ def _inference_meta(
             f"{ckpt_path}: class_names must be a list of {n_classes} names, got {names!r:.80}"
         )
     try:
-        pre = Preprocess.from_meta(meta["normalisation"])
+        pre = Preprocess.from_meta(dict(meta.normalisation))
         channels = getattr(config, "in_channels", pre.mean.numel())
         ok = pre.mean.numel() == pre.std.numel() == channels
         ok = ok and bool(torch.isfinite(pre.mean).all() and (pre.std > 0).all())

@@ -432,8 +432,8 @@ def profile(
             "run": str(loaded.run.path) if loaded.run else None,
             "checkpoint": str(loaded.checkpoint.path) if loaded.checkpoint.path else None,
             "weights": "checkpoint",
-            "model_name": loaded.meta["model_name"],
-            "model_config": loaded.meta["model_config"],
+            "model_name": loaded.run_meta.model_name,
+            "model_config": dict(loaded.run_meta.model_config),
             "synthetic": loaded.synthetic,
         }
         if out is None:

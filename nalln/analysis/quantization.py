@@ -130,8 +130,8 @@ def quantize_run(
 ) -> QuantizeResult:
     dev = pick_device(device)
     fp32 = load_model(run, checkpoint, dev)
-    if fp32.meta.get("quantized"):
-        raise NallnError(f"{run} is already quantised ({fp32.meta['quantized']})")
+    if fp32.run_meta.quantized:
+        raise NallnError(f"{run} is already quantised ({fp32.run_meta.quantized})")
     src_path = fp32.run.path if fp32.run is not None else Path(run).parent
     out_dir = Path(out) if out else src_path.parent / f"{src_path.name}-int8"
     dst = RunDir(out_dir)

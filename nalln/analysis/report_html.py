@@ -128,27 +128,27 @@ def _overview(page: Page, run: Path) -> None:
     except Exception as exc:  # a report should still show what exists
         page.add("Run", f"<p class='missing'>model not loadable: {_esc(exc)}</p>")
         return
-    meta = loaded.meta
+    meta = loaded.run_meta
     from nalln.models.summary import count_parameters
 
     params = count_parameters(loaded.model)
     page.synthetic = page.synthetic or loaded.synthetic
-    page.quantized = meta.get("quantized")
+    page.quantized = meta.quantized
     rows = [
         ["run folder", str(run)],
         ["checkpoint", str(loaded.checkpoint.path)],
-        ["model", meta["model_name"]],
+        ["model", meta.model_name],
         ["parameters (counted)", params],
         ["input size", f"{loaded.image_size} x {loaded.image_size}"],
-        ["time steps T", meta["model_config"].get("num_steps")],
+        ["time steps T", meta.model_config.get("num_steps")],
         ["classes", ", ".join(loaded.class_names)],
-        ["data", meta.get("data", {}).get("root")],
+        ["data", meta.data.root],
         ["synthetic data", loaded.synthetic],
-        ["CLAHE preprocessing", meta["normalisation"]["preprocess"].get("clahe", False)],
-        ["weights", meta.get("quantized", "float32")],
-        ["nalln version (training)", meta.get("nalln_version")],
+        ["CLAHE preprocessing", meta.preprocess.get("clahe", False)],
+        ["weights", meta.quantized or "float32"],
+        ["nalln version (training)", meta.nalln_version],
     ]
-    tc = meta.get("train_config", {})
+    tc = meta.train_config or {}
     for k in ("epochs", "batch_size", "lr", "patience", "seed"):
         if k in tc:
             rows.append([f"train.{k}", tc[k]])

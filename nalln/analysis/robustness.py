@@ -104,11 +104,9 @@ class Variant:
             "label": self.label,
             "run": self.source,
             "checkpoint": str(self.loaded.checkpoint.path),
-            "model": self.loaded.meta["model_name"],
+            "model": self.loaded.run_meta.model_name,
             "image_size": self.loaded.image_size,
-            "trained_with_clahe": bool(
-                self.loaded.meta["normalisation"]["preprocess"].get("clahe", False)
-            ),
+            "trained_with_clahe": bool(self.loaded.run_meta.preprocess.get("clahe", False)),
             "clahe_at_input": self.clahe,
             "note": self.note,
         }
@@ -214,7 +212,7 @@ def sweep(
     y = evalset.labels
     for v in variants:
         images = evalset.images(v.loaded.image_size).float().div_(255.0)
-        reference = v.loaded.meta.get("image_reference")
+        reference = v.loaded.run_meta.image_reference
         cache: dict[str, tuple[np.ndarray, float | None]] = {}
         for name, grid in spec.grids.items():
             pert = PERTURBATIONS[name]
@@ -334,7 +332,7 @@ def robustness(
         loaded, data, split, max_images=spec.max_images, seed=spec.seed, progress=progress
     )
     variants = build_variants(run, loaded, clahe_compare, compare_runs, checkpoint, dev)
-    padding = loaded.meta.get("train_config", {}).get("augment", {}).get("padding", "zeros")
+    padding = loaded.run_meta.train_setting("augment", "padding", default="zeros")
     options = spec.options or PerturbOptions(rotation_padding=padding)
     overlaps = {}
     for v in variants[1:]:

@@ -165,7 +165,7 @@ def run_fit(args: argparse.Namespace) -> int:
     )
     verdict = "fits" if res.feasible else "does NOT fit (see the limit column)"
     print(
-        f"{loaded.meta.get('model_name')} ({loaded.image_size} px) on {target.id}: {verdict}; "
+        f"{loaded.run_meta.model_name} ({loaded.image_size} px) on {target.id}: {verdict}; "
         f"{res.cores} cores, {res.chips()} chip(s) (estimated: greedy per-layer placement)"
     )
     print("limits used:")

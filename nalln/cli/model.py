@@ -44,7 +44,7 @@ def run_summary(args: argparse.Namespace) -> int:
         from nalln.runs import load_model
 
         loaded = load_model(args.run)
-        model, name = loaded.model, loaded.meta["model_name"]
+        model, name = loaded.model, loaded.run_meta.model_name
     else:
         overrides = apply_overrides({}, args.set)
         if args.image_size:

@@ -17,6 +17,7 @@ from nalln.cli.common import (
     show_progress,
     synthetic_banner,
 )
+from nalln.conversion.backend import BACKENDS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +25,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "simulate", help="simulate a converted model on Norse or Lava", description=__doc__
     )
     p.add_argument("run", help="run folder, checkpoint, or a .nir file / converted folder")
-    p.add_argument("--backend", required=True, choices=("lava", "norse"))
-    add_conversion_flags(p, "(Lava) Loihi fixed point after per-layer calibration")
-    p.add_argument("--n", type=int, default=50, help="number of images (default 50)")
+    p.add_argument(
+        "--backend",
+        required=True,
+        choices=BACKENDS,
+        help="norse, lava, or loihi-emulator (bit-exact Loihi 2 fixed point, batched; always "
+        "fixed point)",
+    )
+    add_conversion_flags(p, "(Lava) Loihi fixed point: the recorded grid or a calibration")
+    p.add_argument(
+        "--n",
+        type=int,
+        help="number of images (default 50; loihi-emulator: the whole split)",
+    )
     p.add_argument(
         "--split",
         default="test",

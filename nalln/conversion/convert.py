@@ -12,10 +12,6 @@ NIR-native (static-SE) network, ``network.net`` in netx HDF5, loaded back with
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +32,7 @@ from nalln.conversion.sources import (
     training_images,
 )
 from nalln.errors import NallnError
-from nalln.io import write_bytes, write_json
+from nalln.io import staged_folder, write_bytes, write_json
 from nalln.ir.plan import Plan
 from nalln.ir.se_mode import SEMode
 
@@ -127,31 +123,22 @@ def convert(
 ) -> ConvertResult:
     """Convert into a staging folder and move the files into ``out`` only when everything
     worked, so a failed conversion leaves nothing half-made behind."""
-    final = Path(out)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
-    try:
+    with staged_folder(out) as stage:
         res = _convert_into(
             source_path,
             to=to,
-            out=stage,
+            out=stage.path,
             se=SEMode.parse(se, SEMode.deployable()),
             fixed_point=fixed_point,
             data=data,
             calibration=calibration,
             progress=progress,
         )
-        final.mkdir(exist_ok=True)
-        files = {}
-        for name, path in res.files.items():
-            os.replace(path, final / path.name)
-            files[name] = final / path.name
-        text = json.dumps(res.summary).replace(str(stage), str(final))
-        summary = json.loads(text)
-        files["convert.json"] = write_json(final / "convert.json", summary)
-        return ConvertResult(final, files, summary)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        moved = stage.publish(path.name for path in res.files.values())
+        files = {name: moved[path.name] for name, path in res.files.items()}
+        summary = stage.relocate(res.summary)
+        files["convert.json"] = write_json(stage.final / "convert.json", summary)
+        return ConvertResult(stage.final, files, summary)
 
 
 def _convert_into(
@@ -249,7 +236,7 @@ def _lava_files(source, artefact, out, fixed_point, data, calibration, progress,
         summary["netx"] = "not written: netx cannot hold the hybrid SE side-car (use --se static)"
         return files
     x = _calibration_images(source, data, calibration, progress)
-    meta = source.loaded.meta if source.loaded is not None else None
+    meta = source.loaded.run_meta if source.loaded is not None else None
     qp = fixed_point_plan(plan, x, meta, progress)  # the recorded grid, or calibration
     summary["fixed_point"] = {k: v for k, v in qp.report.items() if k != "layers"}
     if fixed_point:

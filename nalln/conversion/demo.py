@@ -12,9 +12,22 @@ from pathlib import Path
 from typing import Any
 
 from nalln.conversion.convert import convert
-from nalln.conversion.simulate import simulate
+from nalln.conversion.simulate import SimulationResult, simulate
 
 DEMO_IMAGES = 16
+
+
+def headline(res: SimulationResult) -> dict[str, Any]:
+    """The numbers ``nalln demo`` shows of one simulation, and where its report is."""
+    m = res.metrics
+    return {
+        "report": str(res.out / "report.json"),
+        "images": m["images"],
+        "top1_agreement": m["top1_agreement"],
+        "spike_agreement": m["spike_agreement"]["overall"],
+        "accuracy": m["accuracy"],
+        "seconds_per_image": m["seconds_per_image"],
+    }
 
 
 def run_demo_step(run: Path, data: Path, out: Path, progress: bool) -> dict[str, Any]:
@@ -38,15 +51,7 @@ def run_demo_step(run: Path, data: Path, out: Path, progress: bool) -> dict[str,
             out=out / f"simulate-{backend}",
             progress=progress,
         )
-        m = res.metrics
-        summary[backend] = {
-            "report": str(res.out / "report.json"),
-            "images": m["images"],
-            "top1_agreement": m["top1_agreement"],
-            "spike_agreement": m["spike_agreement"]["overall"],
-            "accuracy": m["accuracy"],
-            "seconds_per_image": m["seconds_per_image"],
-        }
+        summary[backend] = headline(res)
     summary["seconds"] = time.perf_counter() - t0
     summary["provenance"] = "measured in this run (wall-clock, CPU)"
     return summary

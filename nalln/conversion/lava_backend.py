@@ -30,6 +30,7 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import singledispatch
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ from tqdm.auto import tqdm
 from nalln.conversion import lava_compat
 from nalln.ir.plan import Plan, Stage
 from nalln.ir.reference import Trace
+from nalln.loihi.arithmetic import round_input
 from nalln.loihi.quant_plan import QStage, QuantPlan
 
 
@@ -66,10 +68,52 @@ def _broadcast_bias(bias: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.asarray(bias).reshape(shape).copy()
 
 
-def _layers(source: Plan | QuantPlan) -> tuple[list, bool]:
-    if isinstance(source, QuantPlan):
-        return source.stages, True
-    return source.stages, False
+@dataclass(frozen=True)
+class LavaLayer:
+    """One stage as Lava receives it: the float stage's own values or the integer ones."""
+
+    stage: Stage | QStage
+    weight: np.ndarray
+    bias: np.ndarray  # per output channel
+    dtype: type  # np.float64 (floating_pt) or np.int32 (fixed_pt)
+    lif: dict[str, float | int]  # du, dv, vth, bias_exp of LIFReset
+    scale: float = 1.0  # float current = Lava current / scale
+    gate_current_scale: float = 0.0  # SE side-car rounding (float models fine-tuned for it)
+
+
+@dataclass(frozen=True)
+class LavaNetwork:
+    plan: Plan
+    layers: tuple[LavaLayer, ...]
+    input_scale: float | None  # None: the float image; else 24-bit graded input round(x * s)
+    select_tag: str  # Loihi2SimCfg's process-model tag
+    fixed: bool
+
+
+@singledispatch
+def lava_network(source: object) -> LavaNetwork:
+    """The numbers Lava runs for a float :class:`Plan` or a fixed-point :class:`QuantPlan`."""
+    raise TypeError(f"cannot run {type(source).__name__} on Lava")
+
+
+@lava_network.register
+def _(plan: Plan) -> LavaNetwork:
+    layers = []
+    for st in plan.stages:
+        n, g = st.neuron, st.gate
+        lif = {"du": 1.0, "dv": float(n.decay), "vth": float(n.v_th), "bias_exp": 0} if n else {}
+        gcs = 0.0 if g is None or g.current_scale is None else float(g.current_scale)
+        layers.append(LavaLayer(st, st.synapse.weight, st.synapse.bias, np.float64, lif, 1.0, gcs))
+    return LavaNetwork(plan, tuple(layers), None, "floating_pt", False)
+
+
+@lava_network.register
+def _(qp: QuantPlan) -> LavaNetwork:
+    layers = []
+    for q in qp.stages:
+        lif = {"du": 4095, "dv": int(q.dv), "vth": int(q.vth), "bias_exp": 6} if q.neuron else {}
+        layers.append(LavaLayer(q, q.weight, q.bias, np.int32, lif, float(q.scale)))
+    return LavaNetwork(qp.plan, tuple(layers), qp.input_scale, "fixed_pt", True)
 
 
 def run_lava(
@@ -95,14 +139,15 @@ def run_lava(
         conv_model_map,
     )
 
-    stages, fixed = _layers(source)
-    plan = source.plan if fixed else source
+    net = lava_network(source)
+    plan = net.plan
     T, N = plan.num_steps, int(x.shape[0])
     t0 = time.perf_counter()
-    frames = x.double().numpy().transpose(0, 3, 2, 1)  # N, W, H, C
-    if fixed:
-        frames = np.clip(np.rint(frames * source.input_scale), -(2**23 - 1), 2**23 - 1)
-        frames = frames.astype(np.int32)
+    if net.input_scale is None:
+        frames = x.double().numpy().transpose(0, 3, 2, 1)  # N, W, H, C
+    else:
+        xi = round_input(x, net.input_scale)[0]
+        frames = xi.numpy().transpose(0, 3, 2, 1).astype(np.int32)
     src = FrameSource(frames=np.ascontiguousarray(frames), steps_per_frame=T)
     procs: list = [src]
     port = src.s_out
@@ -112,11 +157,10 @@ def run_lava(
     folder = Path(tmp.name)
     recorders: dict[str, tuple[Path, tuple[int, ...], bool]] = {}
     last = 0
-    for k, st in enumerate(stages):
-        syn = st.synapse if isinstance(st, Stage) else st
-        w = st.weight if fixed else syn.weight
+    for k, layer in enumerate(net.layers):
+        st, syn = layer.stage, layer.stage.synapse
         if syn.kind == "conv":
-            weight = _lava_conv_weight(w).astype(np.int32 if fixed else np.float64)
+            weight = _lava_conv_weight(layer.weight).astype(layer.dtype)
             synapse = Conv(
                 weight=weight,
                 input_shape=prev_shape,
@@ -129,14 +173,14 @@ def run_lava(
                 raise AssertionError(f"{st.name}: Lava conv output {synapse.output_shape}")
             port.connect(synapse.s_in)
         else:
-            weight = np.asarray(w).astype(np.int32 if fixed else np.float64)
+            weight = np.asarray(layer.weight).astype(layer.dtype)
             synapse = Dense(weights=weight, num_message_bits=graded)
             src_port = port.transpose([2, 1, 0]).flatten() if len(prev_shape) == 3 else port
             src_port.connect(synapse.s_in)
         procs.append(synapse)
         out_shape = _whc(tuple(syn.out_shape))
         current = synapse.a_out
-        bias = st.bias if fixed else syn.bias
+        bias = layer.bias
         if st.neuron is None:  # readout: record the current
             path = folder / f"{k}.npy"
             rec = Recorder(
@@ -156,8 +200,8 @@ def run_lava(
                 b1=g.b1,
                 w2=g.w2,
                 b2=g.b2,
-                scale=float(st.scale) if fixed else 1.0,
-                current_scale=0.0 if fixed or g.current_scale is None else g.current_scale,
+                scale=layer.scale,
+                current_scale=layer.gate_current_scale,
             )
             current.connect(gate.a_in)
             current = gate.a_out
@@ -166,28 +210,13 @@ def run_lava(
         else:
             neuron_bias = _broadcast_bias(np.asarray(bias), out_shape)
         n = st.neuron
-        if fixed:
-            lif = LIFReset(
-                shape=out_shape,
-                du=4095,
-                dv=int(st.dv),
-                vth=int(st.vth),
-                bias_mant=neuron_bias.astype(np.int32),
-                bias_exp=6,
-                reset_interval=T,
-                reset_offset=(2 + k) % T,
-            )
-        else:
-            lif = LIFReset(
-                shape=out_shape,
-                du=1.0,
-                dv=float(n.decay),
-                vth=float(n.v_th),
-                bias_mant=neuron_bias.astype(np.float64),
-                bias_exp=0,
-                reset_interval=T,
-                reset_offset=(2 + k) % T,
-            )
+        lif = LIFReset(
+            shape=out_shape,
+            bias_mant=neuron_bias.astype(layer.dtype),
+            reset_interval=T,
+            reset_offset=(2 + k) % T,
+            **layer.lif,
+        )
         current.connect(lif.a_in)
         procs.append(lif)
         last = 2 + k + N * T - 1
@@ -215,8 +244,8 @@ def run_lava(
         procs.append(rec)
         recorders["__output__"] = (path, prev_shape, True)
     cfg = Loihi2SimCfg(
-        select_tag="fixed_pt" if fixed else "floating_pt",
-        exception_proc_model_map=conv_model_map(fixed),
+        select_tag=net.select_tag,
+        exception_proc_model_map=conv_model_map(net.fixed),
     )
     chunk = T * max(1, N // 20)
     try:
@@ -234,13 +263,13 @@ def run_lava(
     finally:
         src.stop()
     try:
-        trace = _collect(recorders, stages, fixed, N, T, source)
+        trace = _collect(recorders, net.layers[-1], N, T)
     finally:
         tmp.cleanup()
     return LavaRun(trace, t1 - t0, t2 - t1, last, len(procs))
 
 
-def _collect(recorders, stages, fixed: bool, N: int, T: int, source) -> Trace:
+def _collect(recorders, readout: LavaLayer, N: int, T: int) -> Trace:
     spikes: dict[str, torch.Tensor] = {}
     outputs = None
     for name, (path, shape, binary) in recorders.items():
@@ -258,12 +287,8 @@ def _collect(recorders, stages, fixed: bool, N: int, T: int, source) -> Trace:
             spikes[name] = tensor
         else:
             cur = tensor.double().reshape(T, N, -1)
-            if fixed:
-                q: QStage = stages[-1]
-                cur = (cur + torch.from_numpy(q.bias.astype(np.float64))) / q.scale
-            else:
-                cur = cur + torch.from_numpy(stages[-1].synapse.bias.astype(np.float64))
-            outputs = cur.float()
+            bias = torch.from_numpy(np.asarray(readout.bias).astype(np.float64))
+            outputs = ((cur + bias) / readout.scale).float()
     if outputs is None:
         last = list(spikes)[-1]
         outputs = spikes[last].reshape(T, N, -1).float()

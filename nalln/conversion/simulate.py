@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from nalln.conversion.backend import BACKENDS, Backend
 from nalln.conversion.nir_io import read_artefact, write_artefact
 from nalln.conversion.plan import lower
 from nalln.conversion.reference import run_torch_model
@@ -42,8 +43,7 @@ from nalln.io import save_figure, write_json, write_text
 from nalln.ir.reference import Trace, batched, run_plan
 from nalln.ir.se_mode import SEMode
 
-BACKENDS = ("norse", "lava")
-DEFAULT_IMAGES = 50
+EMULATOR_BATCH = 32
 
 
 @dataclass
@@ -105,6 +105,16 @@ def fidelity(ref: Trace, got: Trace, labels: torch.Tensor, names: list[str]) -> 
     }
 
 
+def accuracy_interval(trace: Trace, labels: torch.Tensor) -> list[float] | None:
+    """95% percentile-bootstrap interval of the accuracy (10,000 resamples, as ``evaluate``)."""
+    if len(labels) < 2:
+        return None
+    from nalln.evaluation.bootstrap import accuracy_interval as interval
+
+    k = int(max(int(labels.max()) + 1, trace.logits.shape[1]))
+    return list(interval(labels.numpy(), trace.logits.argmax(1).numpy(), k))
+
+
 def _run_norse(artefact, x, T, progress) -> tuple[Trace, float, float]:
     from nalln.conversion.norse_backend import NorseNetwork
 
@@ -126,7 +136,7 @@ def simulate(
     se: SEMode | str = SEMode.HYBRID,
     fixed_point: bool = False,
     data: str | Path | None = None,
-    n: int = DEFAULT_IMAGES,
+    n: int | None = None,
     split: str = "test",
     out: str | Path | None = None,
     calibration: int = 64,
@@ -134,22 +144,31 @@ def simulate(
     progress: bool = True,
 ) -> SimulationResult:
     se = SEMode.parse(se, SEMode.deployable())
-    if backend not in BACKENDS:
-        raise NallnError(f"unknown back-end {backend!r}; use one of {', '.join(BACKENDS)}")
-    if fixed_point and backend != "lava":
-        raise NallnError("--fixed-point applies to --backend lava (Loihi's fixed point)")
-    if n < 1:
+    try:
+        backend = Backend(backend)
+    except ValueError:
+        names = ", ".join(BACKENDS)
+        raise NallnError(f"unknown back-end {backend!r}; use one of {names}") from None
+    if fixed_point and not backend.has_fixed_point:
+        raise NallnError(
+            "--fixed-point applies to --backend lava or loihi-emulator (Loihi's fixed point)"
+        )
+    fixed_point = fixed_point or backend.always_fixed_point
+    if n is None:
+        n = backend.default_images
+    if n is not None and n < 1:
         raise NallnError("--n must be at least 1")
-    if backend == "lava":
+    if backend is Backend.LAVA:
         from nalln.conversion import lava_compat
 
         lava_compat.import_lava()  # fail early, before any work, if Lava is missing
     source = load_source(source_path)
-    tag = f"{backend}{'-fixed' if fixed_point else ''}-{se}"
+    fixed_tag = "-fixed" if fixed_point and not backend.always_fixed_point else ""
+    tag = f"{backend}{fixed_tag}-{se}"
     out_dir = Path(out) if out else _default_out(source, tag)
     x, labels, _ = load_split(source, data, split, n, progress)
     metrics: dict[str, Any] = {
-        "backend": backend,
+        "backend": backend.value,
         "mode": "fixed point (Loihi)" if fixed_point else "float",
         "se_mode": se,
         "images": int(len(x)),
@@ -184,13 +203,19 @@ def simulate(
             reference = batched(lambda b: run_plan(plan, b), x, 16)
         T = plan.num_steps
         names = [nn.name for nn in plan.neurons]
-        if backend == "norse":
+        if backend is Backend.NORSE:
             got, build, run_s = _run_norse(artefact, x, T, progress)
-        else:
+        elif backend is Backend.LAVA:
             got, build, run_s = _run_lava(
                 plan, x, fixed_point, train_x, calibration, data, source, metrics, progress
             )
+        else:
+            got, build, run_s = _run_emulator(
+                plan, x, train_x, calibration, data, source, metrics, progress
+            )
     metrics.update(fidelity(reference, got, labels, names))
+    metrics["accuracy_ci95"] = accuracy_interval(got, labels)
+    metrics["reference_accuracy_ci95"] = accuracy_interval(reference, labels)
     metrics["seconds_per_image"] = run_s / len(x)
     metrics["build_seconds"] = build
     metrics["num_steps"] = T
@@ -202,6 +227,44 @@ def simulate(
     return SimulationResult(metrics, out_dir, files)
 
 
+def _quant_plan(plan, train_x, calibration, data, source, progress):
+    """The recorded grid of a fine-tuned run, or a calibration on training images."""
+    from nalln.loihi.grid import fixed_point_plan
+
+    if train_x is None:
+        if data is None:
+            raise NallnError("fixed point needs calibration images: pass --data ROOT")
+        # a NIR graph has no split: calibrate on another pseudo-random subset of --data
+        train_x = load_split(source, data, "train", calibration, progress, seed=1)[0]
+    meta = source.loaded.run_meta if source.loaded is not None else None
+    return fixed_point_plan(plan, train_x[:calibration], meta, progress)
+
+
+def _fixed_point_summary(qp, em) -> dict[str, Any]:
+    return {
+        **{k: v for k, v in qp.report.items() if k != "layers"},
+        "input_scale": qp.input_scale,
+        "layers": qp.table(),
+        "overflows": em.overflowed,
+    }
+
+
+def _run_emulator(plan, x, train_x, calibration, data, source, metrics, progress):
+    from nalln.inference import pick_device
+    from nalln.loihi.emulator import check_overflow, emulate_batched
+
+    t0 = time.perf_counter()
+    qp = _quant_plan(plan, train_x, calibration, data, source, progress)
+    t1 = time.perf_counter()
+    device = pick_device("auto")
+    em = emulate_batched(qp, x, EMULATOR_BATCH, device, progress=progress)
+    t2 = time.perf_counter()
+    check_overflow(em, f"the {len(x)} simulated images")
+    metrics["fixed_point"] = _fixed_point_summary(qp, em)
+    metrics["emulator"] = {"device": str(device), "batch_size": EMULATOR_BATCH}
+    return em.trace, t1 - t0, t2 - t1
+
+
 def _run_lava(plan, x, fixed_point, train_x, calibration, data, source, metrics, progress):
     from nalln.conversion.lava_backend import run_lava
 
@@ -211,26 +274,16 @@ def _run_lava(plan, x, fixed_point, train_x, calibration, data, source, metrics,
         return r.trace, r.build_seconds, r.run_seconds
     from nalln.loihi.calibration import weight_noise_sensitivity
     from nalln.loihi.emulator import check_overflow, emulate
-    from nalln.loihi.grid import fixed_point_plan
 
-    if train_x is None:
-        if data is None:
-            raise NallnError("fixed point needs calibration images: pass --data ROOT")
-        # a NIR graph has no split: calibrate on another pseudo-random subset of --data
-        train_x = load_split(source, data, "train", calibration, progress, seed=1)[0]
-    meta = source.loaded.meta if source.loaded is not None else None
-    qp = fixed_point_plan(plan, train_x[:calibration], meta, progress)  # recorded grid or calibrate
+    qp = _quant_plan(plan, train_x, calibration, data, source, progress)
     em = emulate(qp, x)
     check_overflow(em, f"the {len(x)} simulated images")
     r = run_lava(qp, x, progress=progress)
     exact = all(torch.equal(em.trace.spikes[k], r.trace.spikes[k]) for k in r.trace.spikes)
     metrics["lava"] = {"processes": r.processes, "steps": r.steps}
     metrics["fixed_point"] = {
-        **{k: v for k, v in qp.report.items() if k != "layers"},
-        "input_scale": qp.input_scale,
-        "layers": qp.table(),
+        **_fixed_point_summary(qp, em),
         "lava_matches_emulator_bit_exactly": bool(exact),
-        "overflows": em.overflowed,
         "float_top1_agreement_under_weight_noise": {
             f"{b}_bit": v for b, v in weight_noise_sensitivity(plan, x).items()
         },
@@ -260,8 +313,9 @@ def report_markdown(m: dict[str, Any]) -> str:
         "|---|---|",
         f"| top-1 agreement with the reference | {m['top1_agreement']:.4f} |",
         f"| spike agreement (all layers) | {sa['overall']:.6f} |",
-        f"| accuracy on the back-end | {m['accuracy']:.4f} |",
-        f"| accuracy of the reference | {m['reference_accuracy']:.4f} |",
+        f"| accuracy on the back-end | {m['accuracy']:.4f}{_ci(m.get('accuracy_ci95'))} |",
+        f"| accuracy of the reference | {m['reference_accuracy']:.4f}"
+        f"{_ci(m.get('reference_accuracy_ci95'))} |",
         f"| max abs logit difference | {m['max_abs_logit_difference']:.3g} |",
         f"| seconds per image (after build) | {m['seconds_per_image']:.4f} |",
         f"| build seconds | {m['build_seconds']:.2f} |",
@@ -310,10 +364,20 @@ def report_markdown(m: dict[str, Any]) -> str:
         lines.append("")
         if fp.get("grid"):
             lines.append(f"Fixed-point grid: {fp['grid']}.")
-        lines.append(
-            f"Lava matches the bit-exact emulator: {fp['lava_matches_emulator_bit_exactly']}"
-        )
+        if "lava_matches_emulator_bit_exactly" in fp:
+            lines.append(
+                f"Lava matches the bit-exact emulator: {fp['lava_matches_emulator_bit_exactly']}"
+            )
+        else:
+            lines.append(
+                "Run on the bit-exact emulator (nalln.loihi.emulator; equal to Lava spike for "
+                "spike, tests/conversion/test_fixed_point.py)."
+            )
     return "\n".join(lines) + "\n"
+
+
+def _ci(interval: list[float] | None) -> str:
+    return "" if not interval else f" (95% CI {interval[0]:.3f}-{interval[1]:.3f})"
 
 
 def plot_agreement(m: dict[str, Any], path: Path) -> Path:

@@ -11,20 +11,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from nalln.conversion.export import Exported, export_model
 from nalln.conversion.fold import mean_gates, static_se_model
 from nalln.conversion.nir_io import MANIFEST, Artefact, read_artefact
-from nalln.data.dataset import DatasetIndex, Record, load_images, scan
+from nalln.data.dataset import DatasetIndex, load_images, scan
 from nalln.data.splits import read_manifest
 from nalln.data.transforms import Preprocess, to_float
 from nalln.errors import NallnError
 from nalln.inference import predict_logits
 from nalln.ir.se_mode import SEMode
 from nalln.models.blocks import se_blocks
+from nalln.run_data import labels_of, run_index, split_records, subset
 from nalln.runs import LoadedModel, load_model
 
 SE_GATE_IMAGES = 256  # training images that calibrate the static SE gates
@@ -67,49 +67,6 @@ def load_source(path: str | Path) -> Source:
     if p.is_file() and p.suffix.lower() != ".safetensors":
         return Source(p, artefact=read_artefact(p))  # read_graph explains what is wrong
     return Source(p, loaded=load_model(p, "best", "cpu"))
-
-
-def _subset(records: list[Record], n: int | None, seed: int = 0) -> list[Record]:
-    """A fixed pseudo-random subset (classes mixed; the same on every call)."""
-    if n is None or n >= len(records):
-        return list(records)
-    order = np.random.default_rng(seed).permutation(len(records))[:n]
-    return [records[i] for i in sorted(order)]
-
-
-def run_index(loaded: LoadedModel, data: str | Path | None) -> DatasetIndex:
-    meta = loaded.meta.get("data", {})
-    root = data if data is not None else meta.get("root")
-    if root is None:
-        raise NallnError("no data root recorded in the run; pass --data ROOT")
-    return scan(root, meta.get("layout", "auto"), meta.get("variant"))
-
-
-def split_records(loaded: LoadedModel, index: DatasetIndex, split: str) -> list[Record]:
-    if loaded.run is None or not loaded.run.splits.is_file():
-        raise NallnError(
-            "this needs the run folder (it holds splits.csv); pass RUN instead of a checkpoint"
-        )
-    splits = read_manifest(loaded.run.splits)
-    known = {r.path for r in index.records}
-    records = [r for r in splits.get(split, []) if r.path in known]
-    if not records:
-        raise NallnError(
-            f"no {split} images of this run were found under {index.root}; pass the data set "
-            "the run was trained on with --data ROOT"
-        )
-    return records
-
-
-def labels_of(records: list[Record], class_names: tuple[str, ...] | None, index: DatasetIndex):
-    names = class_names or index.classes
-    missing = sorted({r.label for r in records} - set(names))
-    if missing:
-        raise NallnError(
-            f"data set {index.root} has class(es) {missing} that the model does not know "
-            f"({', '.join(names)})"
-        )
-    return torch.tensor([names.index(r.label) for r in records], dtype=torch.long)
 
 
 def preprocess_for(source: Source) -> nn.Module:
@@ -157,12 +114,12 @@ def load_split(
     (a NIR graph has no split: a pseudo-random subset chosen by ``seed``)."""
     if source.loaded is not None:
         index = run_index(source.loaded, data)
-        records = _subset(split_records(source.loaded, index, split), n, seed)
+        records = subset(split_records(source.loaded, index, split), n, seed)
     else:
         if data is None:
             raise NallnError("simulating a NIR graph needs images: pass --data ROOT")
         index = scan(data)
-        records = _subset(list(index.records), n, seed)
+        records = subset(list(index.records), n, seed)
     size = input_size(source)
     images = load_images(index, records, size, progress, f"loading {len(records)} images")
     return normalised(source, images), labels_of(records, source.class_names, index), index
@@ -180,9 +137,9 @@ class Prepared:
 def export_meta(loaded: LoadedModel) -> dict[str, Any]:
     return {
         "class_names": list(loaded.class_names),
-        "normalisation": loaded.meta["normalisation"],
-        "model_name": loaded.meta["model_name"],
-        "model_config": loaded.meta["model_config"],
+        "normalisation": dict(loaded.run_meta.normalisation),
+        "model_name": loaded.run_meta.model_name,
+        "model_config": dict(loaded.run_meta.model_config),
         "checkpoint": str(loaded.checkpoint.path),
         "synthetic": loaded.synthetic,
     }
@@ -235,7 +192,7 @@ def training_images(
     loaded: LoadedModel, index: DatasetIndex, n: int, progress: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to ``n`` normalised training-split images (calibration data) and their labels."""
-    records = _subset(split_records(loaded, index, "train"), n, seed=1)
+    records = subset(split_records(loaded, index, "train"), n, seed=1)
     images = load_images(index, records, loaded.image_size, progress, "loading calibration images")
     src = Source(Path("."), loaded=loaded)
     return normalised(src, images), labels_of(records, loaded.class_names, index)

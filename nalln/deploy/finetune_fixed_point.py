@@ -20,9 +20,7 @@ bit-exact emulator), and the top-1 agreements between them.
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -41,22 +39,24 @@ from nalln.config import AugmentConfig
 from nalln.data.dataset import load_images
 from nalln.data.transforms import Preprocess, build_augmentation, to_float
 from nalln.errors import NallnError
+from nalln.evaluation.bootstrap import accuracy_interval
 from nalln.inference import predict_logits
-from nalln.io import write_csv, write_json, write_text
+from nalln.io import staged_folder, write_csv, write_json, write_text
 from nalln.ir.se_mode import SEMode
 from nalln.loihi.fake_quant import FakeQuantNet, static_se_as_plain
 from nalln.loihi.grid import (
-    META_KEY,
     FixedPointGrid,
     grid_from_quant_plan,
     quant_plan_from_grid,
     recorded_grid,
 )
+from nalln.run_meta import FINETUNE_KEY, RunMeta
 from nalln.runs import LoadedModel, RunDir, load_model
+from nalln.training.epoch import train_epoch
 
 REPORT = "finetune_report.json"
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
-META_INFO = "fixed_point_finetune"  # checkpoint metadata: what was done, with which settings
+META_INFO = FINETUNE_KEY  # checkpoint metadata: what was done, with which settings
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class FinetuneResult:
     files: dict[str, Path]
 
 
-def _grid_for(model: nn.Module, se_mode: SEMode, calib_x: torch.Tensor, progress: bool):
+def grid_for(model: nn.Module, se_mode: SEMode, calib_x: torch.Tensor, progress: bool):
     """Export ``model``, lower it and calibrate it: the grid the fine-tuning trains on."""
     from nalln.conversion.export import export_model
     from nalln.conversion.nir_io import read_artefact, write_artefact
@@ -124,15 +124,15 @@ def _val_metrics(net: nn.Module, pre: Preprocess, images, labels, batch: int = 6
     )
 
 
-def _load_split(loaded: LoadedModel, index, split: str, n: int | None = None, seed: int = 0):
-    from nalln.conversion.sources import _subset, labels_of, split_records
+def load_split_images(loaded: LoadedModel, index, split: str, n: int | None = None, seed: int = 0):
+    from nalln.run_data import labels_of, split_records, subset
 
-    records = _subset(split_records(loaded, index, split), n, seed)
+    records = subset(split_records(loaded, index, split), n, seed)
     images = load_images(index, records, loaded.image_size, False)
     return images, labels_of(records, loaded.class_names, index)
 
 
-def _start_model(
+def start_model(
     loaded: LoadedModel, cfg: FinetuneConfig, calib_x: torch.Tensor, echo
 ) -> tuple[nn.Module, str, dict[str, Any]]:
     """(model to quantise, grid SE mode, SE info): static gates folded into a plain model."""
@@ -153,16 +153,26 @@ def _start_model(
     return static_se_as_plain(model, gates), SEMode.STATIC, info
 
 
-def _checkpoint_meta(loaded: LoadedModel, model: nn.Module, grid: FixedPointGrid, info: dict):
-    keep = ("nalln_version", "model_name", "class_names", "image_reference", "train_config", "data")
-    meta = {k: loaded.meta[k] for k in keep if k in loaded.meta}
-    pre = Preprocess.from_meta(loaded.meta["normalisation"])
+def _checkpoint_meta(
+    loaded: LoadedModel, model: nn.Module, grid: FixedPointGrid, info: dict
+) -> dict[str, Any]:
+    """The source run's metadata with the fine-tuned model, its grid and what was done."""
+    src = loaded.run_meta
+    pre = Preprocess.from_meta(dict(src.normalisation))
     pre.input_scale = grid.input_scale
-    meta["model_config"] = model.config.to_dict()
-    meta["normalisation"] = pre.to_meta()
-    meta[META_KEY] = grid.to_dict()
-    meta[META_INFO] = info
-    return meta
+    meta = RunMeta(
+        model_name=src.model_name,
+        model_config=model.config.to_dict(),
+        class_names=src.class_names,
+        normalisation=pre.to_meta(),
+        data=src.data,
+        nalln_version=src.nalln_version,
+        image_reference=src.image_reference,
+        train_config=src.train_config,
+        fixed_point_grid=grid.to_dict(),
+        fixed_point_finetune=info,
+    )
+    return meta.to_dict()
 
 
 def finetune_fixed_point(
@@ -183,49 +193,40 @@ def finetune_fixed_point(
     loaded = load_model(run)
     if loaded.run is None:
         raise NallnError("fine-tuning needs the run folder (it holds splits.csv); pass RUN")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
-    try:
-        report, names = _finetune_into(loaded, stage, data, cfg, progress, echo)
-        final.mkdir(exist_ok=True)
-        files = {}
-        for name in names:
-            dst = final / name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(stage / name, dst)
-            files[name] = dst
-        text = json.dumps(report).replace(str(stage), str(final))
-        report = json.loads(text)
+    with staged_folder(final) as stage:
+        report, names = _finetune_into(loaded, stage.path, data, cfg, progress, echo)
+        files = stage.publish(names)
+        report = stage.relocate(report)
         files[REPORT] = write_json(final / REPORT, report)
         return FinetuneResult(RunDir(final), report, files)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _finetune_into(
     loaded: LoadedModel, out: Path, data, cfg: FinetuneConfig, progress: bool, echo
 ) -> tuple[dict[str, Any], list[str]]:
-    from nalln.conversion.sources import run_index
+    from nalln.run_data import run_index
 
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     index = run_index(loaded, data)
     pre = loaded.preprocess.eval()
-    prev_grid = recorded_grid(loaded.meta)
-    train_x, train_y = _load_split(loaded, index, "train")
-    val_x, val_y = _load_split(loaded, index, "val")
-    test_x, test_y = _load_split(loaded, index, "test")
-    calib_x = pre(to_float(_load_split(loaded, index, "train", max(cfg.calibration, 256), 1)[0]))
+    prev_grid = recorded_grid(loaded.run_meta)
+    train_x, train_y = load_split_images(loaded, index, "train")
+    val_x, val_y = load_split_images(loaded, index, "val")
+    test_x, test_y = load_split_images(loaded, index, "test")
+    calib_x = pre(
+        to_float(load_split_images(loaded, index, "train", max(cfg.calibration, 256), 1)[0])
+    )
 
     if prev_grid is not None:  # continue on the grid a previous fine-tuning recorded
         model, grid = loaded.model.eval(), prev_grid
         se_info = {"se": f"continued on the recorded grid (SE {prev_grid.se_mode})"}
         grid_report: dict[str, Any] = {"grid": "recorded by the previous fine-tuning"}
-        pre = Preprocess.from_meta({**loaded.meta["normalisation"], "input_scale": None})
+        pre = Preprocess.from_meta({**loaded.run_meta.normalisation, "input_scale": None})
     else:
-        model, se_mode, se_info = _start_model(loaded, cfg, calib_x[:256], echo)
+        model, se_mode, se_info = start_model(loaded, cfg, calib_x[:256], echo)
         echo(f"choosing the fixed-point grid on {cfg.calibration} training images")
-        grid, grid_report = _grid_for(model, se_mode, calib_x[: cfg.calibration], progress)
+        grid, grid_report = grid_for(model, se_mode, calib_x[: cfg.calibration], progress)
     net = FakeQuantNet(model, grid)
     net.eval()
 
@@ -238,49 +239,43 @@ def _finetune_into(
     echo(f"epoch 0 (quantised onto the grid, no training): val acc {val_acc:.4f} (fixed point)")
     best = (val_acc, -val_loss, 0, copy.deepcopy(net.state_dict()))
 
-    train_cfg = loaded.meta.get("train_config", {})
+    train_cfg = loaded.run_meta.train_config or {}
     augment = None
     if cfg.augment and train_cfg.get("augment", {}).get("enabled", True):
         augment = build_augmentation(
             AugmentConfig(**train_cfg.get("augment", {})), train_x.shape[-1]
         )
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+
+    def prepare(batch: torch.Tensor) -> torch.Tensor:
+        x = to_float(batch)
+        return pre(augment(x) if augment is not None else x)
+
     for epoch in range(1, cfg.epochs + 1):
         gen = torch.Generator().manual_seed(cfg.seed + epoch)
         torch.manual_seed(cfg.seed + epoch)
         order = torch.randperm(len(train_x), generator=gen)[: cfg.train_images]
-        net.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(
-            range(0, len(order), cfg.batch_size),
+        stats = train_epoch(
+            net,
+            opt,
+            train_x,
+            train_y,
+            order,
+            prepare,
+            batch_size=cfg.batch_size,
             desc=f"fixed-point fine-tuning {epoch}/{cfg.epochs}",
-            disable=not progress,
-            leave=False,
+            diverged=lambda _loss, e=epoch: f"fine-tuning diverged in epoch {e}; lower --lr",
+            progress=progress,
         )
-        for i in bar:
-            idx = order[i : i + cfg.batch_size]
-            xb = to_float(train_x[idx])
-            x = pre(augment(xb) if augment is not None else xb)
-            logits = net(x)
-            loss = F.cross_entropy(logits, train_y[idx])
-            if not math.isfinite(loss.item()):
-                raise NallnError(f"fine-tuning diverged in epoch {epoch}; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == train_y[idx]).sum())
-            seen += len(idx)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
         net.eval()
         val_loss, val_acc = _val_metrics(net, pre, val_x, val_y)
         history.append(
-            {"epoch": epoch, "lr": cfg.lr, "train_loss": loss_sum / seen}
-            | {"train_accuracy": correct / seen, "val_loss": val_loss, "val_accuracy": val_acc}
+            {"epoch": epoch, "lr": cfg.lr, "train_loss": stats.loss}
+            | {"train_accuracy": stats.accuracy, "val_loss": val_loss, "val_accuracy": val_acc}
         )
         better = (val_acc, -val_loss) > best[:2]
         echo(
-            f"epoch {epoch}: train loss {loss_sum / seen:.4f} acc {correct / seen:.4f}  val loss "
+            f"epoch {epoch}: train loss {stats.loss:.4f} acc {stats.accuracy:.4f}  val loss "
             f"{val_loss:.4f} acc {val_acc:.4f} (fixed point){'  *best*' if better else ''}"
         )
         if better:
@@ -354,6 +349,10 @@ def _measure(loaded, out: Path, start_model, grid, test, val, history, info) -> 
         check_overflow(em, f"the {split} images")
         preds["finetuned_fixed_point"] = em.trace.logits.argmax(1)
         acc = {k: float((p == labels).double().mean()) for k, p in preds.items()}
+        k_cls = len(loaded.class_names)
+        ci = {
+            k: list(accuracy_interval(labels.numpy(), p.numpy(), k_cls)) for k, p in preds.items()
+        }
 
         def agree(a: str, b: str, p: dict = preds) -> float:
             return float((p[a] == p[b]).double().mean())
@@ -365,6 +364,12 @@ def _measure(loaded, out: Path, start_model, grid, test, val, history, info) -> 
                 "quantisation_start_model": acc["start"],
                 "finetuned_float_model": acc["finetuned_float"],
                 "finetuned_fixed_point": acc["finetuned_fixed_point"],
+            },
+            "accuracy_ci95": {
+                "original_model": ci["original"],
+                "quantisation_start_model": ci["start"],
+                "finetuned_float_model": ci["finetuned_float"],
+                "finetuned_fixed_point": ci["finetuned_fixed_point"],
             },
             "accuracy_change_finetuned_vs_original": acc["finetuned_float"] - acc["original"],
             "top1_agreement": {
@@ -458,6 +463,7 @@ def run_demo_step(run: Path, data: Path, out: Path, progress: bool) -> dict[str,
         "best_epoch": res.report["best_epoch"],
         "test_images": test.get("images"),
         "accuracy": test.get("accuracy"),
+        "accuracy_ci95": test.get("accuracy_ci95"),
         "top1_agreement": test.get("top1_agreement"),
         "seconds": res.report["seconds"],
         "synthetic": res.report["synthetic"],

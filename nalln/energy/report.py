@@ -177,13 +177,11 @@ def select_images(
     loaded: LoadedModel, data: str | Path | None, opts: ReportOptions
 ) -> tuple[DatasetIndex, list[Record], str]:
     """The records to count: a split of the run's manifest, or every image of ``data``."""
-    data_meta = loaded.meta.get("data", {})
-    root = data if data is not None else data_meta.get("root")
-    if root is None:
-        raise NallnError("no data root recorded in the run; pass --data ROOT")
-    layout = data_meta.get("layout", "auto") if opts.layout == "auto" else opts.layout
+    src = loaded.run_meta.data
+    root = src.require_root(data)
+    layout = src.layout if opts.layout == "auto" else opts.layout
     if opts.split == "all":
-        index = scan(root, layout, data_meta.get("variant"))
+        index = scan(root, layout, src.variant)
         records, subset = list(index.records), "all images"
     else:
         from nalln.evaluation.evaluate import select_records
@@ -506,14 +504,14 @@ def build_report(
     layers = layer_rows(snn, ann)
     for row in layers:
         row["memory_accesses"] = mem.get(row["group"], {}) if row["group"] == row["name"] else {}
-    cfg = loaded.meta.get("model_config", {})
+    cfg = dict(loaded.run_meta.model_config)
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "synthetic": synthetic,
         **({"data_note": SYNTHETIC_NOTE} if synthetic else {}),
         "source": {
             "checkpoint": str(loaded.checkpoint.path),
-            "model": loaded.meta.get("model_name"),
+            "model": loaded.run_meta.model_name,
             "image_size": loaded.image_size,
             "num_steps": snn.num_steps,
             "data": str(index.root),

@@ -58,3 +58,14 @@ def bootstrap_metrics(
         low, high = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
         out[k] = (low, high)
     return out
+
+
+def accuracy_interval(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, spec: BootstrapSpec = BootstrapSpec()
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the accuracy alone (the same resamples as
+    :func:`bootstrap_metrics`, so it equals that function's ``accuracy`` interval)."""
+    low, high = bootstrap_metrics(np.asarray(y_true), np.asarray(y_pred), num_classes, spec)[
+        "accuracy"
+    ]
+    return float(low), float(high)

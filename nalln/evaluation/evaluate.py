@@ -13,13 +13,14 @@ import torch.nn.functional as F
 
 from nalln.data.dataset import DatasetIndex, Record, load_images, scan
 from nalln.data.splits import check_manifest, read_manifest
-from nalln.errors import DataError, NallnError
+from nalln.errors import NallnError
 from nalln.evaluation.bootstrap import BootstrapSpec, bootstrap_metrics
 from nalln.evaluation.metrics import confusion_matrix, metrics_from_confusion
 from nalln.evaluation.plots import plot_confusion_matrix
 from nalln.evaluation.report import build_metrics_json, metrics_markdown
 from nalln.inference import pick_device, predict_logits
 from nalln.io import write_csv, write_json, write_text
+from nalln.run_data import labels_of
 from nalln.runs import LoadedModel, load_model
 
 
@@ -46,15 +47,8 @@ def select_records(
             "evaluating a split needs the run folder (it holds splits.csv); pass RUN instead of a "
             "checkpoint file, or use --external ROOT to evaluate a whole data set"
         )
-    data_meta = loaded.meta.get("data", {})
-    root = data if data is not None else data_meta.get("root")
-    if root is None:
-        raise NallnError("no data root recorded in the run; pass --data ROOT")
-    index = scan(
-        root,
-        data_meta.get("layout", "auto") if layout == "auto" else layout,
-        data_meta.get("variant"),
-    )
+    src = loaded.run_meta.data
+    index = scan(src.require_root(data), src.layout if layout == "auto" else layout, src.variant)
     splits = read_manifest(loaded.run.splits)
     if split not in splits:
         raise NallnError(f"unknown split {split!r}; use train, val or test")
@@ -67,13 +61,7 @@ def select_records(
 def class_labels(
     records: list[Record], class_names: tuple[str, ...], index: DatasetIndex
 ) -> np.ndarray:
-    missing = sorted({r.label for r in records} - set(class_names))
-    if missing:
-        raise DataError(
-            f"data set {index.root} has class(es) {missing} that the model does not know "
-            f"({', '.join(class_names)})"
-        )
-    return np.array([class_names.index(r.label) for r in records], dtype=np.int64)
+    return labels_of(records, class_names, index).numpy()
 
 
 def evaluate(
@@ -116,8 +104,8 @@ def evaluate(
         "data": str(index.root),
         "layout": index.layout.name,
         "subset": subset,
-        "model": loaded.meta["model_name"],
-        "nalln_version": loaded.meta.get("nalln_version"),
+        "model": loaded.run_meta.model_name,
+        "nalln_version": loaded.run_meta.nalln_version,
     }
     metrics = build_metrics_json(
         point, ci, cm, loaded.class_names, bootstrap, source, synthetic, loss

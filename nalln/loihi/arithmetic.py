@@ -70,7 +70,7 @@ def w_range(kind: str) -> int:
 def synaptic_current(q: QStage, x: torch.Tensor) -> torch.Tensor:
     """Integer synaptic input ``a`` for inputs ``x`` [N, *in_shape], exact: float64 for the
     graded image; float32 for spikes (|a| <= 254 * fan-in < 2^24, so every sum is exact)."""
-    w = torch.from_numpy(q.weight).to(x.dtype)
+    w = torch.from_numpy(q.weight).to(device=x.device, dtype=x.dtype)
     if q.kind == "conv":
         return F.conv2d(x, w, None, stride=q.stride, padding=q.padding, groups=q.groups)
     return F.linear(x.reshape(x.shape[0], -1), w)
@@ -78,13 +78,13 @@ def synaptic_current(q: QStage, x: torch.Tensor) -> torch.Tensor:
 
 def gate_fixed(q: QStage, x: torch.Tensor) -> torch.Tensor:
     """What our Lava SE process computes: gate in float on (W, H, C) maps, product rounded."""
-    xs = x.numpy()
+    xs = x.cpu().numpy()
     out = np.empty_like(xs)
     g = q.gate
     for n in range(xs.shape[0]):
         gate = se_gate_numpy(xs[n].transpose(2, 1, 0) / q.scale, g.w1, g.b1, g.w2, g.b2)
         out[n] = np.rint(xs[n] * gate[:, None, None])
-    return torch.from_numpy(out)
+    return torch.from_numpy(out).to(x.device)
 
 
 def lif_fixed(
@@ -93,6 +93,7 @@ def lif_fixed(
     """Lava's fixed-point LIF over T steps from rest; spikes [T, N, ...] and overflow counts."""
     shape = a_steps.shape[2:]
     bias_v = torch.zeros(()) if bias is None else torch.from_numpy(bias.astype(np.int64))
+    bias_v = bias_v.to(a_steps.device)
     if bias is not None and len(shape) == 3:
         bias_v = bias_v.view(-1, 1, 1)
     bias_v = bias_v.to(torch.int64) << ACT_SHIFT
@@ -136,5 +137,5 @@ def run_stage(q: QStage, inp: torch.Tensor, static: bool, T: int) -> torch.Tenso
 
 
 def with_gate(q: QStage, a: torch.Tensor) -> torch.Tensor:
-    x = a.double() + torch.from_numpy(q.bias.astype(np.float64)).view(1, 1, -1, 1, 1)
+    x = a.double() + torch.from_numpy(q.bias.astype(np.float64)).to(a.device).view(1, 1, -1, 1, 1)
     return gate_fixed(q, x.reshape(-1, *x.shape[2:])).reshape(x.shape)

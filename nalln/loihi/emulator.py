@@ -44,9 +44,10 @@ def emulate(qp: QuantPlan, x: torch.Tensor) -> Emulation:
         a = run_stage(q, h, k == 0, T)
         over = {"input": in_over} if k == 0 else {}
         if q.neuron is None:
-            total = a.sum(0) + T * torch.from_numpy(q.bias.astype(np.float64))
+            bias = torch.from_numpy(q.bias.astype(np.float64)).to(a.device)
+            total = a.sum(0) + T * bias
             over["readout"] = int((total.abs() > A_MAX).sum())
-            outputs = (a + torch.from_numpy(q.bias.astype(np.float64))) / q.scale
+            outputs = (a + bias) / q.scale
             overflow[q.name] = over
             break
         if q.gate is not None:
@@ -60,6 +61,37 @@ def emulate(qp: QuantPlan, x: torch.Tensor) -> Emulation:
     if outputs is None:
         outputs = h.reshape(T, h.shape[1], -1).float()
     return Emulation(Trace(outputs.reshape(T, x.shape[0], -1).float(), spikes), overflow)
+
+
+@torch.no_grad()
+def emulate_batched(
+    qp: QuantPlan,
+    x: torch.Tensor,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    *,
+    keep_spikes: bool = True,
+    progress: bool = False,
+) -> Emulation:
+    """:func:`emulate` in batches on ``device`` (CPU or CUDA; integer maths is exact on both),
+    traces gathered on the CPU and overflow counts summed; ``keep_spikes=False`` keeps only the
+    outputs (bounded memory for a whole test split at 224 px)."""
+    from tqdm.auto import tqdm
+
+    outputs, spikes, overflow = [], {}, {}
+    starts = range(0, len(x), batch_size)
+    for i in tqdm(starts, desc="loihi emulator", disable=not progress, leave=False, unit="batch"):
+        em = emulate(qp, x[i : i + batch_size].to(device))
+        outputs.append(em.trace.outputs.cpu())
+        if keep_spikes:
+            for k, v in em.trace.spikes.items():
+                spikes.setdefault(k, []).append(v.cpu())
+        for layer, kinds in em.overflow.items():
+            acc = overflow.setdefault(layer, {})
+            for kind, n in kinds.items():
+                acc[kind] = acc.get(kind, 0) + n
+    trace = Trace(torch.cat(outputs, 1), {k: torch.cat(v, 1) for k, v in spikes.items()})
+    return Emulation(trace, overflow)
 
 
 def check_overflow(em: Emulation, what: str) -> None:

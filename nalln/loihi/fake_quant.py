@@ -146,6 +146,9 @@ class FakeQuantNet(nn.Module):
         self.config = cfg
         self.grid = grid
         self.quantise = True
+        # None: every layer and the input on the grid; else only these layer names (and the
+        # input if "input" is among them) - what a per-layer sensitivity study toggles
+        self.quantised: frozenset[str] | None = None
         self.layers = _layers(model)
         names = [ly.name for ly in self.layers]
         if names != [g.name for g in grid.layers]:
@@ -175,7 +178,7 @@ class FakeQuantNet(nn.Module):
 
     def _wb(self, ly: _Layer) -> tuple[torch.Tensor, torch.Tensor]:
         w, b = self.weights[ly.name], self.biases[ly.name]
-        if not self.quantise:
+        if not self._on_grid(ly.name):
             return w, b
         g = self.grid.layer(ly.name)
         return quantise_weight_ste(w, g, ly.pool), quantise_bias_ste(b, g.scale)
@@ -191,9 +194,12 @@ class FakeQuantNet(nn.Module):
 
     def _gate(self, name: str, cur: torch.Tensor) -> torch.Tensor:
         y = self.se[name](cur)
-        if not self.quantise:
+        if not self._on_grid(name):
             return y
         return round_current(y, self.grid.layer(name).scale)
+
+    def _on_grid(self, name: str) -> bool:
+        return self.quantise and (self.quantised is None or name in self.quantised)
 
     def forward_steps(
         self, x: torch.Tensor, spikes: dict[str, torch.Tensor] | None = None
@@ -201,7 +207,7 @@ class FakeQuantNet(nn.Module):
         """Per-step logits ``[T, B, K]``; ``spikes`` (a dict) receives every layer's spikes
         ``[T, B, ...]`` by plan stage name."""
         T = self.num_steps
-        if self.quantise:
+        if self._on_grid("input"):
             x = quantise_input(x, self.grid.input_scale)
         h = None
         for k, ly in enumerate(self.layers):

@@ -53,9 +53,10 @@ from nalln.loihi.emulator import agreement, check_overflow, emulate
 from nalln.loihi.quant_plan import QStage, QuantPlan
 from nalln.models.blocks import se_blocks
 from nalln.models.naming import gated_stage
+from nalln.run_meta import GRID_KEY, RunMeta
 
 FORMAT = "nalln-fixed-point-grid/1"
-META_KEY = "fixed_point_grid"  # checkpoint metadata key of a fine-tuned model's grid
+META_KEY = GRID_KEY  # checkpoint metadata key of a fine-tuned model's grid
 MAX_EXACT_STEPS = 7
 ON_GRID_TOLERANCE = 1e-3  # |w * scale - round(w * scale)| of a baked weight (float32 rounding)
 
@@ -279,11 +280,11 @@ def _with_grid_report(qp: QuantPlan, x: torch.Tensor) -> QuantPlan:
     return replace(qp, report=report)
 
 
-def recorded_grid(meta: dict[str, Any] | None) -> FixedPointGrid | None:
+def recorded_grid(meta: RunMeta | None) -> FixedPointGrid | None:
     """The grid a fine-tuned checkpoint records, or None for an ordinary checkpoint."""
-    if not meta or META_KEY not in meta:
+    if meta is None or meta.fixed_point_grid is None:
         return None
-    return FixedPointGrid.from_dict(meta[META_KEY])
+    return FixedPointGrid.from_dict(dict(meta.fixed_point_grid))
 
 
 def attach_gate_rounding(model: torch.nn.Module, grid: FixedPointGrid | None) -> None:
@@ -303,7 +304,9 @@ def attach_gate_rounding(model: torch.nn.Module, grid: FixedPointGrid | None) ->
                 ) from None
 
 
-def fixed_point_plan(plan: Plan, x: torch.Tensor, meta: dict | None, progress: bool) -> QuantPlan:
+def fixed_point_plan(
+    plan: Plan, x: torch.Tensor, meta: RunMeta | None, progress: bool
+) -> QuantPlan:
     """What ``convert``/``simulate`` deploy: the recorded grid of a fixed-point fine-tuned
     checkpoint (``meta``), else a per-layer calibration on ``x``."""
     grid = recorded_grid(meta)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +31,9 @@ from nalln.inference import pick_device, predict_logits
 from nalln.io import read_json, stale_temp_files, write_csv, write_json
 from nalln.models.fast_lif import set_lif_backend
 from nalln.models.registry import create_from_config, model_config
+from nalln.run_meta import DataSource, RunMeta
 from nalln.runs import RunDir
+from nalln.training.epoch import train_epoch
 from nalln.training.precise_bn import recompute_bn_stats
 from nalln.training.schedule import EarlyStopping, paper_lr
 
@@ -165,6 +166,97 @@ def check_same_settings(stored: TrainConfig, given: TrainConfig) -> None:
         )
 
 
+@dataclass
+class TrainState:
+    """What one epoch needs and changes: the model, its optimiser and the run's history."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    pre: Preprocess
+    stopper: EarlyStopping
+    history: list[dict[str, Any]]
+    start_epoch: int
+
+
+def _start(
+    run: RunDir, config: TrainConfig | None, resume: bool, echo: Callable[[str], None]
+) -> tuple[TrainConfig, Checkpoint | None]:
+    """The settings to train with and, on ``--resume``, the last complete epoch."""
+    if resume:
+        last, stored = _resume_point(run, echo)
+        if config is not None:
+            check_same_settings(stored, config)
+        return stored, last
+    if run.exists():
+        raise NallnError(
+            f"{run.path} already holds a trained run; pass --resume to continue it or choose "
+            "another --out"
+        )
+    return config or TrainConfig(), None
+
+
+def _initial_state(
+    cfg: TrainConfig,
+    mcfg: Any,
+    train_x: torch.Tensor,
+    last: Checkpoint | None,
+    device: torch.device,
+    run: RunDir,
+    echo: Callable[[str], None],
+) -> TrainState:
+    """A fresh model, or the resumed one with its optimiser, early stopping and history."""
+    model = create_from_config(cfg.model, mcfg.to_dict()).to(device)
+    set_lif_backend(model, cfg.lif_backend)  # same spikes and gradients, faster (benchmarks.md)
+    if last is not None:
+        pre = Preprocess.from_meta(last.meta["normalisation"])
+    else:
+        pre = fit_preprocess(train_x, cfg.preprocess)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = TrainState(model, optimizer, pre.to(device), EarlyStopping(cfg.patience), [], 0)
+    if last is not None:
+        model.load_state_dict(last.state_dict)
+        if last.optimizer_state is not None:
+            optimizer.load_state_dict(last.optimizer_state)
+        state.history = list(last.meta["history"])
+        st = last.meta["early_stopping"]
+        state.stopper = EarlyStopping(cfg.patience, st["best"], st["best_epoch"], st["bad_epochs"])
+        state.start_epoch = int(last.meta["epoch"]) + 1
+        echo(f"resuming {run.path} after epoch {state.start_epoch} (its last complete epoch)")
+        if state.stopper.should_stop or state.start_epoch >= cfg.epochs:
+            echo("that run had already finished; nothing to do")
+    return state
+
+
+def save_epoch(
+    run: RunDir,
+    state: TrainState,
+    meta: dict[str, Any],
+    improved: bool,
+    synthetic: bool,
+) -> None:
+    """Checkpoints (best when improved, last always, each atomic), metrics.csv and the curves."""
+    model = state.model
+    if improved:
+        save_checkpoint(run.best, model.state_dict(), {**meta, "kind": "best"})
+    save_checkpoint(
+        run.last, model.state_dict(), {**meta, "kind": "last"}, state.optimizer.state_dict()
+    )
+    write_csv(
+        run.metrics_csv, [[h[k] for k in HISTORY_FIELDS] for h in state.history], HISTORY_FIELDS
+    )
+    plot_learning_curves(state.history, run.curves_png, synthetic)
+
+
+def _epoch_line(row: dict[str, Any], improved: bool, has_val: bool) -> str:
+    return (
+        f"epoch {row['epoch']:3d}  lr {row['lr']:.2e}  train loss {row['train_loss']:.4f} acc "
+        f"{row['train_accuracy']:.4f}"
+        + (f"  val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f}" if has_val else "")
+        + ("  *best*" if improved else "")
+        + f"  ({row['seconds']:.1f}s)"
+    )
+
+
 def train(
     data_root: str | Path,
     out: str | Path,
@@ -177,20 +269,7 @@ def train(
 ) -> TrainResult:
     """Train a model on ``data_root`` into the run folder ``out``."""
     run = RunDir(Path(out))
-    if resume:
-        last, stored = _resume_point(run, echo)
-        if config is not None:
-            check_same_settings(stored, config)
-        config = stored
-    else:
-        last = None
-        if run.exists():
-            raise NallnError(
-                f"{run.path} already holds a trained run; pass --resume to continue it or choose "
-                "another --out"
-            )
-        config = config or TrainConfig()
-    cfg = config
+    cfg, last = _start(run, config, resume, echo)
     device = pick_device(cfg.device)
     _seed_everything(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -213,29 +292,8 @@ def train(
     if not run.splits.is_file():
         write_manifest(run.splits, splits)
 
-    model = create_from_config(cfg.model, mcfg.to_dict()).to(device)
-    set_lif_backend(model, cfg.lif_backend)  # same spikes and gradients, faster (benchmarks.md)
-    if last is not None:
-        pre = Preprocess.from_meta(last.meta["normalisation"])
-    else:
-        pre = fit_preprocess(train_x, cfg.preprocess)
-    pre = pre.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    stopper = EarlyStopping(cfg.patience)
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    if last is not None:
-        model.load_state_dict(last.state_dict)
-        if last.optimizer_state is not None:
-            optimizer.load_state_dict(last.optimizer_state)
-        history = list(last.meta["history"])
-        st = last.meta["early_stopping"]
-        stopper = EarlyStopping(cfg.patience, st["best"], st["best_epoch"], st["bad_epochs"])
-        start_epoch = int(last.meta["epoch"]) + 1
-        echo(f"resuming {run.path} after epoch {start_epoch} (its last complete epoch)")
-        if stopper.should_stop or start_epoch >= cfg.epochs:
-            echo("that run had already finished; nothing to do")
-
+    state = _initial_state(cfg, mcfg, train_x, last, device, run, echo)
+    model, pre, stopper = state.model, state.pre, state.stopper
     if last is not None and "image_reference" in last.meta:
         image_reference = last.meta["image_reference"]
     else:
@@ -246,72 +304,57 @@ def train(
         x = to_float(batch)
         return pre(augment(x) if augment is not None else x)
 
-    meta_base = {
-        "nalln_version": __version__,
-        "model_name": cfg.model,
-        "model_config": mcfg.to_dict(),
-        "class_names": list(index.classes),
-        "normalisation": pre.to_meta(),
-        "image_reference": image_reference,
-        "train_config": cfg.to_dict(),
-        "data": {
-            "root": str(Path(data_root).resolve()),
-            "layout": index.layout.name,
-            "variant": cfg.variant,
-            "synthetic": index.synthetic,
-        },
-    }
+    meta_base = RunMeta(
+        model_name=cfg.model,
+        model_config=mcfg.to_dict(),
+        class_names=tuple(index.classes),
+        normalisation=pre.to_meta(),
+        data=DataSource(
+            str(Path(data_root).resolve()), index.layout.name, cfg.variant, index.synthetic
+        ),
+        nalln_version=__version__,
+        image_reference=image_reference,
+        train_config=cfg.to_dict(),
+    ).to_dict()
     if last is None:
         write_json(run.config, {**meta_base, "device": str(device)})
 
     stopped_early = stopper.should_stop
-    epoch = start_epoch
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(state.start_epoch, cfg.epochs):
         if stopper.should_stop:
             stopped_early = True
             break
         t0 = time.perf_counter()
         lr = paper_lr(epoch, cfg.lr, cfg.lr_decay_epochs)
-        for group in optimizer.param_groups:
+        for group in state.optimizer.param_groups:
             group["lr"] = lr
         _seed_everything(cfg.seed + epoch)
         order = torch.randperm(
             len(train_x), generator=torch.Generator().manual_seed(cfg.seed + epoch)
         )
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        batches = range(0, len(order), cfg.batch_size)
-        bar = tqdm(
-            batches,
+        stats = train_epoch(
+            model,
+            state.optimizer,
+            train_x,
+            train_y,
+            order,
+            prepare,
+            batch_size=cfg.batch_size,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not progress,
-            unit="batch",
-            leave=False,
+            diverged=lambda loss, e=epoch: (
+                f"training diverged at epoch {e + 1} (loss {loss}); lower --lr"
+            ),
+            device=device,
+            progress=progress,
         )
-        for i in bar:
-            idx = order[i : i + cfg.batch_size]
-            y = train_y[idx].to(device)
-            logits = model(prepare(train_x[idx].to(device)))
-            loss = F.cross_entropy(logits, y)
-            if not math.isfinite(loss.item()):
-                raise NallnError(
-                    f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(idx)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
         if cfg.precise_bn_images > 0:
             gen = torch.Generator().manual_seed(cfg.seed + 10_000 + epoch)
             recompute_bn_stats(model, train_x, prepare, cfg.batch_size, cfg.precise_bn_images, gen)
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": lr,
-            "train_loss": loss_sum / seen,
-            "train_accuracy": correct / seen,
+            "train_loss": stats.loss,
+            "train_accuracy": stats.accuracy,
             "val_loss": None,
             "val_accuracy": None,
         }
@@ -323,44 +366,27 @@ def train(
         else:
             improved = stopper.update(row["train_accuracy"], epoch + 1)
         row["seconds"] = time.perf_counter() - t0
-        history.append(row)
-        echo(
-            f"epoch {epoch + 1:3d}  lr {lr:.2e}  train loss {row['train_loss']:.4f} acc "
-            f"{row['train_accuracy']:.4f}"
-            + (
-                f"  val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f}"
-                if len(val_x)
-                else ""
-            )
-            + ("  *best*" if improved else "")
-            + f"  ({row['seconds']:.1f}s)"
-        )
+        state.history.append(row)
+        echo(_epoch_line(row, improved, bool(len(val_x))))
         meta = {
             **meta_base,
             "epoch": epoch,
             "val_accuracy": row["val_accuracy"],
-            "history": history,
+            "history": state.history,
             "early_stopping": dataclasses.asdict(stopper) | {"patience": cfg.patience},
         }
-        if improved:
-            save_checkpoint(run.best, model.state_dict(), {**meta, "kind": "best"})
-        save_checkpoint(
-            run.last, model.state_dict(), {**meta, "kind": "last"}, optimizer.state_dict()
-        )
-        write_csv(
-            run.metrics_csv, [[h[k] for k in HISTORY_FIELDS] for h in history], HISTORY_FIELDS
-        )
-        plot_learning_curves(history, run.curves_png, index.synthetic)
+        save_epoch(run, state, meta, improved, index.synthetic)
         if stopper.should_stop:
             stopped_early = True
             echo(f"early stopping: no improvement in {cfg.patience} epochs")
             break
 
+    history = state.history
     if history:
         write_csv(
             run.metrics_csv, [[h[k] for k in HISTORY_FIELDS] for h in history], HISTORY_FIELDS
         )
-        if len(history) == start_epoch:  # resumed a finished run: redo what a kill may have cut
+        if len(history) == state.start_epoch:  # resumed a finished run: redo what a kill cut
             plot_learning_curves(history, run.curves_png, index.synthetic)
     summary = {
         "best_epoch": stopper.best_epoch,

@@ -18,9 +18,9 @@ from nalln.conversion.reference import run_torch_model
 from nalln.data.transforms import Preprocess
 from nalln.deploy.finetune_fixed_point import (
     FinetuneConfig,
-    _grid_for,
     deployed_plan,
     finetune_fixed_point,
+    grid_for,
 )
 from nalln.errors import NallnError
 from nalln.ir.reference import apply_gate
@@ -52,7 +52,7 @@ def quantised(request, tiny_run):
         model, mode = static_se_as_plain(model, mean_gates(model, x)), "none"
     else:
         mode = "hybrid"
-    grid, _ = _grid_for(model, mode, x, progress=False)
+    grid, _ = grid_for(model, mode, x, progress=False)
     return model, grid, FakeQuantNet(model, grid)
 
 
@@ -282,3 +282,45 @@ def test_malformed_grid_and_inexact_dynamics_are_refused():
     with pytest.raises(NallnError, match="T <= 7"):
         check_exact_dynamics(8, 0.5)
     assert np.isclose(threshold_offset(4), 1 / 16)
+
+
+def test_loihi_emulator_backend_runs_the_whole_split_exactly(run_cli, tuned, tmp_path, capsys):
+    """``--backend loihi-emulator``: the recorded grid, every test image, spike for spike the
+    fine-tuned torch model (the exact grid), with a bootstrapped accuracy interval."""
+    from nalln.run_data import run_index, split_records
+    from nalln.runs import load_model
+
+    loaded = load_model(tuned.run.path)
+    n_test = len(split_records(loaded, run_index(loaded, None), "test"))
+    code = run_cli(
+        [
+            "simulate",
+            str(tuned.run.path),
+            "--backend",
+            "loihi-emulator",
+            "--json",
+            "-q",
+            "--out",
+            str(tmp_path / "emu"),
+        ]
+    )
+    assert code == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["backend"] == "loihi-emulator" and m["mode"] == "fixed point (Loihi)"
+    assert m["images"] == n_test
+    assert m["top1_agreement"] == 1.0 and m["spike_agreement"]["overall"] == 1.0
+    assert "recorded" in m["fixed_point"]["grid"] and m["fixed_point"]["overflows"] == {}
+    low, high = m["accuracy_ci95"]
+    assert low <= m["accuracy"] <= high
+    assert (tmp_path / "emu" / "report.json").is_file()
+
+
+def test_fixed_point_refused_on_norse(run_cli, tuned, tmp_path, capsys):
+    out = tmp_path / "norse-fp"
+    code = run_cli(
+        ["simulate", str(tuned.run.path), "--backend", "norse", "--fixed-point", "--out", str(out)]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--fixed-point applies to --backend lava or loihi-emulator" in err[0]
+    assert not out.exists()
