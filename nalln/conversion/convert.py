@@ -1,8 +1,10 @@
 """``nalln convert``: a trained run (or a NIR graph) -> NIR, Norse or Lava artefacts.
 
 ``--to nir``: the NIR graph (``graph.nir``) or hybrid segments + SE side-car, checked by reading
-it back. ``--to norse``: the same plus proof that Norse loads it (``norse_state.safetensors``,
-the loaded modules' parameters). ``--to lava``: the same plus ``lava_plan.json`` (the process
+it back; with ``portable=True`` (``--portable``) the graph in the form stock ``nir.read``,
+snnTorch and Norse read right (:mod:`nalln.conversion.portable`), checked by stock ``nir.read``.
+``--to norse``: the same plus proof that Norse loads it (``norse_state.safetensors``, the loaded
+modules' parameters). ``--to lava``: the same plus ``lava_plan.json`` (the process
 graph Lava runs: processes, shapes, latencies, reset offsets), the calibrated Loihi fixed-point
 parameters (``fixed_point.json`` + ``.safetensors``, with ``--fixed-point``) and, for the
 NIR-native (static-SE) network, ``network.net`` in netx HDF5, loaded back with
@@ -25,8 +27,9 @@ import numpy as np
 import torch
 
 from nalln.conversion.export import Exported
-from nalln.conversion.nir_io import Artefact, read_artefact, write_artefact
+from nalln.conversion.nir_io import GRAPH_FILE, Artefact, read_artefact, write_artefact
 from nalln.conversion.plan import Plan, lower
+from nalln.conversion.portable import check_portable_request, portable_export, portable_summary
 from nalln.conversion.sources import (
     Source,
     load_source,
@@ -122,9 +125,12 @@ def convert(
     data: str | Path | None = None,
     calibration: int = DEFAULT_CALIBRATION,
     progress: bool = False,
+    portable: bool = False,
 ) -> ConvertResult:
     """Convert into a staging folder and move the files into ``out`` only when everything
     worked, so a failed conversion leaves nothing half-made behind."""
+    if portable:
+        check_portable_request(to, se)
     final = Path(out)
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
@@ -138,6 +144,7 @@ def convert(
             data=data,
             calibration=calibration,
             progress=progress,
+            portable=portable,
         )
         final.mkdir(exist_ok=True)
         files = {}
@@ -162,6 +169,7 @@ def _convert_into(
     data: str | Path | None = None,
     calibration: int = DEFAULT_CALIBRATION,
     progress: bool = False,
+    portable: bool = False,
 ) -> ConvertResult:
     if to not in TARGETS:
         raise NallnError(f"unknown target {to!r}; use one of {', '.join(TARGETS)}")
@@ -177,7 +185,7 @@ def _convert_into(
     exported: Exported | None = None
     if source.loaded is not None:
         prepared = prepare(source.loaded, se, data, progress)
-        exported = prepared.exported
+        exported = portable_export(prepared.exported) if portable else prepared.exported
         if prepared.static_se:
             summary["static_se"] = prepared.static_se
         files = write_artefact(out, exported)
@@ -191,10 +199,16 @@ def _convert_into(
         exported = Exported(
             artefact.segments, artefact.gates, artefact.info.get("se_mode", "none"), artefact.info
         )
+        if portable:
+            exported = portable_export(exported)
         files = write_artefact(out, exported)
+        if portable:
+            artefact = read_artefact(out)
         summary["nir_round_trip"] = "foreign graph re-written after checking"
     summary["se_mode"] = artefact.info.get("se_mode", "none")
     summary["segments"] = len(artefact.segments)
+    if portable:
+        summary["portable"] = portable_summary(exported, files[GRAPH_FILE])
     if to == "norse":
         files.update(_norse_files(artefact, out, summary))
     elif to == "lava":
