@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 
 import nir
 import numpy as np
@@ -18,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nalln.conversion.consumers import load_snntorch, run_norse, run_snntorch
 from nalln.conversion.convert import round_trip_differences
 from nalln.conversion.export import export_model
 from nalln.conversion.fold import mean_gates, static_se_model
@@ -28,11 +28,7 @@ from nalln.conversion.reference import Trace, run_plan, run_torch_model
 from nalln.errors import NallnError
 from nalln.runs import load_model
 
-snntorch = pytest.importorskip("snntorch")
 norse_torch = pytest.importorskip("norse.torch")
-from norse.torch.module.lif_box import LIFBoxCell  # noqa: E402
-from snntorch.import_nir import import_from_nir  # noqa: E402
-from snntorch.utils import reset as snntorch_reset  # noqa: E402
 
 IMAGES = 4
 
@@ -56,46 +52,6 @@ def active(tiny_run, tmp_path_factory):
     ref = run_torch_model(static_se_model(model, gates), x)
     assert all(int(v.sum()) > 0 for v in ref.spikes.values()), "a silent layer proves nothing"
     return {"exact": exact, "path": path, "x": x, "ref": ref, "steps": model.num_steps}
-
-
-def run_stock(net: torch.nn.Module, x: torch.Tensor, steps: int, lif_type: type) -> Trace:
-    """Run an imported network ``steps`` steps on ``x``; record every LIF module's spikes."""
-    record: dict[str, list[torch.Tensor]] = {}
-    handles = []
-    for name, mod in net.named_modules():
-        if isinstance(mod, lif_type):
-            record[name] = []
-
-            def hook(_m, _a, out, name=name):
-                record[name].append((out[0] if isinstance(out, tuple) else out) > 0)
-
-            handles.append(mod.register_forward_hook(hook))
-    state, outputs = None, []
-    try:
-        with torch.no_grad():
-            for _ in range(steps):
-                out, state = net(x, state)
-                outputs.append(out.reshape(x.shape[0], -1))
-    finally:
-        for h in handles:
-            h.remove()
-    return Trace(torch.stack(outputs), {k: torch.stack(v) for k, v in record.items()})
-
-
-def snntorch_trace(graph: nir.NIRGraph, x: torch.Tensor, steps: int) -> Trace:
-    net = import_from_nir(graph)
-    snntorch_reset(net)  # Leaky(init_hidden=True) keeps its membrane between calls
-    return run_stock(net, x, steps, snntorch.Leaky)
-
-
-def norse_trace(graph: nir.NIRGraph, x: torch.Tensor, steps: int, **kw) -> Trace:
-    level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # Norse logs a warning per LIF if r != 1
-    try:
-        net = norse_torch.from_nir(graph, **kw)
-    finally:
-        logging.getLogger().setLevel(level)
-    return run_stock(net, x, steps, LIFBoxCell)
 
 
 def assert_same_spikes(got: Trace, want: Trace, batch: int) -> None:
@@ -142,7 +98,7 @@ def test_portable_simulated_by_nalln_equals_exact(active):
 
 @pytest.mark.parametrize("batch", [1, IMAGES])
 def test_snntorch_importer_reproduces_nalln(active, batch):
-    got = snntorch_trace(nir.read(active["path"]), active["x"][:batch], active["steps"])
+    got = run_snntorch(nir.read(active["path"]), active["x"][:batch], active["steps"])
     assert_same_spikes(got, active["ref"], batch)
 
 
@@ -150,7 +106,7 @@ def test_snntorch_importer_reproduces_nalln(active, batch):
 @pytest.mark.parametrize("batch", [1, IMAGES])
 def test_norse_importer_reproduces_nalln(active, batch):
     graph = nir.read(active["path"])
-    got = norse_trace(graph, active["x"][:batch], active["steps"], dt=PORTABLE_DT)
+    got = run_norse(graph, active["x"][:batch], active["steps"], dt=PORTABLE_DT)
     assert_same_spikes(got, active["ref"], batch)
 
 
@@ -158,7 +114,7 @@ def test_norse_importer_reproduces_nalln(active, batch):
 def test_norse_with_its_default_dt_differs(active):
     """Pinned difference: without ``dt=1e-4`` Norse steps 1 ms, tau is 0.2 ms, dt/tau = 5."""
     graph = nir.read(active["path"])
-    got = norse_trace(graph, active["x"][:1], active["steps"])
+    got = run_norse(graph, active["x"][:1], active["steps"], dt=None)
     ref = active["ref"]
     assert any(not torch.equal(got.spikes[k], s[:, :1]) for k, s in ref.spikes.items())
 
@@ -189,8 +145,8 @@ def test_foreign_graph_pooling_r_and_dt(make_foreign):
     for name, s in want.spikes.items():
         assert torch.equal(got.spikes[name], s), name
     for trace in (
-        snntorch_trace(portable, x, 3),
-        norse_trace(portable, x, 3, dt=PORTABLE_DT),
+        run_snntorch(portable, x, 3),
+        run_norse(portable, x, 3, dt=PORTABLE_DT),
     ):
         for name, s in want.spikes.items():
             assert torch.equal(trace.spikes[name], s), name
@@ -237,7 +193,7 @@ def test_cli_portable_writes_a_graph_stock_nir_reads(run_cli, tiny_run, tmp_path
     assert p["folded_pools"] == ["head_pool"]
     assert json.loads((out / "manifest.json").read_text())["info"]["portable"]["form"]
     x = torch.zeros(2, 3, 32, 32)
-    assert snntorch_trace(graph, x, 2).outputs.shape == (2, 2, 4)
+    assert run_snntorch(graph, x, 2).outputs.shape == (2, 2, 4)
 
 
 @pytest.mark.parametrize(
@@ -282,13 +238,13 @@ def test_upstream_nir_conv_type_inference_ignores_groups():
         nir.NIRGraph(g.nodes, g.edges)  # type_check=True, as nir.read does
 
 
-@pytest.mark.parametrize("load", [import_from_nir, norse_torch.from_nir], ids=["snntorch", "norse"])
+@pytest.mark.parametrize("load", [load_snntorch, norse_torch.from_nir], ids=["snntorch", "norse"])
 def test_upstream_importers_break_on_groups(load):
     with pytest.raises(ValueError, match="in_channels must be divisible by groups"):
         load(_depthwise_graph())
 
 
-@pytest.mark.parametrize("load", [import_from_nir, norse_torch.from_nir], ids=["snntorch", "norse"])
+@pytest.mark.parametrize("load", [load_snntorch, norse_torch.from_nir], ids=["snntorch", "norse"])
 def test_upstream_flatten_start_dim_0_flattens_the_batch(load):
     g = nir.NIRGraph.from_list(
         nir.Input(input_type={"input": np.array([2, 1, 1])}),
@@ -345,5 +301,5 @@ def test_upstream_lif_r_and_dt():
         v = 0.0 if v > 0.9 else v
     assert want == [1.0, 1.0, 1.0]
     x = torch.ones(1, 1)
-    assert snntorch_trace(g, x, 3).outputs.reshape(-1).tolist() == [0.0, 0.0, 0.0]
-    assert norse_trace(g, x, 3, dt=1e-3).outputs.reshape(-1).tolist() == [0.0, 0.0, 0.0]
+    assert run_snntorch(g, x, 3).outputs.reshape(-1).tolist() == [0.0, 0.0, 0.0]
+    assert run_norse(g, x, 3, dt=1e-3).outputs.reshape(-1).tolist() == [0.0, 0.0, 0.0]
