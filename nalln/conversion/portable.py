@@ -10,15 +10,16 @@ equivalent graph that avoids every construct they get wrong. Each rewrite is exa
   way. A conv with ``g`` groups and weight ``W`` [C_out, C_in/g, kh, kw] equals the ``groups=1``
   conv with the block-diagonal weight ``W'`` [C_out, C_in, kh, kw]:
   :math:`W'[o, i] = W[o, i - jC_in/g]` if ``o`` and ``i`` lie in the same group ``j``, else 0.
-  Cost: ``g`` times the weights of that layer (a depthwise 3x3 conv over C channels grows from
-  9C to 9C^2 values), the same in compute for a dense simulator. The zeros add nothing, so the
-  sums are the same (up to summation order).
-* **Pooling -> folded into the dense layer after it.** Norse drops ``AvgPool2d`` silently and
-  snnTorch reads only AvgPool2d; a non-overlapping pool (kernel = stride = k, no padding)
-  followed by ``Flatten`` and ``Affine``/``Linear`` with weight ``W`` [out, C h' w'] equals
-  ``Flatten`` + the dense layer over the un-pooled map with ``W`` repeated over each k x k
-  window, divided by ``k_h k_w`` for AvgPool2d (the same fold the Lava plan makes). Cost: the
-  dense layer grows by ``k_h k_w`` (global pooling over h x w: ``h w`` times).
+  Cost: ``g`` times the weights of that layer in memory (a depthwise 3x3 conv over C channels
+  grows from 9C to 9C^2 values) and in the multiply-adds of a simulator that computes the zeros
+  (both importers do); on disk almost nothing (``nir.write`` gzips the zeros). The zeros add
+  nothing, so the sums are the same up to summation order.
+* **Pooling -> folded into the dense layer after it.** Norse drops ``AvgPool2d`` silently. A
+  non-overlapping pool (kernel = stride = k, no padding) followed by ``Flatten`` and
+  ``Affine``/``Linear`` with weight ``W`` [out, C h' w'] equals ``Flatten`` + the dense layer
+  over the un-pooled map with ``W`` repeated over each k x k window, divided by ``k_h k_w`` for
+  AvgPool2d (the same fold the Lava plan makes). Cost: the dense layer grows by ``k_h k_w``
+  (global pooling over h x w: ``h w`` times).
 * **Flatten with negative dims.** NIR's dims exclude the batch; both importers hand
   ``start_dim``/``end_dim`` to ``torch.nn.Flatten``, whose dims include it, so
   ``Flatten(start_dim=0)`` flattens the batch into the features. Counted from the end, a dim
@@ -67,11 +68,19 @@ class PortableCost:
 
     exact_values: int
     portable_values: int
+    exact_weights: int
+    portable_weights: int
     dense_convs: tuple[str, ...]
     folded_pools: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if self.exact_values < 0 or self.portable_values < 0:
+        counts = (
+            self.exact_values,
+            self.portable_values,
+            self.exact_weights,
+            self.portable_weights,
+        )
+        if min(counts) < 0:
             raise ValueError("value counts must be non-negative")
 
     @property
@@ -79,15 +88,16 @@ class PortableCost:
         return self.portable_values / self.exact_values if self.exact_values else 1.0
 
 
-def stored_values(graph: nir.NIRGraph) -> int:
-    """Weights, biases and neuron parameters of a graph (the numbers a file stores)."""
+def stored_values(graph: nir.NIRGraph, *, neurons: bool = True) -> int:
+    """Weights and biases (and, with ``neurons``, LIF parameters) of a graph: the numbers a file
+    stores and an importer holds in memory."""
     total = 0
     for node in graph.nodes.values():
         if isinstance(node, nir.Conv2d | nir.Affine | nir.Linear):
             total += int(np.asarray(node.weight).size)
             if getattr(node, "bias", None) is not None:
                 total += int(np.asarray(node.bias).size)
-        elif isinstance(node, nir.LIF):
+        elif isinstance(node, nir.LIF) and neurons:
             total += sum(
                 int(np.asarray(getattr(node, k)).size)
                 for k in ("tau", "r", "v_leak", "v_threshold", "v_reset")
@@ -297,6 +307,8 @@ def cost(exact: nir.NIRGraph, portable: nir.NIRGraph) -> PortableCost:
     return PortableCost(
         stored_values(exact),
         stored_values(portable),
+        stored_values(exact, neurons=False),
+        stored_values(portable, neurons=False),
         tuple(
             n
             for n, v in exact.nodes.items()
@@ -339,6 +351,8 @@ def portable_export(exported: Exported) -> Exported:
         "values_exact": c.exact_values,
         "values_portable": c.portable_values,
         "size_ratio": round(c.ratio, 3),
+        "weights_exact": c.exact_weights,
+        "weights_portable": c.portable_weights,
         "dense_convs": list(c.dense_convs),
         "folded_pools": list(c.folded_pools),
     }
