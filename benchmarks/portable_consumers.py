@@ -6,8 +6,11 @@ as ``--portable`` writes it; then stock ``nir.read`` (default type checks), snnT
 spikes on ``--n`` test images at batch 1 and batch 4 against nalln's torch model (static gates).
 
     python benchmarks/portable_consumers.py RUN [--data ROOT] [--n 16]
+    python benchmarks/portable_consumers.py --sizes    # size cost, default architecture
 
 Prints a table and writes ``benchmarks/results/portable_consumers.json`` (``--json``).
+``--sizes`` exports the untrained default NeurALLNet at 64 and 224 px (static gates 0.5) and
+prints weights, all stored values and file bytes, exact vs portable.
 """
 
 from __future__ import annotations
@@ -20,14 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import nir
+import numpy as np
+import torch
 
 from nalln.conversion.consumers import load_norse, load_snntorch, run_norse, run_snntorch
+from nalln.conversion.export import export_model
+from nalln.conversion.fold import se_blocks
 from nalln.conversion.nir_io import Artefact, graph_info
 from nalln.conversion.plan import lower
 from nalln.conversion.portable import portable_export
 from nalln.conversion.reference import Trace, batched, run_plan, run_torch_model
 from nalln.conversion.sources import load_source, load_split, prepare
 from nalln.io import write_json
+from nalln.models.registry import create
 
 
 def _first_line(exc: BaseException) -> str:
@@ -46,13 +54,37 @@ def compare(got: Trace, want: Trace) -> dict[str, Any]:
     }
 
 
+def sizes() -> None:
+    """Exact vs portable size of the default architecture (untrained, static gates 0.5)."""
+    folder = Path(tempfile.mkdtemp(prefix="portable-sizes-"))
+    for size in (64, 224):
+        torch.manual_seed(0)
+        model = create("neurallnet", image_size=size).eval()
+        gates = {n: np.full(b.pw.conv.out_channels, 0.5) for n, b in se_blocks(model).items()}
+        exported = export_model(model, se_mode="static", gates=gates)
+        info = portable_export(exported).meta["portable"]
+        nir.write(folder / "e.nir", exported.graph)
+        nir.write(folder / "p.nir", portable_export(exported).graph)
+        print(
+            f"{size} px: weights {info['weights_exact']} -> {info['weights_portable']}; all values "
+            f"{info['values_exact']} -> {info['values_portable']}; file bytes "
+            f"{(folder / 'e.nir').stat().st_size} -> {(folder / 'p.nir').stat().st_size}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run")
+    ap.add_argument("run", nargs="?")
     ap.add_argument("--data")
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--json", default="benchmarks/results/portable_consumers.json")
+    ap.add_argument("--sizes", action="store_true", help="only the size cost (no run needed)")
     args = ap.parse_args()
+    if args.sizes:
+        sizes()
+        return
+    if args.run is None:
+        ap.error("pass a run folder (or --sizes)")
 
     source = load_source(args.run)
     prepared = prepare(source.loaded, "static", args.data)
