@@ -2,7 +2,9 @@
 
 --to nir: NIR 1.0.8 graph (hybrid SE: segments + SE side-car); --to norse: plus Norse's loaded
 parameters; --to lava: plus the Lava process-graph description, the netx HDF5 network (static SE)
-and, with --fixed-point, the calibrated Loihi fixed-point parameters. See docs/conversion.md.
+and, with --fixed-point, the calibrated Loihi fixed-point parameters. --to nir --portable: the
+graph rewritten so that stock nir.read, snnTorch's import_from_nir and Norse's from_nir (dt=1e-4)
+read and run it as nalln does (dense depthwise convs: larger file). See docs/conversion.md.
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", required=True, choices=("nir", "lava", "norse"), help="target")
     p.add_argument("--out", required=True, help="output folder")
     add_conversion_flags(p, "(--to lava) calibrate Loihi fixed point: 8-bit weights, 24-bit state")
+    p.set_defaults(se=None)  # hybrid, or static with --portable
+    p.add_argument(
+        "--portable",
+        action="store_true",
+        help="(--to nir) write the graph in the form stock nir.read, snnTorch and Norse read "
+        "right: depthwise convs dense (larger), pooling folded, r folded, dt 1e-4; implies "
+        "--se static",
+    )
     p.add_argument("--json", action="store_true", help="print convert.json to stdout")
     add_progress_flag(p)
     p.set_defaults(func=run)
@@ -35,15 +45,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from nalln.conversion.convert import convert
 
+    se = args.se or ("static" if args.portable else "hybrid")
     res = convert(
         args.run,
         to=args.to,
         out=args.out,
-        se=args.se,
+        se=se,
         fixed_point=args.fixed_point,
         data=args.data,
         calibration=checked_calibration(args),
         progress=show_progress(args),
+        portable=args.portable,
     )
     s = res.summary
     if args.json:
@@ -69,5 +81,13 @@ def run(args: argparse.Namespace) -> int:
         )
     elif "netx" in s:
         print(f"netx: {s['netx']}")
+    pt = s.get("portable")
+    if pt:
+        print(
+            f"portable: stock nir.read passes; {pt['values_portable']} stored values "
+            f"({pt['size_ratio']:g}x the exact export: {len(pt['dense_convs'])} depthwise conv(s) "
+            f"made dense); load with {pt['load_with']['snntorch'].split(';')[0]} or "
+            f"{pt['load_with']['norse']}"
+        )
     print(f"files in {res.out}: " + ", ".join(sorted(res.files)))
     return 0

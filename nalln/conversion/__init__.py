@@ -2,6 +2,8 @@
 
 * :mod:`export` / :mod:`nir_io` - our NIR 1.0.8 exporter (BN folded, LIF metadata, pooling,
   depthwise convs, static or hybrid SE) and the reader/checker for any tool's NIR graph.
+* :mod:`portable` - the portable form that stock nir, snnTorch and Norse read right;
+  :mod:`consumers` runs a graph in those tools' stock importers.
 * :mod:`plan` - NIR chain -> synapse/[SE]/neuron stages (what Lava and netx are built from).
 * :mod:`reference` - the torch model's trace (the plan's float reference is :mod:`nalln.ir`).
 * :mod:`norse_backend`, :mod:`lava_backend` (+ :mod:`lava_processes`, :mod:`lava_compat`),

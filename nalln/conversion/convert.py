@@ -1,8 +1,10 @@
 """``nalln convert``: a trained run (or a NIR graph) -> NIR, Norse or Lava artefacts.
 
 ``--to nir``: the NIR graph (``graph.nir``) or hybrid segments + SE side-car, checked by reading
-it back. ``--to norse``: the same plus proof that Norse loads it (``norse_state.safetensors``,
-the loaded modules' parameters). ``--to lava``: the same plus ``lava_plan.json`` (the process
+it back; with ``portable=True`` (``--portable``) the graph in the form stock ``nir.read``,
+snnTorch and Norse read right (:mod:`nalln.conversion.portable`), checked by stock ``nir.read``.
+``--to norse``: the same plus proof that Norse loads it (``norse_state.safetensors``, the loaded
+modules' parameters). ``--to lava``: the same plus ``lava_plan.json`` (the process
 graph Lava runs: processes, shapes, latencies, reset offsets), the calibrated Loihi fixed-point
 parameters (``fixed_point.json`` + ``.safetensors``, with ``--fixed-point``) and, for the
 NIR-native (static-SE) network, ``network.net`` in netx HDF5, loaded back with
@@ -21,8 +23,9 @@ import numpy as np
 import torch
 
 from nalln.conversion.export import Exported
-from nalln.conversion.nir_io import Artefact, read_artefact, write_artefact
+from nalln.conversion.nir_io import GRAPH_FILE, Artefact, read_artefact, write_artefact
 from nalln.conversion.plan import lower
+from nalln.conversion.portable import check_portable_request, portable_export, portable_summary
 from nalln.conversion.sources import (
     Source,
     load_source,
@@ -120,9 +123,12 @@ def convert(
     data: str | Path | None = None,
     calibration: int = DEFAULT_CALIBRATION,
     progress: bool = False,
+    portable: bool = False,
 ) -> ConvertResult:
     """Convert into a staging folder and move the files into ``out`` only when everything
     worked, so a failed conversion leaves nothing half-made behind."""
+    if portable:
+        check_portable_request(to, se)
     with staged_folder(out) as stage:
         res = _convert_into(
             source_path,
@@ -133,6 +139,7 @@ def convert(
             data=data,
             calibration=calibration,
             progress=progress,
+            portable=portable,
         )
         moved = stage.publish(path.name for path in res.files.values())
         files = {name: moved[path.name] for name, path in res.files.items()}
@@ -151,6 +158,7 @@ def _convert_into(
     data: str | Path | None = None,
     calibration: int = DEFAULT_CALIBRATION,
     progress: bool = False,
+    portable: bool = False,
 ) -> ConvertResult:
     if to not in TARGETS:
         raise NallnError(f"unknown target {to!r}; use one of {', '.join(TARGETS)}")
@@ -166,7 +174,7 @@ def _convert_into(
     exported: Exported | None = None
     if source.loaded is not None:
         prepared = prepare(source.loaded, se, data, progress)
-        exported = prepared.exported
+        exported = portable_export(prepared.exported) if portable else prepared.exported
         if prepared.static_se:
             summary["static_se"] = prepared.static_se
         files = write_artefact(out, exported)
@@ -178,10 +186,16 @@ def _convert_into(
     else:
         artefact = source.artefact
         exported = Exported(artefact.segments, artefact.gates, artefact.se_mode, artefact.info)
+        if portable:
+            exported = portable_export(exported)
         files = write_artefact(out, exported)
+        if portable:
+            artefact = read_artefact(out)
         summary["nir_round_trip"] = "foreign graph re-written after checking"
     summary["se_mode"] = artefact.se_mode
     summary["segments"] = len(artefact.segments)
+    if portable:
+        summary["portable"] = portable_summary(exported, files[GRAPH_FILE])
     if to == "norse":
         files.update(_norse_files(artefact, out, summary))
     elif to == "lava":

@@ -41,7 +41,7 @@ def _uniform(values: np.ndarray, what: str, name: str) -> float:
     return float(v.reshape(-1)[0])
 
 
-def _pool_params(node, name: str, shape: tuple[int, ...]) -> tuple[int, int]:
+def pool_params(node, name: str, shape: tuple[int, ...]) -> tuple[int, int]:
     k = np.atleast_1d(np.asarray(node.kernel_size)).astype(int).tolist()
     s = np.atleast_1d(np.asarray(node.stride)).astype(int).tolist()
     p = np.atleast_1d(np.asarray(node.padding)).astype(int).tolist()
@@ -54,7 +54,7 @@ def _pool_params(node, name: str, shape: tuple[int, ...]) -> tuple[int, int]:
     return k[0], k[1]
 
 
-def _fold_pool_dense(w: np.ndarray, pooled: tuple[int, ...], full: tuple[int, ...], k, avg: bool):
+def fold_pool_dense(w: np.ndarray, pooled: tuple[int, ...], full: tuple[int, ...], k, avg: bool):
     c, hp, wp = pooled
     _, h, wd = full
     w4 = w.reshape(w.shape[0], c, hp, wp)
@@ -122,7 +122,7 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
             need_no_synapse(name, type(node).__name__)
             if pool is not None or flat_from is not None:
                 raise NallnError(f"pooling node {name!r} follows another pooling or a Flatten")
-            k = _pool_params(node, name, shape)
+            k = pool_params(node, name, shape)
             pool = (name, k, shape, isinstance(node, nir.AvgPool2d))
         elif isinstance(node, nir.Flatten):
             if syn is not None:
@@ -135,7 +135,7 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
             if pool is not None:
                 pname, k, full, avg = pool
                 pooled = (full[0], full[1] // k[0], full[2] // k[1])
-                w = _fold_pool_dense(w, pooled, full, k, avg)
+                w = fold_pool_dense(w, pooled, full, k, avg)
                 in_shape, pool = full, None
             bias = getattr(node, "bias", None)
             b = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, np.float64)
