@@ -53,6 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-augment", action="store_true", help="no training augmentation")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        metavar="ALPHA",
+        help="weight of distillation from the trained float model, 0-1 (default 0: "
+        "cross-entropy only)",
+    )
     p.add_argument("--json", action="store_true", help="print finetune_report.json to stdout")
     add_progress_flag(p)
     p.set_defaults(func=run)
@@ -70,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         train_images=args.train_images,
         augment=not args.no_augment,
         seed=args.seed,
+        distill=args.distill,
     )
     quiet = args.json or getattr(args, "quiet", False)
     res = finetune_fixed_point(

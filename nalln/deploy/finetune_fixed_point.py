@@ -52,7 +52,7 @@ from nalln.loihi.grid import (
 )
 from nalln.run_meta import FINETUNE_KEY, RunMeta
 from nalln.runs import LoadedModel, RunDir, load_model
-from nalln.training.epoch import train_epoch
+from nalln.training.epoch import distillation, train_epoch
 
 REPORT = "finetune_report.json"
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -71,6 +71,7 @@ class FinetuneConfig:
     train_images: int | None = None  # per epoch (None: the whole training split)
     augment: bool = True  # the run's own augmentation
     seed: int = 0
+    distill: float = 0.0  # weight of distillation from the trained float model (0: CE only)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "se", SEMode.parse(self.se, SEMode.deployable()))
@@ -82,6 +83,8 @@ class FinetuneConfig:
             raise NallnError("--batch-size and --calibration must be at least 1")
         if self.train_images is not None and self.train_images < 1:
             raise NallnError("--train-images must be at least 1")
+        if not 0.0 <= self.distill <= 1.0:
+            raise NallnError("--distill must be between 0 and 1")
 
 
 @dataclass
@@ -251,6 +254,10 @@ def _finetune_into(
         x = to_float(batch)
         return pre(augment(x) if augment is not None else x)
 
+    # the teacher is the trained model (dynamic SE, float) on the student's own inputs; the
+    # student's preprocessing only differs by the input rounding, which the teacher need not see
+    loss_fn = distillation(loaded.model.eval(), cfg.distill)
+
     for epoch in range(1, cfg.epochs + 1):
         gen = torch.Generator().manual_seed(cfg.seed + epoch)
         torch.manual_seed(cfg.seed + epoch)
@@ -266,6 +273,7 @@ def _finetune_into(
             desc=f"fixed-point fine-tuning {epoch}/{cfg.epochs}",
             diverged=lambda _loss, e=epoch: f"fine-tuning diverged in epoch {e}; lower --lr",
             progress=progress,
+            loss_fn=loss_fn,
         )
         net.eval()
         val_loss, val_acc = _val_metrics(net, pre, val_x, val_y)

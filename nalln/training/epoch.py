@@ -14,6 +14,28 @@ from tqdm.auto import tqdm
 
 from nalln.errors import NallnError
 
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, _x: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, labels)
+
+
+def distillation(teacher: nn.Module, alpha: float, temperature: float = 2.0) -> LossFn:
+    """Hinton et al. 2015: ``(1 - alpha) CE + alpha T^2 KL(teacher_T || student_T)``, the
+    teacher run on the same (augmented) inputs; ``alpha = 0`` is plain cross-entropy."""
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(logits, labels)
+        if alpha == 0:
+            return ce
+        with torch.no_grad():
+            target = F.softmax(teacher(x) / temperature, dim=1)
+        kl = F.kl_div(F.log_softmax(logits / temperature, dim=1), target, reduction="batchmean")
+        return (1 - alpha) * ce + alpha * temperature**2 * kl
+
+    return loss
+
 
 @dataclass(frozen=True)
 class EpochStats:
@@ -35,10 +57,13 @@ def train_epoch(
     diverged: Callable[[float], str],
     device: torch.device | str = "cpu",
     progress: bool = False,
+    loss_fn: LossFn | None = None,
 ) -> EpochStats:
-    """Cross-entropy training on ``images[order]`` in batches; ``prepare`` turns a uint8 batch
-    into the model's input (augmentation and normalisation). A non-finite loss stops with the
-    one-line message ``diverged(loss)``."""
+    """Training on ``images[order]`` in batches; ``prepare`` turns a uint8 batch into the
+    model's input (augmentation and normalisation); ``loss_fn(logits, labels, inputs)``
+    defaults to cross-entropy. A non-finite loss stops with the one-line message
+    ``diverged(loss)``."""
+    loss_fn = loss_fn or cross_entropy
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     bar = tqdm(
@@ -47,8 +72,9 @@ def train_epoch(
     for i in bar:
         idx = order[i : i + batch_size]
         y = labels[idx].to(device)
-        logits = model(prepare(images[idx].to(device)))
-        loss = F.cross_entropy(logits, y)
+        x = prepare(images[idx].to(device))
+        logits = model(x)
+        loss = loss_fn(logits, y, x)
         if not math.isfinite(loss.item()):
             raise NallnError(diverged(loss.item()))
         optimizer.zero_grad(set_to_none=True)
