@@ -57,7 +57,7 @@ def plot_headline(verdicts: Sequence[dict], path: str | Path, synthetic: bool) -
         f"{v['target']}{' (proxy)' if v.get('proxy') else ''} / {v['model']}"
         + (f" {v['precision']}" if v.get("precision") else "")
         + f" vs {v['baseline'].removeprefix('ANN on ')}"
-        + f"  [{v['outcome']}]"
+        + f"  [{v['outcome']}; cheap ends {v['ratio_best']:.2g}x]"
         for v in verdicts
     ]
     ax.set_yticks(y, labels, fontsize=8)

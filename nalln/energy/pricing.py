@@ -123,6 +123,14 @@ def _legacy(res: dict[str, Any], key: str, s: Estimate, b: Estimate, rate: float
     res[f"per_layer_{key}"] = per_layer_compare(s, b)
 
 
+def events_per_weight(snn: NetworkCounts) -> float | None:
+    """Synaptic events per nonzero weight per inference over the spike-input layers."""
+    spiking = [L for L in snn.layers if L.spike_input]
+    events = sum(snn.per_inference(float(L.ac.sum() + L.mac.sum())) for L in spiking)
+    nz = sum(L.nonzero_weights for L in spiking)
+    return events / nz if nz else None
+
+
 def _price_dense(
     snn: NetworkCounts, ann: NetworkCounts, t: Target, reg: TargetRegistry, rate: float
 ) -> tuple[dict[str, Any], list[Verdict]]:
@@ -176,7 +184,18 @@ def _price_asic(
     _legacy(res, "break_even", s_high, a_high, rate)
     al, ah = _ann_labels(model)
     sl, sh = ("ops", "ops") if model is CostModel.OPS else ("reuse dataflow", "no reuse")
-    v = matched(t.id, model, s_low, s_high, a_low, a_high, f"ANN on {t.id}", rate, (sl, sh, al, ah))
+    v = matched(
+        t.id,
+        model,
+        s_low,
+        s_high,
+        a_low,
+        a_high,
+        f"ANN on {t.id}",
+        rate,
+        (sl, sh, al, ah),
+        events_per_weight=events_per_weight(snn),
+    )
     return res, [v]
 
 
@@ -236,6 +255,7 @@ def _price_chip(
                 (*labels_snn, *_ann_labels(model)),
                 proxy=t.energy_proxy,
                 notes=tuple(dict.fromkeys([*lo.notes, *hi.notes])),
+                events_per_weight=events_per_weight(snn),
             )
         )
     return res, verdicts

@@ -53,6 +53,13 @@ def ratio_str(v: dict[str, Any]) -> str:
     return f"{lo:.3g}x" if abs(hi - lo) <= 1e-9 * abs(lo) else f"{lo:.3g}-{hi:.3g}x"
 
 
+def same_end_str(v: dict[str, Any]) -> str:
+    """SNN / ANN with both sides at the same end of their modelling."""
+    if v["ratio_dear"] is None:
+        return f"{v['ratio_best']:.3g}x (lower bounds)"
+    return f"{v['ratio_best']:.3g}x; {v['ratio_dear']:.3g}x"
+
+
 def break_even_str(v: dict[str, Any]) -> str:
     """Break-even firing rates (pessimistic - optimistic), 'none' when no cost depends on
     spikes, 'never' when even the optimistic end is 0."""
@@ -61,7 +68,8 @@ def break_even_str(v: dict[str, Any]) -> str:
         return "none (no spike-dependent cost)"
     if not opt:
         return "never"
-    return f"{rate_str(pes)} - {rate_str(opt)}"
+    text = f"{rate_str(pes)} - {rate_str(opt)}"
+    return text + (" (>1: any rate)" if pes is not None and pes >= 1 else "")
 
 
 def target_str(v: dict[str, Any]) -> str:
@@ -135,34 +143,58 @@ SUMMARY_HEADERS = [
     "SNN",
     "ANN baseline",
     "ANN",
-    "SNN / ANN",
+    "SNN / ANN (range)",
+    "SNN / ANN (cheap ends; dear ends)",
     "break-even rate",
+    "outcome",
+]
+FULL_HEADERS = [
+    *SUMMARY_HEADERS[:-1],
+    "break-even events / weight",
+    "host share of SNN",
     "outcome",
 ]
 
 
-def summary_table(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
-    """The verdict table: matched comparisons only, with ranges."""
+def _pair_str(a: float | None, b: float | None, fmt: str = "{:.3g}") -> str:
+    if a is None and b is None:
+        return "-"
+    return " - ".join("-" if x is None else fmt.format(x) for x in (a, b))
+
+
+def summary_table(rep: dict[str, Any], full: bool = False) -> tuple[list[list[Any]], list[str]]:
+    """The verdict table: matched comparisons only, with ranges (``full``: also the
+    break-even in synaptic events per weight and the host's share of the SNN's energy)."""
     rows = []
     for v in headline(rep["summary"]):
-        rows.append(
-            [
-                target_str(v),
-                v["model"],
-                v["precision"] or "-",
-                range_str(v["snn_uj_low"], v["snn_uj_high"]),
-                v["baseline"],
-                range_str(v["baseline_uj_low"], v["baseline_uj_high"]),
-                ratio_str(v),
-                break_even_str(v),
-                v["outcome"],
+        row = [
+            target_str(v),
+            v["model"],
+            v["precision"] or "-",
+            range_str(v["snn_uj_low"], v["snn_uj_high"]),
+            v["baseline"],
+            range_str(v["baseline_uj_low"], v["baseline_uj_high"]),
+            ratio_str(v),
+            same_end_str(v),
+            break_even_str(v),
+        ]
+        if full:
+            hs = v.get("host_share")
+            epw = (
+                v["break_even_events_per_weight_pessimistic"],
+                v["break_even_events_per_weight_optimistic"],
+            )
+            never = break_even_str(v) == "never"
+            row += [
+                "never" if never else _pair_str(*epw),
+                "-" if not hs else _pair_str(hs[0], hs[1], "{:.0%}"),
             ]
-        )
-    return rows, SUMMARY_HEADERS
+        rows.append([*row, v["outcome"]])
+    return rows, FULL_HEADERS if full else SUMMARY_HEADERS
 
 
 def where_rows(rep: dict[str, Any]) -> list[str]:
-    """Per layer group, where the SNN's dear end is cheaper than the dense, no-reuse ANN."""
+    """Per layer group, where the SNN is cheaper than the ANN, both at their dear end."""
     lines = []
     for tid, e in rep["targets"].items():
         for m, res in e["models"].items():
@@ -192,7 +224,7 @@ def terminal_text(rep: dict[str, Any], files: dict[str, Path] | None = None) -> 
         "SNN vs ANN under matched cost models, energy per inference (estimated from cited "
         "constants; ranges low - high; rate = spikes/neuron/step):"
     )
-    lines.append(format_table(rows, headers, align="lllrlrrrl"))
+    lines.append(format_table(rows, headers, align="lllrlrrrrl"))
     for t, entry in rep["targets"].items():
         for m, res in entry["models"].items():
             if not res.get("available", True):
@@ -239,11 +271,13 @@ def markdown(rep: dict[str, Any]) -> str:
         "",
         "Every row prices both sides under one cost model (see `matched` in the rules). "
         "Ranges run from each side's cheap end to its dear end; the SNN is cheaper only when "
-        "its dear end is below the ANN's cheap end. A neuromorphic chip under `ops` has no "
-        "row: its per-event figure includes memory, an ANN under `ops` does not.",
+        "its dear end is below the ANN's cheap end. The cheap-ends ratio is the comparison "
+        "with the ANN at its best dataflow (reuse, zero-skip) and the SNN at its cheapest "
+        "modelling. A neuromorphic chip under `ops` has no row: its per-event figure includes "
+        "memory, an ANN under `ops` does not.",
         "",
     ]
-    rows, headers = summary_table(rep)
+    rows, headers = summary_table(rep, full=True)
     md += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     md += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     md += ["", "Verdicts in words:", ""]
@@ -270,7 +304,12 @@ def markdown(rep: dict[str, Any]) -> str:
     ]
     if na:
         md += ["", "Not computed:", "", *na]
-    md += ["", "## Where the SNN wins and where it does not (dear SNN end vs dense ANN)", ""]
+    md += [
+        "",
+        "## Where the SNN wins and where it does not (per layer group, both sides at their "
+        "dear end: no reuse, dense ANN, chip costs high)",
+        "",
+    ]
     md += where_rows(rep)
     md += ["", "## Caveats", ""]
     md += [f"- {c}" for c in rep["caveats"]]

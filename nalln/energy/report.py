@@ -21,7 +21,7 @@ from nalln.data.dataset import DatasetIndex, Record, load_images, scan
 from nalln.energy.baseline import relu_twin
 from nalln.energy.cost_models import MODELS, availability, estimate, group_of
 from nalln.energy.counting import NetworkCounts, count_model
-from nalln.energy.pricing import price
+from nalln.energy.pricing import events_per_weight, price
 from nalln.energy.validation import validation_note
 from nalln.errors import DataError, NallnError
 from nalln.hardware_targets.registry import TargetRegistry, load_registry
@@ -510,11 +510,8 @@ def headline(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def sparsity(snn: NetworkCounts) -> dict[str, float | None]:
     """Activity in both conventions: spikes per neuron per step, and synaptic events per
     nonzero weight per inference over the spike-input layers (Dampfhoffer et al. 2023)."""
-    spiking = [L for L in snn.layers if L.spike_input]
-    events = sum(snn.per_inference(float(L.ac.sum() + L.mac.sum())) for L in spiking)
-    nz = sum(L.nonzero_weights for L in spiking)
     return {
         "spikes_per_neuron_per_step": snn.totals["firing_rate"],
-        "synaptic_events_per_nonzero_weight": events / nz if nz else None,
+        "synaptic_events_per_nonzero_weight": events_per_weight(snn),
         "dampfhoffer_win_range": list(DAMPFHOFFER_RANGE),
     }

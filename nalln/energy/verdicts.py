@@ -48,6 +48,8 @@ class Verdict:
     precision: str | None = None
     be_pessimistic: BreakEven | None = None  # SNN high vs ANN low
     be_optimistic: BreakEven | None = None  # SNN low vs ANN high
+    events_per_weight: float | None = None  # measured synaptic events per nonzero weight
+    host_share: tuple[float, float] | None = None  # fraction of the SNN's energy off-chip
     notes: tuple[str, ...] = ()
 
     @property
@@ -69,6 +71,19 @@ class Verdict:
         return _ratio(float(self.snn.high_pj), self.ann.low_pj)
 
     @property
+    def ratio_best(self) -> float:
+        """SNN / ANN with both sides at their cheap end (best dataflow, zero-skip, low chip
+        costs): the comparison against the ANN at its best reasonable dataflow."""
+        return _ratio(self.snn.low_pj, self.ann.low_pj)
+
+    @property
+    def ratio_dear(self) -> float | None:
+        """SNN / ANN with both sides at their dear end (no reuse, dense, high chip costs)."""
+        if self.lower_bounds_only:
+            return None
+        return _ratio(float(self.snn.high_pj), float(self.ann.high_pj))
+
+    @property
     def outcome(self) -> str:
         if self.ratio_high < 1:
             return "SNN cheaper"
@@ -82,15 +97,36 @@ class Verdict:
         opt = self.be_optimistic.rate if self.be_optimistic else None
         return pes, opt
 
+    def break_even_events_per_weight(self) -> tuple[float | None, float | None]:
+        """The break-evens in Dampfhoffer et al.'s convention: synaptic events per nonzero
+        weight per inference. Uniform scaling moves both conventions by the same factor."""
+        if self.events_per_weight is None:
+            return None, None
+        out = []
+        for be in (self.be_pessimistic, self.be_optimistic):
+            s = be.scale if be is not None else None
+            out.append(None if s is None else s * self.events_per_weight)
+        return out[0], out[1]
+
     def verdict(self) -> str:
         lo, hi = self.ratio_low, self.ratio_high
         span = f"{lo:.3g}x" if math.isclose(lo, hi, rel_tol=1e-9) else f"{lo:.3g}-{hi:.3g}x"
         head = f"{self.outcome}: SNN / ANN = {span}"
         if self.lower_bounds_only:
             head += " (ratio of lower bounds)"
+        else:
+            head += (
+                f" over the whole range; {self.ratio_best:.3g}x with both sides at their cheap "
+                f"end (the ANN at its best dataflow), {self.ratio_dear:.3g}x both at their dear end"
+            )
         pes, opt = self.break_even_rates()
         if pes is None and opt is None:
             return head + "; cost independent of spikes: no break-even rate"
+        if not opt and self.outcome != "SNN cheaper":
+            return head + (
+                "; its activity-independent part alone exceeds the ANN even at the SNN's "
+                "cheap end: no firing rate makes it cheaper"
+            )
         parts = [f"{r:.4g}" if r is not None else "-" for r in (pes, opt)]
         return head + (
             f"; break-even firing rate {parts[0]} (pessimistic) to {parts[1]} (optimistic)"
@@ -98,6 +134,7 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         pes, opt = self.break_even_rates()
+        epw = self.break_even_events_per_weight()
         return {
             "target": self.target,
             "model": str(self.model),
@@ -112,11 +149,17 @@ class Verdict:
             "baseline_uj_high": None if self.ann.high_pj is None else self.ann.high_pj / 1e6,
             "ratio_low": self.ratio_low,
             "ratio_high": self.ratio_high,
+            "ratio_best": self.ratio_best,
+            "ratio_dear": self.ratio_dear,
             "lower_bounds_only": self.lower_bounds_only,
             "outcome": self.outcome,
             "snn_wins": self.outcome == "SNN cheaper",
             "break_even_rate_pessimistic": pes,
             "break_even_rate_optimistic": opt,
+            "events_per_weight": self.events_per_weight,
+            "break_even_events_per_weight_pessimistic": epw[0],
+            "break_even_events_per_weight_optimistic": epw[1],
+            "host_share": None if self.host_share is None else list(self.host_share),
             "verdict": self.verdict(),
             "notes": list(self.notes),
         }
@@ -143,11 +186,15 @@ def matched(
     proxy: str | None = None,
     precision: str | None = None,
     notes: tuple[str, ...] = (),
+    events_per_weight: float | None = None,
 ) -> Verdict:
     """A verdict from the estimates at both ends; ``labels`` name (snn low, snn high, ann low,
     ann high). Break-evens pair the SNN's high end with the ANN's low end and vice versa."""
     pes = break_even(snn_high or snn_low, ann_low, rate)
     opt = break_even(snn_low, ann_high or ann_low, rate)
+    ends = [e for e in (snn_low, snn_high) if e is not None]
+    shares = [e.off_chip_pj() / e.total_pj for e in ends if e.total_pj]
+    off_chip = any(e.off_chip_pj() for e in ends)
     return Verdict(
         target=target,
         model=model,
@@ -158,5 +205,7 @@ def matched(
         precision=precision,
         be_pessimistic=pes,
         be_optimistic=opt,
+        events_per_weight=events_per_weight,
+        host_share=(min(shares), max(shares)) if off_chip and shares else None,
         notes=notes,
     )

@@ -137,6 +137,21 @@ def test_verdicts_are_matched_and_ranged() -> None:
     # the ANN range: zero-skip with reuse (low) to dense without reuse (high)
     assert chip["baseline_uj_low"] * 1e6 == pytest.approx(res["ann_zero_skip_reuse"]["energy_pj"])
     assert chip["baseline_uj_high"] * 1e6 == pytest.approx(res["ann"]["energy_pj"])
+    best = res["snn_low"]["energy_pj"] / res["ann_zero_skip_reuse"]["energy_pj"]
+    assert chip["ratio_best"] == pytest.approx(best)
+    assert chip["ratio_dear"] == pytest.approx(
+        res["snn_high"]["energy_pj"] / res["ann"]["energy_pj"]
+    )
+    assert chip["ratio_low"] <= min(chip["ratio_best"], chip["ratio_dear"]) <= chip["ratio_high"]
+    # the host's share of the SNN, and the break-even in synaptic events per nonzero weight:
+    # l1's 30 events over its 9 weights, scaled by the same factor as the firing rate
+    shares = sorted(res[k]["host_pj"] / res[k]["energy_pj"] for k in ("snn_low", "snn_high"))
+    assert chip["host_share"] == pytest.approx(shares) and 0 < shares[0] < 1
+    assert chip["events_per_weight"] == pytest.approx(30 / 9)
+    asic = next(v for v in verdicts if v["target"] == "host" and v["model"] == "ops")
+    assert asic["break_even_rate_optimistic"] > 0 and asic["host_share"] is None
+    ratio = asic["break_even_events_per_weight_optimistic"] / asic["break_even_rate_optimistic"]
+    assert ratio == pytest.approx((30 / 9) / (7 / 16))  # both conventions scale together
 
 
 def test_proxy_labels_only_borrowed_energy_constants() -> None:
