@@ -21,6 +21,11 @@ Three models, each a list of :class:`Term` (count per inference x energy per eve
     FLOPs x (TDP / peak): 2 FLOP per dense MAC at every step the layer runs, 4 FLOP per LIF
     update (decay, add, compare, reset), 1 per ReLU, 1 per pooling add or gate multiply.
 
+``ops+memory`` takes a :class:`~nalln.energy.modes.Dataflow` for the MAC layers of an ASIC (and
+a chip's host): no reuse (Lemaire, above) or reuse (``dataflow.py``). Which estimates are set
+against which (one model on both sides, as ranges) is decided in ``pricing.py``; a chip's static
+power, routing and host I/O are added there from ``chip_costs.py``.
+
 Every term says whether it scales with spike activity (``variable``): the break-even firing rate
 solves :math:`F + s V = E_{ANN}` for the activity scale :math:`s` (all spike counts scaled
 uniformly) and reports :math:`s \times` the measured mean firing rate.

@@ -14,6 +14,11 @@ import numpy as np
 from nalln.evaluation.plots import stamp_provenance
 from nalln.io import save_figure
 
+NO_VERDICT = (
+    "No matched SNN vs ANN comparison for the requested targets and models\n"
+    "(a neuromorphic chip is compared only under ops+memory)"
+)
+
 
 def _short(name: str) -> str:
     return name.replace("stages.", "s").replace(".conv", "").replace("refine.", "ref.")
@@ -33,11 +38,22 @@ def _finish(fig: plt.Figure, synthetic: bool) -> None:
     stamp_provenance(fig, synthetic)
 
 
+def _message_figure(text: str, path: str | Path, synthetic: bool) -> Path:
+    """A figure that only says why there is nothing to plot."""
+    fig, ax = plt.subplots(figsize=(9, 2.2))
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10)
+    _finish(fig, synthetic)
+    return save_figure(fig, path)
+
+
 def plot_headline(verdicts: Sequence[dict], path: str | Path, synthetic: bool) -> Path:
     """Energy per inference per target, SNN vs ANN under matched models, as ranges (one row
     per verdict). A bar spans a side's low - high ends; a lower bound only is a marker with
     an arrow pointing up the scale."""
     n = len(verdicts)
+    if not n:  # e.g. only chips under 'ops' were asked for: say so, draw no empty axes
+        return _message_figure(NO_VERDICT, path, synthetic)
     fig, ax = plt.subplots(figsize=(11, 0.42 * n + 1.8))
     y = np.arange(n)[::-1]
     colours = {"snn": "tab:blue", "ann": "tab:gray"}
@@ -88,6 +104,8 @@ def plot_energy_per_layer(
     """One panel per energy model: SNN energy per layer group for each target (bars, log
     scale), one conventional baseline of that model as black markers."""
     models = [m for m in series if series[m]]
+    if not models:  # nothing with a matched baseline to draw: say so, no empty axes
+        return _message_figure(NO_VERDICT, path, synthetic)
     fig, axes = plt.subplots(
         len(models), 1, figsize=(max(11, 0.55 * len(groups) + 5), 3.4 * len(models)), squeeze=False
     )

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from nalln.energy.plots import (
+    NO_VERDICT,
     plot_energy_per_layer,
     plot_firing_rates,
     plot_headline,
@@ -224,7 +225,7 @@ def terminal_text(rep: dict[str, Any], files: dict[str, Path] | None = None) -> 
         "SNN vs ANN under matched cost models, energy per inference (estimated from cited "
         "constants; ranges low - high; rate = spikes/neuron/step):"
     )
-    lines.append(format_table(rows, headers, align="lllrlrrrrl"))
+    lines.append(format_table(rows, headers, align="lllrlrrrrl") if rows else NO_VERDICT)
     for t, entry in rep["targets"].items():
         for m, res in entry["models"].items():
             if not res.get("available", True):
@@ -278,6 +279,8 @@ def markdown(rep: dict[str, Any]) -> str:
         "",
     ]
     rows, headers = summary_table(rep, full=True)
+    if not rows:
+        md += [NO_VERDICT.replace("\n", " "), ""]
     md += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     md += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     md += ["", "Verdicts in words:", ""]

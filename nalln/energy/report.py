@@ -102,7 +102,9 @@ RULES = {
     "sparsity": (
         "two conventions: spikes per neuron per step (firing_rate) and synaptic events per "
         "nonzero weight per inference on the spike-input layers (Dampfhoffer et al. 2023, who "
-        "find an SNN wins against an efficient ANN only at about 0.15-1.38)"
+        "find an SNN wins against an efficient ANN only at about 0.15-1.38); Yan et al. 2024 "
+        "(arXiv:2409.08290) put the threshold against a low-bit ANN at a spike rate below "
+        "about 5.7% for T = 5 once data movement is counted"
     ),
 }
 

@@ -33,6 +33,7 @@ def test_report_files_and_keys(report_dir: Path) -> None:
         "energy_per_step.csv",
         "energy_targets.csv",
         "energy_summary.csv",
+        "energy_headline.png",
         "energy_per_layer.png",
         "sops_vs_macs.png",
         "firing_rate.png",
@@ -94,6 +95,20 @@ def test_cli_report_prints_table(cli, tiny_run: Path, synth_root: Path, tmp_path
     assert code == 0, err
     assert "SYNTHETIC" in stdout and "stem.conv" in stdout and "break-even" in stdout
     assert (out / "energy.json").is_file()
+
+
+def test_cli_chip_under_ops_only_has_no_verdict(cli, tiny_run, synth_root, tmp_path) -> None:
+    out = tmp_path / "rep"
+    code, stdout, err = cli(
+        "energy", "report", str(tiny_run), "--data", str(synth_root), "--targets", "loihi",
+        "--models", "ops", "--out", str(out), "--n", "2", "--split", "all", "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "No matched SNN vs ANN comparison" in stdout
+    rep = json.loads((out / "energy.json").read_text())
+    assert rep["summary"] == [] and "comparison" in rep["targets"]["loihi"]["models"]["ops"]
+    assert "No matched" in (out / "energy.md").read_text()
+    assert (out / "energy_headline.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize(
