@@ -69,7 +69,13 @@ def static_terms(
     """Static power x latency (per chip); (terms, notes, latency in s)."""
     if not energy.has("p_static", "t_step"):
         missing = ", ".join(energy.missing("p_static", "t_step"))
-        return [], [f"{chip.id}: no cited {missing}: static power x latency not charged"], None
+        note = f"{chip.id}: no cited {missing}: static power x latency not charged"
+        synop = energy.constants.get("e_synop")
+        if synop is not None and "static power" in synop.note:
+            note += " (its per-event figure includes static power)"
+        else:
+            note += " (so the high end is not an upper bound)"
+        return [], [note], None
     latency = counts.num_steps * energy.value("t_step")
     chips = fit.chips() if (fit is not None and bound is Bound.HIGH) else 1
     pj = energy.value("p_static") * latency * 1e12

@@ -194,6 +194,7 @@ def _price_asic(
         f"ANN on {t.id}",
         rate,
         (sl, sh, al, ah),
+        notes=(SPARSITY_NOTE,),
         events_per_weight=events_per_weight(snn),
     )
     return res, [v]
@@ -254,7 +255,7 @@ def _price_chip(
                 rate,
                 (*labels_snn, *_ann_labels(model)),
                 proxy=t.energy_proxy,
-                notes=tuple(dict.fromkeys([*lo.notes, *hi.notes])),
+                notes=tuple(dict.fromkeys([*lo.notes, *hi.notes, SPARSITY_NOTE])),
                 events_per_weight=events_per_weight(snn),
             )
         )

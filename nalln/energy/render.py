@@ -180,7 +180,7 @@ def summary_table(rep: dict[str, Any], full: bool = False) -> tuple[list[list[An
             break_even_str(v),
         ]
         if full:
-            hs = v.get("host_share")
+            hs = (v["host_share_low"], v["host_share_high"]) if v["host_share_low"] else None
             epw = (
                 v["break_even_events_per_weight_pessimistic"],
                 v["break_even_events_per_weight_optimistic"],
@@ -194,6 +194,15 @@ def summary_table(rep: dict[str, Any], full: bool = False) -> tuple[list[list[An
     return rows, FULL_HEADERS if full else SUMMARY_HEADERS
 
 
+def verdict_notes(verdicts: list[dict[str, Any]]) -> list[str]:
+    """The notes of the verdicts, once per (target, model): what was not charged, proxies."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for v in verdicts:
+        notes = seen.setdefault((target_str(v), v["model"]), [])
+        notes += [n for n in v["notes"] if n not in notes]
+    return [f"- {t} / {m}: " + "; ".join(n) for (t, m), n in seen.items() if n]
+
+
 def where_rows(rep: dict[str, Any]) -> list[str]:
     """Per layer group, where the SNN is cheaper than the ANN, both at their dear end."""
     lines = []
@@ -205,6 +214,16 @@ def where_rows(rep: dict[str, Any]) -> list[str]:
             wins = ", ".join(r["group"] for r in per if r["snn_wins"]) or "no layer"
             loses = ", ".join(r["group"] for r in per if not r["snn_wins"]) or "no layer"
             lines.append(f"- **{tid} / {m}**: SNN cheaper in: {wins}. Dearer in: {loses}.")
+    if any(
+        "snn_high" in res and "host I/O: SE current out and back" in res["snn_high"]["by_kind_pj"]
+        for e in rep["targets"].values()
+        for res in e["models"].values()
+    ):
+        lines.append(
+            "- On a chip, the host traffic the SE gating forces on each pointwise layer (its "
+            "current out to the host and the gated current back) is charged to that stage's "
+            "`.se` group, not to the pointwise layer: read a pointwise 'win' together with it."
+        )
     return lines
 
 
@@ -288,6 +307,8 @@ def markdown(rep: dict[str, Any]) -> str:
         f"- **{target_str(v)} / {v['model']}** vs {v['baseline']}: {v['verdict']}"
         for v in rep["summary"]
     ]
+    md += ["", "What each verdict does and does not charge:", ""]
+    md += verdict_notes(rep["summary"])
     sp = rep["snn"]["sparsity"]
     ev = sp["synaptic_events_per_nonzero_weight"]
     lo, hi = sp["dampfhoffer_win_range"]

@@ -159,7 +159,8 @@ class Verdict:
             "events_per_weight": self.events_per_weight,
             "break_even_events_per_weight_pessimistic": epw[0],
             "break_even_events_per_weight_optimistic": epw[1],
-            "host_share": None if self.host_share is None else list(self.host_share),
+            "host_share_low": None if self.host_share is None else self.host_share[0],
+            "host_share_high": None if self.host_share is None else self.host_share[1],
             "verdict": self.verdict(),
             "notes": list(self.notes),
         }
