@@ -95,19 +95,21 @@ def _ann_pair(
     if model is CostModel.OPS:
         low = estimate(ann, base, model, reg, network="ann-zero-skip")
         high = estimate(ann, base, model, reg, network="ann")
+        low.notes.append(SPARSITY_NOTE)
         js = {"ann": high.to_dict(), "ann_zero_skip": low.to_dict()}
     else:
         low = estimate(ann, base, model, reg, network="ann-zero-skip", dataflow=Dataflow.REUSE)
         high = estimate(ann, base, model, reg, network="ann", dataflow=Dataflow.NO_REUSE)
         reuse = estimate(ann, base, model, reg, network="ann", dataflow=Dataflow.REUSE)
         skip = estimate(ann, base, model, reg, network="ann-zero-skip")
+        for e in (low, skip):
+            e.notes.append(SPARSITY_NOTE)
         js = {
             "ann": high.to_dict(),
             "ann_zero_skip": skip.to_dict(),
             "ann_reuse": reuse.to_dict(),
             "ann_zero_skip_reuse": low.to_dict(),
         }
-    low.notes.append(SPARSITY_NOTE)
     return low, high, js
 
 

@@ -137,6 +137,8 @@ def test_verdicts_are_matched_and_ranged() -> None:
     # the ANN range: zero-skip with reuse (low) to dense without reuse (high)
     assert chip["baseline_uj_low"] * 1e6 == pytest.approx(res["ann_zero_skip_reuse"]["energy_pj"])
     assert chip["baseline_uj_high"] * 1e6 == pytest.approx(res["ann"]["energy_pj"])
+    assert any("NOT a trained ANN" in n for n in res["ann_zero_skip_reuse"]["notes"])
+    assert any("NOT a trained ANN" in n for n in chip["notes"])
     best = res["snn_low"]["energy_pj"] / res["ann_zero_skip_reuse"]["energy_pj"]
     assert chip["ratio_best"] == pytest.approx(best)
     assert chip["ratio_dear"] == pytest.approx(
