@@ -393,10 +393,16 @@ def _energy(page: Page, dirs: Sequence[Path]) -> None:
         keys = [
             "target",
             "model",
+            "precision",
+            "snn_uj_low",
+            "snn_uj_high",
             "snn_uj",
             "baseline",
+            "baseline_uj_low",
+            "baseline_uj_high",
             "baseline_uj",
             "break_even_rate",
+            "outcome",
             "verdict",
         ]
         rows = [s for s in summary if s.get("pair", "ann") == "ann"]

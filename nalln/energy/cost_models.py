@@ -21,6 +21,11 @@ Three models, each a list of :class:`Term` (count per inference x energy per eve
     FLOPs x (TDP / peak): 2 FLOP per dense MAC at every step the layer runs, 4 FLOP per LIF
     update (decay, add, compare, reset), 1 per ReLU, 1 per pooling add or gate multiply.
 
+``ops+memory`` takes a :class:`~nalln.energy.modes.Dataflow` for the MAC layers of an ASIC (and
+a chip's host): no reuse (Lemaire, above) or reuse (``dataflow.py``). Which estimates are set
+against which (one model on both sides, as ranges) is decided in ``pricing.py``; a chip's static
+power, routing and host I/O are added there from ``chip_costs.py``.
+
 Every term says whether it scales with spike activity (``variable``): the break-even firing rate
 solves :math:`F + s V = E_{ANN}` for the activity scale :math:`s` (all spike counts scaled
 uniformly) and reports :math:`s \times` the measured mean firing rate.
@@ -33,18 +38,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nalln.energy.counting import NetworkCounts, SynapticLayer
+from nalln.energy.dataflow import reuse_reads
+from nalln.energy.modes import DENSE_PRECISIONS, MODELS, CostModel, Dataflow, Precision
 from nalln.errors import NallnError
 from nalln.hardware_targets.registry import TargetRegistry
 from nalln.hardware_targets.schema import Target
 
-MODELS = ("ops", "ops+memory", "dense")
-MODEL_TITLES = {
-    "ops": "operations only (SOP x E_AC + MAC x E_MAC)",
-    "ops+memory": "operations + memory accesses (Lemaire et al. 2022 / per-event chip figures)",
-    "dense": "dense FLOPs x TDP/peak (GPU/CPU lower bound)",
-}
+MODEL_TITLES = {m: m.title for m in MODELS}
 LIF_FLOPS = 4  # beta*U, +I, compare with threshold, reset multiply (nalln.models.neuron.lif_step)
-PRECISION_KEYS = {"fp32": "pj_per_flop_fp32", "fp16": "pj_per_flop_fp16", "int8": "pj_per_op_int8"}
+PRECISION_KEYS = {p: p.dense_key for p in DENSE_PRECISIONS}
 
 _ASIC_OPS = ("e_add", "e_mul")
 _ASIC_MEMORY = (
@@ -62,13 +64,15 @@ _CHIP_MEMORY = ("e_synop", "e_neuron_update")
 
 def required_constants(kind: str, model: str) -> tuple[str, ...] | None:
     """Constants a model needs on a target kind; None when it does not apply to that kind."""
+    if model not in MODELS:
+        return None
     table = {
-        ("asic", "ops"): _ASIC_OPS,
-        ("asic", "ops+memory"): _ASIC_MEMORY,
-        ("neuromorphic", "ops"): _CHIP_OPS,
-        ("neuromorphic", "ops+memory"): _CHIP_MEMORY,
-        ("gpu", "dense"): ("pj_per_flop_fp32",),
-        ("cpu", "dense"): ("pj_per_flop_fp32",),
+        ("asic", CostModel.OPS): _ASIC_OPS,
+        ("asic", CostModel.OPS_MEMORY): _ASIC_MEMORY,
+        ("neuromorphic", CostModel.OPS): _CHIP_OPS,
+        ("neuromorphic", CostModel.OPS_MEMORY): _CHIP_MEMORY,
+        ("gpu", CostModel.DENSE): ("pj_per_flop_fp32",),
+        ("cpu", CostModel.DENSE): ("pj_per_flop_fp32",),
     }
     return table.get((kind, model))
 
@@ -115,6 +119,20 @@ class Estimate:
     terms: list[Term] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     proxy: str | None = None
+    dataflow: str | None = None  # ops+memory on an ASIC / host: Dataflow
+
+    def plus(self, terms: list[Term], notes: list[str]) -> Estimate:
+        """A copy with more terms (chip static, routing, host I/O) and notes."""
+        return Estimate(
+            self.target,
+            self.model,
+            self.network,
+            self.precision,
+            [*self.terms, *terms],
+            [*self.notes, *notes],
+            self.proxy,
+            self.dataflow,
+        )
 
     @property
     def total_pj(self) -> float:
@@ -149,6 +167,7 @@ class Estimate:
             "model": self.model,
             "network": self.network,
             "precision": self.precision,
+            "dataflow": self.dataflow,
             "energy_pj": self.total_pj,
             "fixed_pj": self.fixed_pj,
             "activity_dependent_pj": self.variable_pj,
@@ -232,12 +251,19 @@ def _extra_ops_terms(counts: NetworkCounts, a: _Asic, memory: bool = False) -> l
 
 
 def _memory_terms(
-    counts: NetworkCounts, a: _Asic, ann: str | None = None, skip_neurons: bool = False
+    counts: NetworkCounts,
+    a: _Asic,
+    ann: str | None = None,
+    skip_neurons: bool = False,
+    dataflow: Dataflow = Dataflow.NO_REUSE,
 ) -> list[Term]:
     """Model ``ops+memory`` (Lemaire et al.) on an ASIC.
 
     ``ann`` = "dense" / "effective" counts a conventional network; ``skip_neurons`` leaves the
     neuron terms out (they run on a neuromorphic chip while the layer runs on the host).
+    ``dataflow`` sets the SRAM reads of analog (MAC) layers: one input and one weight read per
+    MAC (Lemaire, no reuse) or one read per weight / input per layer (reuse, dataflow.py).
+    Event-driven layers always read a weight per synaptic event: that is their dataflow.
     """
     pi = counts.per_inference
     terms: list[Term] = []
@@ -278,13 +304,20 @@ def _memory_terms(
                     add(g, "memory: output spike writes", th_out, a.mem(N, 1), True)
             continue
         # analog-input layer (or any layer of the conventional network): MAC formula
-        macs = pi(L.dense.sum()) if ann == "dense" else pi(L.ac.sum() + L.mac.sum())
+        if ann == "dense":
+            macs, acs = pi(L.dense.sum()), 0.0
+        else:  # a structurally analog layer whose input stayed binary (GAP of a 1x1 map)
+            macs, acs = pi(L.mac.sum()), pi(L.ac.sum())
         S = L.steps_run
         out = L.out_elements
         add(g, "MACs", macs, a.mul + a.acc, False)
-        add(g, "bias accumulates", out * S, a.acc, False)
-        add(g, "memory: input reads", macs, a.mem(L.in_elements, "activation_bits"), False)
-        add(g, "memory: weight reads", macs, a.mem(L.weights, "weight_bits"), False)
+        add(g, "accumulates (binary input)", acs, a.acc, False)
+        if dataflow is Dataflow.REUSE:
+            in_reads, w_reads = reuse_reads(L, a.t)
+        else:
+            in_reads = w_reads = macs + acs
+        add(g, "memory: input reads", in_reads, a.mem(L.in_elements, "activation_bits"), False)
+        add(g, "memory: weight reads", w_reads, a.mem(L.weights, "weight_bits"), False)
         add(g, "memory: bias reads", out * S, a.mem(cout, "accumulator_bits"), False)
         add(g, "memory: output writes", out * S, a.mem(out, "accumulator_bits"), False)
         addr = (L.in_elements + out + cout * _kernel_area(L)) * S
@@ -309,7 +342,12 @@ def _rebrand(terms: list[Term], on: str) -> list[Term]:
 
 
 def _chip_terms(
-    counts: NetworkCounts, chip: Target, energy: Target, host: _Asic, model: str
+    counts: NetworkCounts,
+    chip: Target,
+    energy: Target,
+    host: _Asic,
+    model: str,
+    dataflow: Dataflow = Dataflow.NO_REUSE,
 ) -> tuple[list[Term], list[str]]:
     """A neuromorphic chip runs the spike-input layers and every LIF population; the rest
     (analog-input layers, pooling, SE gating) runs on the host."""
@@ -329,10 +367,10 @@ def _chip_terms(
         if L.spike_input:
             sop = pi(L.ac.sum() + L.mac.sum())
             terms.append(Term(group_of(L.name), "synaptic events", sop, syn, True, chip.id))
-    if model == "ops":
+    if model == CostModel.OPS:
         terms += _rebrand(_ops_terms(host_counts, host), host.t.id)
     else:
-        terms += _memory_terms(host_counts, host, skip_neurons=True)
+        terms += _memory_terms(host_counts, host, skip_neurons=True, dataflow=dataflow)
         neuron = energy.value("e_neuron_update")
         spike = energy.value("e_spike") if energy.has("e_spike") else None
         if spike is None:
@@ -356,9 +394,8 @@ def _chip_terms(
     return terms, notes
 
 
-def _dense_terms(counts: NetworkCounts, t: Target, precision: str) -> list[Term]:
-    key = PRECISION_KEYS[precision]
-    e = t.value(key)
+def _dense_terms(counts: NetworkCounts, t: Target, precision: Precision) -> list[Term]:
+    e = t.value(str(precision.dense_key))
     pi = counts.per_inference
     terms: list[Term] = []
     for L in counts.layers:
@@ -384,15 +421,19 @@ def estimate(
     *,
     host: Target | None = None,
     network: str | None = None,
-    precision: str = "fp32",
+    precision: str = Precision.FP32,
+    dataflow: Dataflow = Dataflow.NO_REUSE,
 ) -> Estimate:
     """Energy per inference of ``counts`` on ``target`` under ``model``.
 
     ``network``: "snn" (default for spiking counts), "ann" (dense MACs) or "ann-zero-skip"
-    (effective MACs: an accelerator that skips zero activations).
+    (effective MACs: an accelerator that skips zero activations). ``dataflow`` applies to
+    ``ops+memory`` on an ASIC (and a chip's host): see :class:`~nalln.energy.modes.Dataflow`.
     """
     if model not in MODELS:
         raise NallnError(f"unknown energy model {model!r}; known models: {', '.join(MODELS)}")
+    model = CostModel(model)
+    precision = Precision(precision)
     reason = availability(target, model, registry)
     if reason:
         raise NallnError(reason)
@@ -404,10 +445,10 @@ def estimate(
             f"PROXY: {target.id} has no published per-operation energy; these are "
             f"{target.energy_proxy} figures"
         )
-    if model == "dense":
-        if PRECISION_KEYS[precision] not in target.constants:
+    if model is CostModel.DENSE:
+        if precision.dense_key is None or precision.dense_key not in target.constants:
             raise NallnError(
-                f"target {target.id} lacks {PRECISION_KEYS[precision]}, so model 'dense' cannot "
+                f"target {target.id} lacks {precision.dense_key}, so model 'dense' cannot "
                 f"be used at {precision} for it"
             )
         est.precision = precision
@@ -419,10 +460,11 @@ def estimate(
     if target.kind == "asic":
         a = _Asic(target)
         ann = {"snn": None, "ann": "dense", "ann-zero-skip": "effective"}[network]
-        if model == "ops":
+        if model is CostModel.OPS:
             est.terms = _ops_terms(counts, a, dense_macs=ann == "dense")
         else:
-            est.terms = _memory_terms(counts, a, ann=ann)
+            est.dataflow = dataflow
+            est.terms = _memory_terms(counts, a, ann=ann, dataflow=dataflow)
         return est
     if host is None or host.kind != "asic":
         raise NallnError(f"{target.id} needs an ASIC host target for its analog-input layers")
@@ -430,7 +472,9 @@ def estimate(
     if reason:
         raise NallnError(f"host {host.id}: {reason}")
     energy = registry.energy_source(target)
-    est.terms, notes = _chip_terms(counts, target, energy, _Asic(host), model)
+    if model is CostModel.OPS_MEMORY:
+        est.dataflow = dataflow
+    est.terms, notes = _chip_terms(counts, target, energy, _Asic(host), model, dataflow)
     est.notes += notes
     return est
 

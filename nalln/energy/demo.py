@@ -43,10 +43,13 @@ def run_demo_step(run: Path, data: Path, out: Path, progress: bool = False) -> d
                 for k in (
                     "target",
                     "model",
-                    "snn_uj",
+                    "precision",
+                    "snn_uj_low",
+                    "snn_uj_high",
                     "baseline",
-                    "baseline_uj",
-                    "break_even_rate",
+                    "baseline_uj_low",
+                    "baseline_uj_high",
+                    "outcome",
                     "snn_wins",
                     "verdict",
                 )

@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nalln.energy.plots import plot_energy_per_layer, plot_firing_rates, plot_sops_vs_macs
+from nalln.energy.plots import (
+    NO_VERDICT,
+    plot_energy_per_layer,
+    plot_firing_rates,
+    plot_headline,
+    plot_sops_vs_macs,
+)
 from nalln.energy.report import RULES, EnergyReport, headline
 from nalln.io import write_csv, write_json, write_text
 from nalln.textfmt import format_table
@@ -34,14 +40,41 @@ def rate_str(r: float | None) -> str:
     return "-" if r is None else f"{r:.4f}"
 
 
-def break_even_str(s: dict[str, Any]) -> str:
-    """The break-even column: a rate, 'never' (fixed costs exceed the baseline) or 'none'
-    (cost independent of spikes)."""
-    if s["break_even_rate"] is None:
+def range_str(lo_uj: float, hi_uj: float | None) -> str:
+    """An energy range in uJ as text ('>= x' when only a lower bound is modelled)."""
+    if hi_uj is None:
+        return ">= " + energy_str(lo_uj * 1e6)
+    if abs(hi_uj - lo_uj) <= 1e-12 * max(abs(lo_uj), 1e-30):
+        return energy_str(lo_uj * 1e6)
+    return f"{energy_str(lo_uj * 1e6)} - {energy_str(hi_uj * 1e6)}"
+
+
+def ratio_str(v: dict[str, Any]) -> str:
+    lo, hi = v["ratio_low"], v["ratio_high"]
+    return f"{lo:.3g}x" if abs(hi - lo) <= 1e-9 * abs(lo) else f"{lo:.3g}-{hi:.3g}x"
+
+
+def same_end_str(v: dict[str, Any]) -> str:
+    """SNN / ANN with both sides at the same end of their modelling."""
+    if v["ratio_dear"] is None:
+        return f"{v['ratio_best']:.3g}x (lower bounds)"
+    return f"{v['ratio_best']:.3g}x; {v['ratio_dear']:.3g}x"
+
+
+def break_even_str(v: dict[str, Any]) -> str:
+    """Break-even firing rates (pessimistic - optimistic), 'none' when no cost depends on
+    spikes, 'never' when even the optimistic end is 0."""
+    pes, opt = v["break_even_rate_pessimistic"], v["break_even_rate_optimistic"]
+    if pes is None and opt is None:
         return "none (no spike-dependent cost)"
-    if s["break_even_rate"] == 0 and not s["snn_wins"]:
+    if not opt:
         return "never"
-    return f"{s['break_even_rate']:.4f}" + (" (>1: any rate)" if s["break_even_rate"] >= 1 else "")
+    text = f"{rate_str(pes)} - {rate_str(opt)}"
+    return text + (" (>1: any rate)" if pes is not None and pes >= 1 else "")
+
+
+def target_str(v: dict[str, Any]) -> str:
+    return v["target"] + (f" (PROXY: {v['proxy']})" if v.get("proxy") else "")
 
 
 def _groups(rep: dict[str, Any]) -> list[str]:
@@ -104,22 +137,94 @@ def layer_table(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
     return rows, headers
 
 
-def summary_table(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
-    headers = ["target", "model", "SNN", "baseline", "baseline energy", "break-even rate", "wins"]
+SUMMARY_HEADERS = [
+    "target",
+    "model",
+    "precision",
+    "SNN",
+    "ANN baseline",
+    "ANN",
+    "SNN / ANN (range)",
+    "SNN / ANN (cheap ends; dear ends)",
+    "break-even rate",
+    "outcome",
+]
+FULL_HEADERS = [
+    *SUMMARY_HEADERS[:-1],
+    "break-even events / weight",
+    "host share of SNN",
+    "outcome",
+]
+
+
+def _pair_str(a: float | None, b: float | None, fmt: str = "{:.3g}") -> str:
+    if a is None and b is None:
+        return "-"
+    return " - ".join("-" if x is None else fmt.format(x) for x in (a, b))
+
+
+def summary_table(rep: dict[str, Any], full: bool = False) -> tuple[list[list[Any]], list[str]]:
+    """The verdict table: matched comparisons only, with ranges (``full``: also the
+    break-even in synaptic events per weight and the host's share of the SNN's energy)."""
     rows = []
-    for s in headline(rep["summary"]):
-        rows.append(
-            [
-                s["target"] + (" (PROXY)" if s["proxy"] else ""),
-                s["model"],
-                energy_str(s["snn_uj"] * 1e6),
-                s["baseline"],
-                energy_str(s["baseline_uj"] * 1e6),
-                break_even_str(s),
-                "SNN" if s["snn_wins"] else "ANN",
+    for v in headline(rep["summary"]):
+        row = [
+            target_str(v),
+            v["model"],
+            v["precision"] or "-",
+            range_str(v["snn_uj_low"], v["snn_uj_high"]),
+            v["baseline"],
+            range_str(v["baseline_uj_low"], v["baseline_uj_high"]),
+            ratio_str(v),
+            same_end_str(v),
+            break_even_str(v),
+        ]
+        if full:
+            hs = (v["host_share_low"], v["host_share_high"]) if v["host_share_low"] else None
+            epw = (
+                v["break_even_events_per_weight_pessimistic"],
+                v["break_even_events_per_weight_optimistic"],
+            )
+            never = break_even_str(v) == "never"
+            row += [
+                "never" if never else _pair_str(*epw),
+                "-" if not hs else _pair_str(hs[0], hs[1], "{:.0%}"),
             ]
+        rows.append([*row, v["outcome"]])
+    return rows, FULL_HEADERS if full else SUMMARY_HEADERS
+
+
+def verdict_notes(verdicts: list[dict[str, Any]]) -> list[str]:
+    """The notes of the verdicts, once per (target, model): what was not charged, proxies."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for v in verdicts:
+        notes = seen.setdefault((target_str(v), v["model"]), [])
+        notes += [n for n in v["notes"] if n not in notes]
+    return [f"- {t} / {m}: " + "; ".join(n) for (t, m), n in seen.items() if n]
+
+
+def where_rows(rep: dict[str, Any]) -> list[str]:
+    """Per layer group, where the SNN is cheaper than the ANN, both at their dear end."""
+    lines = []
+    for tid, e in rep["targets"].items():
+        for m, res in e["models"].items():
+            per = res.get("per_layer_break_even") if res.get("available", True) else None
+            if not per:
+                continue
+            wins = ", ".join(r["group"] for r in per if r["snn_wins"]) or "no layer"
+            loses = ", ".join(r["group"] for r in per if not r["snn_wins"]) or "no layer"
+            lines.append(f"- **{tid} / {m}**: SNN cheaper in: {wins}. Dearer in: {loses}.")
+    if any(
+        "snn_high" in res and "host I/O: SE current out and back" in res["snn_high"]["by_kind_pj"]
+        for e in rep["targets"].values()
+        for res in e["models"].values()
+    ):
+        lines.append(
+            "- On a chip, the host traffic the SE gating forces on each pointwise layer (its "
+            "current out to the host and the gated current back) is charged to that stage's "
+            "`.se` group, not to the pointwise layer: read a pointwise 'win' together with it."
         )
-    return rows, headers
+    return lines
 
 
 def terminal_text(rep: dict[str, Any], files: dict[str, Path] | None = None) -> str:
@@ -136,9 +241,10 @@ def terminal_text(rep: dict[str, Any], files: dict[str, Path] | None = None) -> 
     rows, headers = summary_table(rep)
     lines.append("")
     lines.append(
-        "Energy per inference (estimated from cited constants; rate = spikes/neuron/step):"
+        "SNN vs ANN under matched cost models, energy per inference (estimated from cited "
+        "constants; ranges low - high; rate = spikes/neuron/step):"
     )
-    lines.append(format_table(rows, headers, align="llrlrrl"))
+    lines.append(format_table(rows, headers, align="lllrlrrrrl") if rows else NO_VERDICT)
     for t, entry in rep["targets"].items():
         for m, res in entry["models"].items():
             if not res.get("available", True):
@@ -181,19 +287,39 @@ def markdown(rep: dict[str, Any]) -> str:
             for e in rep["snn"]["extra_ops"]
         ),
         "",
-        "## Energy per inference (estimated)",
+        "## SNN vs ANN under matched cost models (estimated, per inference)",
         "",
-        "| target | model | SNN | baseline | baseline energy | break-even rate | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "Every row prices both sides under one cost model (see `matched` in the rules). "
+        "Ranges run from each side's cheap end to its dear end; the SNN is cheaper only when "
+        "its dear end is below the ANN's cheap end. The cheap-ends ratio is the comparison "
+        "with the ANN at its best dataflow (reuse, zero-skip) and the SNN at its cheapest "
+        "modelling. A neuromorphic chip under `ops` has no row: its per-event figure includes "
+        "memory, an ANN under `ops` does not.",
+        "",
     ]
-    for s in rep["summary"]:
-        md.append(
-            f"| {s['target']}{' (PROXY: ' + s['proxy'] + ')' if s['proxy'] else ''} | "
-            f"{s['model']} | {energy_str(s['snn_uj'] * 1e6)} | {s['baseline']} | "
-            f"{energy_str(s['baseline_uj'] * 1e6)} | "
-            f"{break_even_str(s)} | "
-            f"{s['verdict']} |"
-        )
+    rows, headers = summary_table(rep, full=True)
+    if not rows:
+        md += [NO_VERDICT.replace("\n", " "), ""]
+    md += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    md += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    md += ["", "Verdicts in words:", ""]
+    md += [
+        f"- **{target_str(v)} / {v['model']}** vs {v['baseline']}: {v['verdict']}"
+        for v in rep["summary"]
+    ]
+    md += ["", "What each verdict does and does not charge:", ""]
+    md += verdict_notes(rep["summary"])
+    sp = rep["snn"]["sparsity"]
+    ev = sp["synaptic_events_per_nonzero_weight"]
+    lo, hi = sp["dampfhoffer_win_range"]
+    md += [
+        "",
+        f"Sparsity in both conventions (counted): {sp['spikes_per_neuron_per_step']:.4f} "
+        "spikes per neuron per step; "
+        + (f"{ev:.3g}" if ev is not None else "n/a")
+        + " synaptic events per nonzero weight per inference over the spike-input layers "
+        f"(Dampfhoffer et al. 2023: an SNN beats an efficient ANN only at about {lo}-{hi}).",
+    ]
     na = [
         f"- {tid} / {m}: {res['reason']}"
         for tid, e in rep["targets"].items()
@@ -202,14 +328,13 @@ def markdown(rep: dict[str, Any]) -> str:
     ]
     if na:
         md += ["", "Not computed:", "", *na]
-    md += ["", "## Where the SNN wins and where it does not", ""]
-    for s in headline(rep["summary"]):
-        wins = ", ".join(s["snn_wins_layers"]) or "no layer"
-        loses = ", ".join(s["snn_loses_layers"]) or "no layer"
-        md.append(
-            f"- **{s['target']} / {s['model']}** vs {s['baseline']}: {s['verdict']}. "
-            f"SNN cheaper in: {wins}. Dearer in: {loses}."
-        )
+    md += [
+        "",
+        "## Where the SNN wins and where it does not (per layer group, both sides at their "
+        "dear end: no reuse, dense ANN, chip costs high)",
+        "",
+    ]
+    md += where_rows(rep)
     md += ["", "## Caveats", ""]
     md += [f"- {c}" for c in rep["caveats"]]
     md += ["", "## Constants used (value, status, source)", ""]
@@ -225,6 +350,8 @@ def markdown(rep: dict[str, Any]) -> str:
         md.append("")
     md += [
         "## Figures",
+        "",
+        "![SNN vs ANN per target](energy_headline.png)",
         "",
         "![energy per layer](energy_per_layer.png)",
         "",
@@ -298,17 +425,27 @@ def _csv_steps(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
     ]
 
 
+ESTIMATE_KEYS = (
+    "snn",
+    "snn_reuse",
+    "snn_low",
+    "snn_high",
+    "ann",
+    "ann_zero_skip",
+    "ann_reuse",
+    "ann_zero_skip_reuse",
+)
+
+
 def _csv_targets(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str], list[list[Any]]]:
     rows, per_layer = [], []
     for tid, e in rep["targets"].items():
         for m, res in e["models"].items():
             if not res.get("available", True):
-                rows.append(
-                    [tid, m, None, None, None, None, None, None, e["energy_proxy"], res["reason"]]
-                )
+                rows.append([tid, m, *([None] * 7), e["energy_proxy"], res["reason"]])
                 continue
             ests = []
-            for net_key in ("snn", "ann", "ann_zero_skip"):
+            for net_key in ESTIMATE_KEYS:
                 val = res.get(net_key)
                 if val is None:
                     continue
@@ -320,6 +457,7 @@ def _csv_targets(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str], list[
                         m,
                         est["network"],
                         est["precision"],
+                        est["dataflow"],
                         est["energy_pj"],
                         est["fixed_pj"],
                         est["activity_dependent_pj"],
@@ -335,6 +473,7 @@ def _csv_targets(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str], list[
         "model",
         "network",
         "precision",
+        "dataflow",
         "energy_pj",
         "fixed_pj",
         "activity_dependent_pj",
@@ -343,6 +482,9 @@ def _csv_targets(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str], list[
         "notes",
     ]
     return rows, headers, per_layer
+
+
+NESTED = ("snn", "ann", "notes")
 
 
 def write_report(report: EnergyReport, out: str | Path) -> dict[str, Path]:
@@ -362,10 +504,9 @@ def write_report(report: EnergyReport, out: str | Path) -> dict[str, Path]:
         per_layer,
         ["target", "model", "network", "precision", "group", "energy_pj"],
     )
-    summary_rows = [[s[k] for k in s if not k.endswith("_layers")] for s in rep["summary"]]
-    summary_headers = [
-        k for k in (rep["summary"][0] if rep["summary"] else {}) if not k.endswith("_layers")
-    ]
+    flat = [k for k in (rep["summary"][0] if rep["summary"] else {}) if k not in NESTED]
+    summary_rows = [[s[k] for k in flat] for s in rep["summary"]]
+    summary_headers = flat
     files["energy_summary.csv"] = write_csv(
         out / "energy_summary.csv", summary_rows, summary_headers
     )
@@ -376,8 +517,8 @@ def write_report(report: EnergyReport, out: str | Path) -> dict[str, Path]:
     baselines: dict[str, dict[str, dict[str, float]]] = {}
     for tid, e in rep["targets"].items():
         for m, res in e["models"].items():
-            if not res.get("available", True):
-                continue
+            if not res.get("available", True) or "comparison" in res:
+                continue  # a chip under 'ops' has no matched ANN: kept out of the panel
             snn = res["snn"]["fp32"] if m == "dense" else res["snn"]
             series.setdefault(m, {})[tid + (" (proxy)" if e["energy_proxy"] else "")] = snn[
                 "by_layer_pj"
@@ -385,7 +526,11 @@ def write_report(report: EnergyReport, out: str | Path) -> dict[str, Path]:
             ann = res.get("ann")
             if ann:
                 ann = ann["fp32"] if m == "dense" else ann
-                baselines.setdefault(m, {})[f"{ann['target']}"] = ann["by_layer_pj"]
+                label = ann["target"] + (f" ({ann['precision']})" if ann["precision"] else "")
+                baselines.setdefault(m, {})[label] = ann["by_layer_pj"]
+    files["energy_headline.png"] = plot_headline(
+        rep["summary"], out / "energy_headline.png", synthetic
+    )
     files["energy_per_layer.png"] = plot_energy_per_layer(
         groups,
         series,

@@ -19,18 +19,10 @@ import numpy as np
 from nalln import __version__
 from nalln.data.dataset import DatasetIndex, Record, load_images, scan
 from nalln.energy.baseline import relu_twin
-from nalln.energy.cost_models import (
-    MODEL_TITLES,
-    MODELS,
-    PRECISION_KEYS,
-    BreakEven,
-    Estimate,
-    availability,
-    break_even,
-    estimate,
-    group_of,
-)
+from nalln.energy.cost_models import MODELS, availability, estimate, group_of
 from nalln.energy.counting import NetworkCounts, count_model
+from nalln.energy.pricing import events_per_weight, price
+from nalln.energy.validation import validation_note
 from nalln.errors import DataError, NallnError
 from nalln.hardware_targets.registry import TargetRegistry, load_registry
 from nalln.hardware_targets.schema import Target
@@ -39,7 +31,13 @@ from nalln.runs import LoadedModel, load_model
 
 SCHEMA = 1
 DEFAULT_BASELINE = "asic45-int8"
+LOWBIT_BASELINE = "asic45-int4"  # a second, derived low-bit baseline for chips when present
 DEFAULT_HOST = "asic45-int8"
+DAMPFHOFFER_RANGE = (0.15, 1.38)  # synaptic events per synapse per inference for an SNN to win
+MEASURED_NOTE = (
+    "No measured energy beside the estimate: RAPL was not readable where this was developed "
+    "(no /sys/class/powercap) and no GPU was lent to measure with NVML."
+)
 SYNTHETIC_NOTE = (
     "SYNTHETIC DATA: counted on images drawn by `nalln data synth`; firing rates and energies "
     "check the pipeline and say nothing about the real data set."
@@ -85,12 +83,28 @@ RULES = {
     "baseline": (
         "the same architecture with ReLU instead of LIF and T = 1, counted by the same code; "
         "'ann' = dense MACs (a conventional accelerator), 'ann-zero-skip' = effective MACs (an "
-        "accelerator that skips zero activations; sparsity of this untrained twin, indicative)"
+        "accelerator that skips zero activations; sparsity of this untrained twin, indicative); "
+        "under ops+memory from a reuse-aware dataflow (each weight / input read once per layer "
+        "when the global buffer holds them) to no reuse (Lemaire: a read per MAC)"
+    ),
+    "matched": (
+        "every verdict prices both sides under one cost model: arithmetic only, memory on "
+        "both sides (a chip's per-event figure includes its memory, so a chip meets only an ANN "
+        "that pays memory), or dense at one precision; ranges run from the cheap to the dear "
+        "end of each side's modelling"
     ),
     "break_even": (
         "scale every spike count of the SNN by s (analog-layer counts fixed) and solve "
         "E_fixed + s * E_activity = E_baseline; the break-even firing rate is s times the "
-        "measured mean rate (spikes per neuron per step over all LIF layers)"
+        "measured mean rate (spikes per neuron per step over all LIF layers); pessimistic = "
+        "SNN high end vs ANN low end, optimistic = the reverse"
+    ),
+    "sparsity": (
+        "two conventions: spikes per neuron per step (firing_rate) and synaptic events per "
+        "nonzero weight per inference on the spike-input layers (Dampfhoffer et al. 2023, who "
+        "find an SNN wins against an efficient ANN only at about 0.15-1.38); Yan et al. 2024 "
+        "(arXiv:2409.08290) put the threshold against a low-bit ANN at a spike rate below "
+        "about 5.7% for T = 5 once data movement is counted"
     ),
 }
 
@@ -134,6 +148,7 @@ class Plan:
     unavailable: dict[str, dict[str, str]]  # target id -> model -> reason
     baseline: Target
     host: Target
+    baselines: list[Target] = field(default_factory=list)  # ASICs a chip is compared with
 
 
 def make_plan(opts: ReportOptions) -> Plan:
@@ -170,7 +185,10 @@ def make_plan(opts: ReportOptions) -> Plan:
         reason = availability(host, m, registry)
         if reason and any(t.kind == "neuromorphic" and m in models[t.id] for t in targets):
             raise NallnError(f"host {host.id}: {reason}")
-    return Plan(registry, targets, models, unavailable, baseline, host)
+    baselines = [baseline]
+    if LOWBIT_BASELINE in registry.targets and baseline.id != LOWBIT_BASELINE:
+        baselines.append(registry.get(LOWBIT_BASELINE))
+    return Plan(registry, targets, models, unavailable, baseline, host, baselines)
 
 
 def select_images(
@@ -281,113 +299,6 @@ def memory_access_counts(snn: NetworkCounts, registry: TargetRegistry) -> dict[s
     return out
 
 
-def _constants_used(t: Target, registry: TargetRegistry) -> dict[str, Any]:
-    src = registry.energy_source(t) if t.energy_proxy else t
-    consts = {**src.constants, **t.constants}
-    return {
-        k: {
-            "value": c.value,
-            "unit": c.unit,
-            "status": c.status,
-            "source": c.source,
-            **({"proxy_from": src.id} if k in src.constants and src is not t else {}),
-            **({"note": c.note} if c.note else {}),
-        }
-        for k, c in consts.items()
-    }
-
-
-def _per_layer_compare(snn: Estimate, base: Estimate) -> list[dict[str, Any]]:
-    s, b = snn.by_group(), base.by_group()
-    rows = []
-    for g in dict.fromkeys([*s, *b]):
-        sv, bv = s.get(g, 0.0), b.get(g, 0.0)
-        rows.append({"group": g, "snn_pj": sv, "baseline_pj": bv, "snn_wins": bool(sv < bv)})
-    return rows
-
-
-def price(
-    snn: NetworkCounts, ann: NetworkCounts, plan: Plan
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Estimates, break-evens and per-layer comparisons for every planned (target, model)."""
-    reg = plan.registry
-    rate = snn.totals["firing_rate"]
-    out: dict[str, Any] = {}
-    summary: list[dict[str, Any]] = []
-    for t in plan.targets:
-        entry: dict[str, Any] = {
-            "name": t.name,
-            "kind": t.kind,
-            "file": str(t.path),
-            "energy_proxy": t.energy_proxy,
-            "notes": list(t.notes),
-            "constants": _constants_used(t, reg),
-            "models": {},
-        }
-        for m, reason in plan.unavailable[t.id].items():
-            entry["models"][m] = {"available": False, "reason": reason}
-        for m in plan.models[t.id]:
-            res: dict[str, Any] = {"available": True, "title": MODEL_TITLES[m]}
-            pairs: list[tuple[str, Estimate, Estimate]] = []
-            if m == "dense":
-                precisions = [p for p, k in PRECISION_KEYS.items() if k in t.constants]
-                snn_est = {
-                    p: estimate(snn, t, m, reg, precision=p) for p in precisions if p != "int8"
-                }
-                ann_est = {
-                    p: estimate(ann, t, m, reg, network="ann", precision=p) for p in precisions
-                }
-                res["snn"] = {p: e.to_dict() for p, e in snn_est.items()}
-                res["ann"] = {p: e.to_dict() for p, e in ann_est.items()}
-                main = snn_est["fp32"]
-                pairs.append(("ann", main, ann_est["fp32"]))
-                if "int8" in ann_est:
-                    pairs.append(("ann-int8", main, ann_est["int8"]))
-            else:
-                main = estimate(snn, t, m, reg, host=plan.host)
-                base_t = t if t.kind == "asic" else plan.baseline
-                reason = availability(base_t, m, reg)
-                res["snn"] = main.to_dict()
-                if reason is None:
-                    dense = estimate(ann, base_t, m, reg, network="ann")
-                    skip = estimate(ann, base_t, m, reg, network="ann-zero-skip")
-                    res["ann"] = dense.to_dict()
-                    res["ann_zero_skip"] = skip.to_dict()
-                    pairs += [("ann", main, dense), ("ann-zero-skip", main, skip)]
-                else:
-                    res["ann"] = None
-                    res["ann_reason"] = f"baseline {base_t.id}: {reason}"
-            for label, s_est, b_est in pairs:
-                be: BreakEven = break_even(s_est, b_est, rate)
-                key = "break_even" if label == "ann" else f"break_even_{label.replace('-', '_')}"
-                res[key] = be.to_dict()
-                res[f"per_layer_{key}"] = _per_layer_compare(s_est, b_est)
-                summary.append(
-                    {
-                        "pair": label,
-                        "target": t.id,
-                        "model": m,
-                        "proxy": t.energy_proxy,
-                        "baseline": be.baseline,
-                        "snn_uj": be.snn_pj / 1e6,
-                        "baseline_uj": be.baseline_pj / 1e6,
-                        "break_even_rate": be.rate,
-                        "measured_rate": rate,
-                        "snn_wins": be.snn_wins,
-                        "verdict": be.verdict(),
-                        "snn_wins_layers": [
-                            r["group"] for r in res[f"per_layer_{key}"] if r["snn_wins"]
-                        ],
-                        "snn_loses_layers": [
-                            r["group"] for r in res[f"per_layer_{key}"] if not r["snn_wins"]
-                        ],
-                    }
-                )
-            entry["models"][m] = res
-        out[t.id] = entry
-    return out, summary
-
-
 def caveats(snn: NetworkCounts, ann: NetworkCounts, plan: Plan, synthetic: bool) -> list[str]:
     T = snn.num_steps
     stem = [L for L in snn.layers if L.once]
@@ -410,21 +321,29 @@ def caveats(snn: NetworkCounts, ann: NetworkCounts, plan: Plan, synthetic: bool)
         "The stem, the SE blocks and the head's fc1 take analog input: no chip in the list runs "
         "them on binary spikes, so on neuromorphic targets they are charged to the host "
         f"({plan.host.id}); the SE gate multiplies two signals, which no neuromorphic chip "
-        "here can do: a deployable version folds the gates. Host-chip traffic is not charged."
+        "here can do: a deployable version folds the gates. The host-chip traffic this forces "
+        "(stem current in, SE current out and back, pooled spikes out, fc1 current in) is "
+        "charged per bit (host I/O terms, a DRAM-access proxy for the link: no link figure "
+        "found)."
     )
     if head_fc1 is not None:
         out.append(
-            "GAP -> fc1: the pooled spike counts are analog, so fc1 counts MACs (NeuroBench). "
-            "Folding the pooling into fc1's weights would make them ACs on spikes instead."
+            "GAP -> fc1: pooled spike counts are analog, so fc1 counts MACs (NeuroBench) unless "
+            "the pooled map is 1x1 (then its input stays binary: counted and priced as ACs). "
+            "Folding the pooling into fc1's weights would make them ACs on spikes."
         )
     out.append(
-        "ops+memory on an ASIC follows Lemaire et al. 2022: every layer has its own SRAM sized to "
-        "it, every MAC reads its input and weight, no data reuse, no DRAM, no leakage or clock: "
-        "pessimistic for data-reusing ANN accelerators, optimistic for real chips."
+        "ops+memory on an ASIC: each side from a reuse-aware dataflow (each weight and input "
+        "read from SRAM once per layer when the global buffer holds them; register files not "
+        "charged: a lower bound) to Lemaire et al. 2022's no-reuse model (a read per MAC: an "
+        "upper bound). No DRAM, no leakage or clock on the ASIC."
     )
     out.append(
-        "Neuromorphic per-event figures exclude static power, spike routing between cores (hop "
-        "counts need a placement) and host I/O; Loihi's are pre-silicon (Davies et al. 2018)."
+        "Neuromorphic chips: per-event figures (Loihi's pre-silicon minimums, Davies et al. "
+        "2018) plus static power x latency, spike routing over the placement of "
+        "`nalln hardware fit`, and host I/O, each at a low and a high bound; a chip's figure "
+        "includes its memory, so it is compared only under ops+memory. "
+        + validation_note(plan.registry)
     )
     if any(t.energy_proxy for t in plan.targets):
         out.append(
@@ -433,8 +352,9 @@ def caveats(snn: NetworkCounts, ann: NetworkCounts, plan: Plan, synthetic: bool)
         )
     out.append(
         "GPU/CPU figures are TDP / peak throughput at full utilisation without memory traffic "
-        "or idle power: optimistic lower bounds. Dense execution gains nothing from sparse "
-        f"spikes: every layer after the once-computed stem costs T={T} times its ANN MACs there."
+        "or idle power: optimistic lower bounds, compared at the same precision on both sides "
+        "(FP32, FP16, INT8). Dense execution gains nothing from sparse spikes: every layer "
+        f"after the once-computed stem costs T={T} times its ANN MACs there. " + MEASURED_NOTE
     )
     out.append(
         "The ANN baseline is the same architecture with the SNN's weights under ReLU, not a "
@@ -524,6 +444,7 @@ def build_report(
         "rules": RULES,
         "snn": {
             "totals": snn.totals,
+            "sparsity": sparsity(snn),
             "layers": layers,
             "populations": [
                 {
@@ -582,5 +503,15 @@ def build_report(
 
 
 def headline(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The summary rows against the primary baseline (dense ANN at the same precision)."""
-    return [s for s in summary if s["pair"] == "ann"]
+    """The verdict rows (every one a matched comparison)."""
+    return list(summary)
+
+
+def sparsity(snn: NetworkCounts) -> dict[str, float | None]:
+    """Activity in both conventions: spikes per neuron per step, and synaptic events per
+    nonzero weight per inference over the spike-input layers (Dampfhoffer et al. 2023)."""
+    return {
+        "spikes_per_neuron_per_step": snn.totals["firing_rate"],
+        "synaptic_events_per_nonzero_weight": events_per_weight(snn),
+        "dampfhoffer_win_range": list(DAMPFHOFFER_RANGE),
+    }

@@ -47,6 +47,7 @@ UNITS: dict[str, dict[str, float]] = {
     "ops": {"TOP/s": 1.0, "GOP/s": 1e-3},
     "bits": {"bit": 1.0, "byte": 8.0, "KiB": 8192.0, "MiB": 8388608.0},
     "count": {"count": 1.0},
+    "time": {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9},
 }
 
 
@@ -90,6 +91,18 @@ KNOWN_CONSTANTS: dict[str, ConstantSpec] = {
     "e_spike": ConstantSpec("energy", "sending one spike within a tile / core"),
     "e_hop_ew": ConstantSpec("energy", "one east-west hop of a spike message between tiles"),
     "e_hop_ns": ConstantSpec("energy", "one north-south hop of a spike message between tiles"),
+    # costs beyond the per-event figures (chip_costs.py)
+    "p_static": ConstantSpec("power", "static (idle) power of the chip or board while it runs"),
+    "t_step": ConstantSpec("time", "wall-clock time of one algorithmic time step"),
+    "e_io_bit": ConstantSpec(
+        "energy_per_bit", "moving one bit between the host and a chip (low end of its range)"
+    ),
+    "e_io_bit_high": ConstantSpec(
+        "energy_per_bit", "moving one bit between the host and a chip (high end of its range)"
+    ),
+    "global_buffer": ConstantSpec(
+        "bits", "on-chip global buffer of a reuse-aware ANN accelerator (dataflow.py)"
+    ),
     # structure (for `nalln hardware fit`)
     "cores_per_chip": ConstantSpec("count", "neuromorphic cores per chip"),
     "neurons_per_core": ConstantSpec("count", "neurons (compartments) per core"),
