@@ -12,9 +12,11 @@ from nalln.textfmt import format_table
 __all__ = [
     "add_calibration_flag",
     "add_conversion_flags",
+    "add_json_flag",
     "add_progress_flag",
     "checked_calibration",
     "format_table",
+    "json_or_banner",
     "print_json",
     "show_progress",
     "synthetic_banner",
@@ -26,6 +28,22 @@ def print_json(obj: Any) -> None:
 
     json.dump(obj, sys.stdout, indent=2, default=json_default)
     sys.stdout.write("\n")
+
+
+def add_json_flag(p: argparse.ArgumentParser, what: str = "the result") -> None:
+    """``--json``: the command's result document on stdout and nothing else, for scripts."""
+    p.add_argument("--json", action="store_true", help=f"print {what} as JSON to stdout")
+
+
+def json_or_banner(args: argparse.Namespace, data: Any, synthetic: bool = False) -> bool:
+    """With ``--json`` print ``data`` and return True (the command is done); otherwise print the
+    SYNTHETIC banner where it applies and return False, so that every command reads
+    ``if json_or_banner(args, data, synthetic): return 0`` and none forgets the banner."""
+    if getattr(args, "json", False):
+        print_json(data)
+        return True
+    print(synthetic_banner(synthetic), end="")
+    return False
 
 
 def add_progress_flag(p: argparse.ArgumentParser) -> None:

@@ -11,11 +11,11 @@ import argparse
 
 from nalln.cli.common import (
     add_conversion_flags,
+    add_json_flag,
     add_progress_flag,
     checked_calibration,
-    print_json,
+    json_or_banner,
     show_progress,
-    synthetic_banner,
 )
 
 
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", required=True, choices=("nir", "lava", "norse"), help="target")
     p.add_argument("--out", required=True, help="output folder")
     add_conversion_flags(p, "(--to lava) calibrate Loihi fixed point: 8-bit weights, 24-bit state")
-    p.add_argument("--json", action="store_true", help="print convert.json to stdout")
+    add_json_flag(p, "convert.json")
     add_progress_flag(p)
     p.set_defaults(func=run)
 
@@ -46,10 +46,8 @@ def run(args: argparse.Namespace) -> int:
         progress=show_progress(args),
     )
     s = res.summary
-    if args.json:
-        print_json(s)
+    if json_or_banner(args, s, s["synthetic"]):
         return 0
-    print(synthetic_banner(s["synthetic"]), end="")
     print(
         f"{s['target']}: SE {s['se_mode']}, {s['segments']} NIR segment(s); "
         f"NIR round trip: {s['nir_round_trip']}"

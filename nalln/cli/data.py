@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nalln.cli.common import add_progress_flag, format_table, print_json, show_progress
+from nalln.cli.common import (
+    add_json_flag,
+    add_progress_flag,
+    format_table,
+    json_or_banner,
+    show_progress,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--variant", help="sub-folder of the primary set (Original or Segmented)")
     c.add_argument("--threshold", type=int, default=6, help="near-duplicate pHash distance (bits)")
     c.add_argument("--out", help="folder for check.json, files.csv, duplicates.csv")
-    c.add_argument("--json", action="store_true", help="print the JSON report")
+    add_json_flag(c, "the check report")
     add_progress_flag(c)
     c.set_defaults(func=run_check)
 
@@ -130,8 +136,7 @@ def run_check(args: argparse.Namespace) -> int:
             ],
             ["kind", "scope", "a", "b", "hamming_bits", "a_split", "b_split"],
         )
-    if args.json:
-        print_json(data)
+    if json_or_banner(args, data):
         return 0
     tag = "SYNTHETIC data set" if rep.synthetic else "data set"
     print(f"{tag} {rep.root} (layout {rep.layout}); counted from every file")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import add_progress_flag, print_json, show_progress
+from nalln.cli.common import add_json_flag, add_progress_flag, json_or_banner, show_progress
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     r.add_argument("--layout", default="auto", help="data layout (auto, primary, external, FILE)")
     r.add_argument("--seed", type=int, default=0, help="seed for picking --n images")
-    r.add_argument("--json", action="store_true", help="print energy.json to stdout")
+    add_json_flag(r, "energy.json")
     add_progress_flag(r)
     r.set_defaults(func=run_report)
 
@@ -93,8 +93,6 @@ def run_report(args: argparse.Namespace) -> int:
     )
     report = build_report(args.run, args.data, opts, progress=show_progress(args))
     files = write_report(report, args.out)
-    if args.json:
-        print_json(report.data)
-    else:
+    if not json_or_banner(args, report.data):  # terminal_text carries its own SYNTHETIC line
         print(terminal_text(report.data, files))
     return 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 
 from nalln.cli.common import (
+    add_json_flag,
     add_progress_flag,
     format_table,
-    print_json,
+    json_or_banner,
     show_progress,
-    synthetic_banner,
 )
 
 
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=42, help="bootstrap seed")
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="print metrics.json to stdout")
+    add_json_flag(p, "metrics.json")
     add_progress_flag(p)
     p.set_defaults(func=run)
 
@@ -62,10 +62,8 @@ def run(args: argparse.Namespace) -> int:
         progress=show_progress(args),
     )
     m = res.metrics
-    if args.json:
-        print_json(m)
+    if json_or_banner(args, m, m["synthetic"]):
         return 0
-    print(synthetic_banner(m["synthetic"]), end="")
     ci = m["accuracy_ci"]
     print(
         f"{m['source']['subset']}: {m['n']} images; accuracy {m['accuracy']:.4f} "

@@ -13,11 +13,11 @@ import argparse
 
 from nalln.cli.common import (
     add_calibration_flag,
+    add_json_flag,
     add_progress_flag,
     format_table,
-    print_json,
+    json_or_banner,
     show_progress,
-    synthetic_banner,
 )
 
 
@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-augment", action="store_true", help="no training augmentation")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--json", action="store_true", help="print finetune_report.json to stdout")
+    add_json_flag(p, "finetune_report.json")
     add_progress_flag(p)
     p.set_defaults(func=run)
 
@@ -79,10 +79,8 @@ def run(args: argparse.Namespace) -> int:
         echo=(lambda _m: None) if quiet else print,
     )
     r = res.report
-    if args.json:
-        print_json(r)
+    if json_or_banner(args, r, r["synthetic"]):
         return 0
-    print(synthetic_banner(r["synthetic"]), end="")
     for split in ("test", "val"):
         if split not in r:
             continue

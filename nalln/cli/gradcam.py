@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import format_table, print_json, synthetic_banner
+from nalln.cli.common import add_json_flag, format_table, json_or_banner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for picking the grid images")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print gradcam.json to stdout")
+    add_json_flag(p, "gradcam.json")
     p.set_defaults(func=run)
 
 
@@ -71,10 +71,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     d = res.data
-    if args.json:
-        print_json(d)
+    if json_or_banner(args, d, d["synthetic"]):
         return 0
-    print(synthetic_banner(d["synthetic"]), end="")
     print(
         f"Grad-CAM of layer {d['layer']} (feature map {d['feature_map']}, T={d['num_steps']}), "
         f"target: {d['target']}"

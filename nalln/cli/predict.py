@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import format_table, print_json, synthetic_banner
+from nalln.cli.common import add_json_flag, format_table, json_or_banner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-unreadable", action="store_true", help="report unreadable files, go on")
-    p.add_argument("--json", action="store_true")
+    add_json_flag(p, "the predictions")
     p.set_defaults(func=run)
 
 
@@ -45,25 +45,25 @@ def run(args: argparse.Namespace) -> int:
     ]
     if args.out:
         write_csv(args.out, rows, header)
-    if args.json:
-        print_json(
-            {
-                "synthetic_model": loaded.synthetic,
-                "predictions": [
-                    {
-                        "path": p.path,
-                        "predicted": p.predicted,
-                        "probabilities": p.probabilities,
-                        "needs_review": p.needs_review,
-                        "quality": p.quality,
-                        "error": p.error,
-                    }
-                    for p in preds
-                ],
-            }
-        )
+    if json_or_banner(
+        args,
+        {
+            "synthetic_model": loaded.synthetic,
+            "predictions": [
+                {
+                    "path": p.path,
+                    "predicted": p.predicted,
+                    "probabilities": p.probabilities,
+                    "needs_review": p.needs_review,
+                    "quality": p.quality,
+                    "error": p.error,
+                }
+                for p in preds
+            ],
+        },
+        loaded.synthetic,
+    ):
         return 0
-    print(synthetic_banner(loaded.synthetic), end="")
     shown = [
         [r[0], r[1], max(p.probabilities.values(), default=0.0), r[-3], r[-2] or "-"]
         for r, p in zip(rows, preds, strict=True)

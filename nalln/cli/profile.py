@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 
 from nalln.cli.common import (
+    add_json_flag,
     add_progress_flag,
     format_table,
-    print_json,
+    json_or_banner,
     show_progress,
-    synthetic_banner,
 )
 
 MODEL_FLAGS = {
@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-cuda", action="store_true", help="skip CUDA even when a GPU is present")
     p.add_argument("--out", help="output folder (default RUN/profile; none for a fresh model)")
-    p.add_argument("--json", action="store_true", help="print profile.json to stdout")
+    add_json_flag(p, "profile.json")
     add_progress_flag(p)
     p.set_defaults(func=run)
 
@@ -94,10 +94,8 @@ def run(args: argparse.Namespace) -> int:
         progress=show_progress(args),
     )
     s = res.summary
-    if args.json:
-        print_json(s)
+    if json_or_banner(args, s, bool(s["source"]["synthetic"])):
         return 0
-    print(synthetic_banner(bool(s["source"]["synthetic"])), end="")
     src = s["source"]
     print(
         f"{src['model_name']} ({src['weights']}), {s['image_size']}x{s['image_size']}, "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import print_json, synthetic_banner
+from nalln.cli.common import add_json_flag, json_or_banner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-resamples", type=int, default=10_000, help="bootstrap resamples")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print quantization.json to stdout")
+    add_json_flag(p, "quantization.json")
     p.set_defaults(func=run)
 
 
@@ -49,10 +49,8 @@ def run(args: argparse.Namespace) -> int:
         n_resamples=args.n_resamples,
         device=args.device,
     )
-    if args.json:
-        print_json(res.data)
+    if json_or_banner(args, res.data, res.data["synthetic"]):
         return 0
-    print(synthetic_banner(res.data["synthetic"]), end="")
     print((res.out / "quantization.md").read_text(), end="")
     print(f"quantised run: {res.out} (use it with nalln evaluate / predict / profile)")
     return 0

@@ -23,10 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nalln.analysis.report_html import build_report
+    from nalln.cli.common import synthetic_banner
 
     res = build_report(args.run, args.out, args.search)
-    if res.synthetic:
-        print("[SYNTHETIC DATA - pipeline check only, not clinical evidence]")
+    print(synthetic_banner(res.synthetic), end="")
     print(f"report: {res.path}")
     print("sections found: " + (", ".join(res.found) or "none"))
     for name, cmd in res.missing.items():

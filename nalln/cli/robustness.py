@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import add_progress_flag, format_table, print_json, show_progress
+from nalln.cli.common import (
+    add_json_flag,
+    add_progress_flag,
+    format_table,
+    json_or_banner,
+    show_progress,
+)
 
 
 def _grid(text: str) -> tuple[float, ...]:
@@ -67,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="print robustness.json to stdout")
+    add_json_flag(p, "robustness.json")
     add_progress_flag(p)
     p.set_defaults(func=run)
 
@@ -107,7 +113,6 @@ def build_spec(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from nalln.analysis.robustness import robustness
-    from nalln.cli.common import synthetic_banner
 
     spec = build_spec(args)
     res = robustness(
@@ -122,11 +127,9 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=show_progress(args),
     )
-    if args.json:
-        print_json(res.data)
-        return 0
     d = res.data
-    print(synthetic_banner(d["synthetic"]), end="")
+    if json_or_banner(args, d, d["synthetic"]):
+        return 0
     print(
         f"{d['source']['n_images']} {d['source']['subset']} images; accuracy measured per "
         f"severity ({d['confidence']:.0%} bootstrap CI in robustness.csv)"

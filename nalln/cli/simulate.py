@@ -10,12 +10,12 @@ import argparse
 
 from nalln.cli.common import (
     add_conversion_flags,
+    add_json_flag,
     add_progress_flag,
     checked_calibration,
     format_table,
-    print_json,
+    json_or_banner,
     show_progress,
-    synthetic_banner,
 )
 
 
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--steps", type=int, help="time steps for a NIR graph that does not record T")
     p.add_argument("--out", help="report folder (default RUN/simulate-<backend>-<se>)")
-    p.add_argument("--json", action="store_true", help="print report.json to stdout")
+    add_json_flag(p, "report.json")
     add_progress_flag(p)
     p.set_defaults(func=run)
 
@@ -57,10 +57,8 @@ def run(args: argparse.Namespace) -> int:
         progress=show_progress(args),
     )
     m = res.metrics
-    if args.json:
-        print_json(m)
+    if json_or_banner(args, m, m["synthetic"]):
         return 0
-    print(synthetic_banner(m["synthetic"]), end="")
     print(
         f"{m['backend']} ({m['mode']}, SE {m['se_mode']}) vs {m['reference']} on "
         f"{m['images']} images - measured:"
