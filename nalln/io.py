@@ -74,8 +74,13 @@ def stale_temp_files(folder: str | os.PathLike) -> list[Path]:
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path``; on success rename it over ``path``."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        if exc.filename is None or Path(exc.filename).name.startswith(f".{target.name}."):
+            exc.filename = str(target)  # the user knows the target, not our temporary name
+        raise
     binary = "b" in mode
     os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; outputs follow the umask like open() would
     try:
@@ -88,6 +93,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
         os.replace(tmp, target)
         _test_kill_point(target, "renamed")
         _fsync_dir(target.parent)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if exc.filename in (None, tmp):  # a failed write() names no file: name the target
+            exc.filename = str(target)
+        raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 
 from nalln.cli.common import (
+    add_input,
     add_json_flag,
+    add_output,
     add_progress_flag,
     format_table,
     json_or_banner,
@@ -21,14 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     from nalln.models.registry import ABLATION_VARIANTS
 
     p = sub.add_parser("ablate", help="ablation study of NeurALLNet", description=__doc__)
-    p.add_argument("--data", required=True, help="data-set root")
-    p.add_argument("--out", required=True, help="study folder (one run folder per variant)")
+    add_input(p, "--data", required=True, help="data-set root")
+    add_output(
+        p, "--out", kind="folder", required=True, help="study folder (one run folder per variant)"
+    )
     p.add_argument(
         "--variants",
         default=",".join(ABLATION_VARIANTS),
         help="comma-separated registry names (default all: " + ", ".join(ABLATION_VARIANTS) + ")",
     )
-    p.add_argument("--config", help="TOML or JSON file with training settings")
+    add_input(p, "--config", help="TOML or JSON file with training settings")
     p.add_argument(
         "--set",
         action="append",

@@ -11,7 +11,9 @@ import argparse
 
 from nalln.cli.common import (
     add_conversion_flags,
+    add_input,
     add_json_flag,
+    add_output,
     add_progress_flag,
     checked_calibration,
     json_or_banner,
@@ -23,9 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert", help="export a trained model to NIR / Norse / Lava", description=__doc__
     )
-    p.add_argument("run", help="run folder, checkpoint, or a .nir file from any tool")
+    add_input(p, "run", help="run folder, checkpoint, or a .nir file from any tool")
     p.add_argument("--to", required=True, choices=("nir", "lava", "norse"), help="target")
-    p.add_argument("--out", required=True, help="output folder")
+    add_output(p, "--out", kind="folder", required=True, help="output folder")
     add_conversion_flags(p, "(--to lava) calibrate Loihi fixed point: 8-bit weights, 24-bit state")
     add_json_flag(p, "convert.json")
     add_progress_flag(p)

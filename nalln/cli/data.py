@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 
 from nalln.cli.common import (
+    add_input,
     add_json_flag,
+    add_output,
     add_progress_flag,
     format_table,
     json_or_banner,
@@ -20,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub.required = True
 
     s = dsub.add_parser("synth", help="generate a SYNTHETIC blood-smear data set (primary layout)")
-    s.add_argument("out", help="folder to create")
+    add_output(s, "out", kind="folder", help="folder to create")
     s.add_argument("--n-per-class", type=int, default=200)
     s.add_argument("--size", type=int, default=224, help="image side in pixels")
     s.add_argument("--seed", type=int, default=42)
@@ -29,21 +31,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_synth)
 
     c = dsub.add_parser("check", help="integrity, formats and duplicates of a data set")
-    c.add_argument("root", help="data-set root")
-    c.add_argument("--against", help="second data set to look for shared images (e.g. external)")
-    c.add_argument("--splits", help="split manifest CSV or run folder: check across train/val/test")
+    add_input(c, "root", help="data-set root")
+    add_input(c, "--against", help="second data set to look for shared images (e.g. external)")
+    add_input(c, "--splits", help="split manifest CSV or run folder: check across train/val/test")
     c.add_argument("--layout", default="auto")
     c.add_argument("--against-layout", default="auto")
     c.add_argument("--variant", help="sub-folder of the primary set (Original or Segmented)")
     c.add_argument("--threshold", type=int, default=6, help="near-duplicate pHash distance (bits)")
-    c.add_argument("--out", help="folder for check.json, files.csv, duplicates.csv")
+    add_output(c, "--out", kind="folder", help="folder for check.json, files.csv, duplicates.csv")
     add_json_flag(c, "the check report")
     add_progress_flag(c)
     c.set_defaults(func=run_check)
 
     sp = dsub.add_parser("split", help="write a stratified split manifest (CSV)")
-    sp.add_argument("root")
-    sp.add_argument("--out", required=True, help="CSV file to write")
+    add_input(sp, "root", help="data-set root")
+    add_output(sp, "--out", kind="file", required=True, help="CSV file to write")
     sp.add_argument("--train", type=float, default=0.8)
     sp.add_argument("--val", type=float, default=0.1)
     sp.add_argument("--test", type=float, default=0.1)

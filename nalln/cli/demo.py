@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from nalln.cli.common import add_progress_flag
+from nalln.cli.common import add_output, add_progress_flag
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on built-in SYNTHETIC data")
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    add_output(
+        p, "--out", kind="folder", default="runs/demo", help="output folder (default runs/demo)"
+    )
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke run (tiny data)")
     p.add_argument("--n-per-class", type=int)
     p.add_argument("--image-size", type=int)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import add_json_flag, add_progress_flag, json_or_banner, show_progress
+from nalln.cli.common import (
+    add_input,
+    add_json_flag,
+    add_output,
+    add_progress_flag,
+    json_or_banner,
+    show_progress,
+)
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -26,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "energy.json, CSV tables, energy.md and PNG plots into --out."
         ),
     )
-    r.add_argument("run", help="run folder (or checkpoint file)")
-    r.add_argument("--data", help="data-set root (default: the one the run was trained on)")
+    add_input(r, "run", help="run folder (or checkpoint file)")
+    add_input(r, "--data", help="data-set root (default: the one the run was trained on)")
     r.add_argument(
         "--targets",
         type=_csv,
@@ -35,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated target ids or .toml paths (default: every known target; "
         "see `nalln hardware list`)",
     )
-    r.add_argument("--out", required=True, help="output folder")
+    add_output(r, "--out", kind="folder", required=True, help="output folder")
     r.add_argument("--n", type=int, default=100, help="images to count (default 100)")
     r.add_argument(
         "--split",
@@ -60,8 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="asic45-int8",
         help="ASIC target that runs what a neuromorphic chip cannot (analog-input layers)",
     )
-    r.add_argument(
-        "--targets-dir", action="append", default=[], help="extra folder of target .toml files"
+    add_input(
+        r, "--targets-dir", action="append", default=[], help="extra folder of target .toml files"
     )
     r.add_argument("--checkpoint", default="best", choices=("best", "last"))
     r.add_argument("--batch-size", type=int, default=16)

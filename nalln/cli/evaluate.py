@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from nalln.cli.common import (
+    add_input,
     add_json_flag,
+    add_output,
     add_progress_flag,
     format_table,
     json_or_banner,
@@ -15,8 +17,8 @@ from nalln.cli.common import (
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a trained run", description=__doc__)
-    p.add_argument("run", help="run folder (or checkpoint file with --external)")
-    p.add_argument("--data", help="data-set root (default: the one the run was trained on)")
+    add_input(p, "run", help="run folder (or checkpoint file with --external)")
+    add_input(p, "--data", help="data-set root (default: the one the run was trained on)")
     g = p.add_mutually_exclusive_group()
     g.add_argument(
         "--split",
@@ -24,13 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("train", "val", "test"),
         help="split of the run's manifest",
     )
-    g.add_argument("--external", metavar="ROOT2", help="evaluate every image of another data set")
+    add_input(g, "--external", metavar="ROOT2", help="evaluate every image of another data set")
     p.add_argument(
         "--layout",
         default="auto",
         help="layout of the data set (auto, primary, external, FILE.toml)",
     )
-    p.add_argument("--out", help="output folder (default RUN/eval-<split|external>)")
+    add_output(p, "--out", kind="folder", help="output folder (default RUN/eval-<split|external>)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument(
         "--n-resamples", type=int, default=10_000, help="bootstrap resamples (paper: 10,000)"

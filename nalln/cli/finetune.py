@@ -13,7 +13,9 @@ import argparse
 
 from nalln.cli.common import (
     add_calibration_flag,
+    add_input,
     add_json_flag,
+    add_output,
     add_progress_flag,
     format_table,
     json_or_banner,
@@ -27,9 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fine-tune a trained run for Loihi fixed point (quantisation-aware)",
         description=__doc__,
     )
-    p.add_argument("run", help="trained run folder")
-    p.add_argument("--out", required=True, help="new run folder for the fine-tuned model")
-    p.add_argument("--data", help="data-set root (default: the one the run was trained on)")
+    add_input(p, "run", help="trained run folder")
+    add_output(
+        p, "--out", kind="folder", required=True, help="new run folder for the fine-tuned model"
+    )
+    add_input(p, "--data", help="data-set root (default: the one the run was trained on)")
     p.add_argument(
         "--se",
         default="static",

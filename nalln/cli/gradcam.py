@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import add_json_flag, format_table, json_or_banner
+from nalln.cli.common import add_input, add_json_flag, add_output, format_table, json_or_banner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gradcam", help="Grad-CAM heat maps of a trained run", description=__doc__)
-    p.add_argument("run", help="run folder or checkpoint")
-    p.add_argument("images", nargs="*", help="image files and/or folders to explain")
+    add_input(p, "run", help="run folder or checkpoint")
+    add_input(p, "images", nargs="*", help="image files and/or folders to explain")
     p.add_argument(
         "--layer",
         help="layer to explain (default refine.pw.conv, the refinement block's last pointwise "
@@ -33,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also draw a grid of N images per class from --split",
     )
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--data", help="data-set root for --per-class (default: the run's)")
-    p.add_argument("--out", help="output folder (default RUN/gradcam)")
+    add_input(p, "--data", help="data-set root for --per-class (default: the run's)")
+    add_output(p, "--out", kind="folder", help="output folder (default RUN/gradcam)")
     p.add_argument("--seed", type=int, default=0, help="seed for picking the grid images")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--device", default="cpu")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import add_json_flag, format_table, json_or_banner
+from nalln.cli.common import add_input, add_json_flag, format_table, json_or_banner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,12 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(sh, "the target")
     sh.set_defaults(func=run_show)
     va = hsub.add_parser("validate", help="check target .toml files (for adding your own)")
-    va.add_argument("files", nargs="+", help="target files")
+    add_input(va, "files", nargs="+", help="target files")
     va.set_defaults(func=run_validate)
     fi = hsub.add_parser(
         "fit", help="cores and chips a run needs on a neuromorphic target, limits cited"
     )
-    fi.add_argument("run", help="run folder (or checkpoint file)")
+    add_input(fi, "run", help="run folder (or checkpoint file)")
     fi.add_argument("--target", required=True, help="neuromorphic target id (e.g. loihi2)")
     fi.add_argument("--checkpoint", default="best", choices=("best", "last"))
     add_json_flag(fi, "the fit")

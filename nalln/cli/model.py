@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import add_json_flag
+from nalln.cli.common import add_input, add_json_flag
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=run_list)
     s = msub.add_parser("summary", help="parameters, FP32 size and layer table")
     s.add_argument("--model", default="neurallnet", help="registered model name")
-    s.add_argument("--run", help="summarise the model of a run folder or checkpoint instead")
+    add_input(s, "--run", help="summarise the model of a run folder or checkpoint instead")
     s.add_argument(
         "--set",
         action="append",

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import add_json_flag, format_table, json_or_banner
+from nalln.cli.common import add_input, add_json_flag, add_output, format_table, json_or_banner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify image files or folders", description=__doc__)
-    p.add_argument("run", help="run folder or checkpoint")
-    p.add_argument("images", nargs="+", help="image files and/or folders")
-    p.add_argument("--out", help="CSV file to write (default: print only)")
+    add_input(p, "run", help="run folder or checkpoint")
+    add_input(p, "images", nargs="+", help="image files and/or folders")
+    add_output(p, "--out", kind="file", help="CSV file to write (default: print only)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-unreadable", action="store_true", help="report unreadable files, go on")

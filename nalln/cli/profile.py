@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 
 from nalln.cli.common import (
+    add_input,
     add_json_flag,
+    add_output,
     add_progress_flag,
     format_table,
     json_or_banner,
@@ -30,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run", nargs="?", help="run folder or checkpoint (omit: a fresh model)")
+    add_input(p, "run", nargs="?", help="run folder or checkpoint (omit: a fresh model)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--model", help="registered model name for a fresh model (default neurallnet)")
     for flag, (_, typ, help_) in MODEL_FLAGS.items():
@@ -54,7 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="inference implementation: fast (BN folded, default) or the reference model",
     )
     p.add_argument("--no-cuda", action="store_true", help="skip CUDA even when a GPU is present")
-    p.add_argument("--out", help="output folder (default RUN/profile; none for a fresh model)")
+    add_output(
+        p,
+        "--out",
+        kind="folder",
+        help="output folder (default RUN/profile; none for a fresh model)",
+    )
     add_json_flag(p, "profile.json")
     add_progress_flag(p)
     p.set_defaults(func=run)

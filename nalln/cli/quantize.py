@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import add_json_flag, json_or_banner
+from nalln.cli.common import add_input, add_json_flag, add_output, json_or_banner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quantize", help="INT8 weight quantisation of a run", description=__doc__)
-    p.add_argument("run", help="run folder")
-    p.add_argument("--out", help="new run folder (default RUN-int8 beside RUN)")
-    p.add_argument("--data", help="data-set root (default: the one the run was trained on)")
+    add_input(p, "run", help="run folder")
+    add_output(p, "--out", kind="folder", help="new run folder (default RUN-int8 beside RUN)")
+    add_input(p, "--data", help="data-set root (default: the one the run was trained on)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--no-compare", action="store_true", help="skip the accuracy comparison")
     p.add_argument(

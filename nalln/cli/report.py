@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 
+from nalln.cli.common import add_input, add_output
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="HTML report of a run", description=__doc__)
-    p.add_argument("run", help="run folder")
-    p.add_argument("--out", help="HTML file to write (default RUN/report.html)")
-    p.add_argument(
+    add_input(p, "run", help="run folder")
+    add_output(p, "--out", kind="file", help="HTML file to write (default RUN/report.html)")
+    add_input(
+        p,
         "--search",
         action="append",
         default=[],

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 
 from nalln.cli.common import (
+    add_input,
     add_json_flag,
+    add_output,
     add_progress_flag,
     format_table,
     json_or_banner,
@@ -31,10 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="accuracy under image perturbations (noise, blur, occlusion, rotation, brightness)",
         description=__doc__,
     )
-    p.add_argument("run", help="run folder")
-    p.add_argument("--data", help="data-set root (default: the one the run was trained on)")
+    add_input(p, "run", help="run folder")
+    add_input(p, "--data", help="data-set root (default: the one the run was trained on)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--out", help="output folder (default RUN/robustness)")
+    add_output(p, "--out", kind="folder", help="output folder (default RUN/robustness)")
     p.add_argument(
         "--only",
         help="comma-separated perturbations to run (default all: " + ", ".join(PERTURBATIONS) + ")",
@@ -44,8 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             f"--{name.replace('_', '-')}",
             type=_grid,
             metavar="LIST",
-            help=f"{pert.description}: {pert.parameter} values ({pert.unit}); range "
-            f"[{pert.low:g}, {pert.high:g}]; default " + ",".join(f"{v:g}" for v in pert.defaults),
+            help=(
+                f"{pert.description}: {pert.parameter} values ({pert.unit}); range "
+                f"[{pert.low:g}, {pert.high:g}]; default "
+                + ",".join(f"{v:g}" for v in pert.defaults)
+            ).replace("%", "%%"),  # argparse formats help with %: a literal one must be doubled
         )
     p.add_argument(
         "--clahe-compare",
@@ -53,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also run the sweep with CLAHE switched on at the model input (a model trained "
         "without CLAHE sees a distribution shift; compare with --compare-run for a fair test)",
     )
-    p.add_argument(
+    add_input(
+        p,
         "--compare-run",
         action="append",
         default=[],

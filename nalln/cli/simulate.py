@@ -10,7 +10,9 @@ import argparse
 
 from nalln.cli.common import (
     add_conversion_flags,
+    add_input,
     add_json_flag,
+    add_output,
     add_progress_flag,
     checked_calibration,
     format_table,
@@ -23,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "simulate", help="simulate a converted model on Norse or Lava", description=__doc__
     )
-    p.add_argument("run", help="run folder, checkpoint, or a .nir file / converted folder")
+    add_input(p, "run", help="run folder, checkpoint, or a .nir file / converted folder")
     p.add_argument("--backend", required=True, choices=("lava", "norse"))
     add_conversion_flags(p, "(Lava) Loihi fixed point after per-layer calibration")
     p.add_argument("--n", type=int, default=50, help="number of images (default 50)")
@@ -34,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="split of the run's manifest (default test)",
     )
     p.add_argument("--steps", type=int, help="time steps for a NIR graph that does not record T")
-    p.add_argument("--out", help="report folder (default RUN/simulate-<backend>-<se>)")
+    add_output(
+        p, "--out", kind="folder", help="report folder (default RUN/simulate-<backend>-<se>)"
+    )
     add_json_flag(p, "report.json")
     add_progress_flag(p)
     p.set_defaults(func=run)
