@@ -223,7 +223,7 @@ def test_an_unwritable_out_is_one_line_before_anything_runs(
 
 
 def test_through_the_real_command_line(tmp_path: Path) -> None:
-    """The same contract in a fresh ``python -m nalln`` process (exit code, stderr, no traceback)."""
+    """The same in a fresh ``python -m nalln`` process: exit code, stderr, no traceback."""
     taken = tmp_path / "taken.txt"
     taken.write_text("x")
     proc = run_cli("data", "synth", taken, "--n-per-class", "1")
