@@ -61,10 +61,30 @@ def make_splits(index: DatasetIndex, spec: SplitSpec = SplitSpec()) -> dict[str,
         smallest = min(counts, key=counts.get)
         raise DataError(
             f"too few images per class for a stratified {spec.train}/{spec.val}/{spec.test} split "
-            f"(smallest class: {smallest}, {counts[smallest]} images); add images or change the "
-            "split fractions (--set split_val=... --set split_test=...)"
+            f"(smallest class: {smallest}, {counts[smallest]} images); add images"
+            + _fractions_hint(index, spec)
         ) from None
     return {"train": list(train), "val": list(val), "test": list(test)}
+
+
+def _fractions_hint(index: DatasetIndex, spec: SplitSpec) -> str:
+    """Fractions that do split this data set (tried, so the hint works when followed), written
+    for both commands; all three are given because they must still sum to 1."""
+    for holdout in (0.15, 0.2, 0.25, 0.3):
+        if holdout <= max(spec.val, spec.test):
+            continue
+        train = round(1 - 2 * holdout, 2)
+        try:
+            make_splits(index, SplitSpec(train, holdout, holdout, spec.seed))
+        except DataError:
+            continue
+        return (
+            f" or use larger validation and test fractions (they must sum to 1 with train): "
+            f"`nalln train ... --set split_train={train:g} --set split_val={holdout:g} "
+            f"--set split_test={holdout:g}` or `nalln data split ... --train {train:g} "
+            f"--val {holdout:g} --test {holdout:g}`"
+        )
+    return ""
 
 
 def write_manifest(path: str | Path, splits: dict[str, list[Record]]) -> Path:
