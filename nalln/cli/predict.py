@@ -64,8 +64,15 @@ def run(args: argparse.Namespace) -> int:
         loaded.synthetic,
     ):
         return 0
+    # an unreadable file has no probability (not 0) and says why in place of quality flags
     shown = [
-        [r[0], r[1], max(p.probabilities.values(), default=0.0), r[-3], r[-2] or "-"]
+        [
+            r[0],
+            r[1] or "-",
+            round(max(p.probabilities.values()), 4) if p.probabilities else "-",
+            r[-3],
+            f"unreadable: {p.error}" if p.error else (r[-2] or "-"),
+        ]
         for r, p in zip(rows, preds, strict=True)
     ]
     print(format_table(shown, ["image", "predicted", "probability", "review", "quality"]))
