@@ -203,9 +203,10 @@ def run_gradcam(
     model = loaded.model
     sizes = feature_map_sizes(model, loaded.image_size)
     valid = list(sizes)
-    if layer == "auto":
+    if layer in (None, "auto"):  # the paper's layer at 224 px; a 2x2 map explains nothing
         layer = auto_layer(model, sizes)
-    layer = layer or default_layer(model)
+    elif layer == "paper":
+        layer = default_layer(model)
     check_layer(model, layer, valid)
     target = resolve_class(target_class, loaded.class_names)
     files_in = collect_images(images) if images else []

@@ -14,9 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_input(p, "images", nargs="*", help="image files and/or folders to explain")
     p.add_argument(
         "--layer",
-        help="layer to explain (default refine.pw.conv, the refinement block's last pointwise "
-        "conv, as in the paper; 'auto': the deepest conv with a map of at least 7x7, which is "
-        "that layer at 224 px and an earlier one at small sizes; see --list-layers)",
+        help="layer to explain (default 'auto': the deepest conv with a map of at least 7x7, "
+        "which at 224 px is refine.pw.conv, the refinement block's last pointwise conv, as in "
+        "the paper, and an earlier one at small sizes; 'paper': refine.pw.conv at any size; "
+        "see --list-layers)",
     )
     p.add_argument("--list-layers", action="store_true", help="print the valid layer names")
     p.add_argument(
@@ -50,11 +51,11 @@ def run(args: argparse.Namespace) -> int:
         from nalln.runs import load_model
 
         loaded = load_model(args.run, args.checkpoint, "cpu")
-        default = default_layer(loaded.model)
+        paper = default_layer(loaded.model)
         sizes = feature_map_sizes(loaded.model, loaded.image_size)
         auto = auto_layer(loaded.model, sizes)
         for name, (h, w) in sizes.items():
-            tags = [t for t, n in (("default", default), ("auto", auto)) if n == name]
+            tags = [t for t, n in (("default, auto", auto), ("paper", paper)) if n == name]
             print(f"{name}  {h}x{w}" + (f"  ({', '.join(tags)})" if tags else ""))
         return 0
     res = run_gradcam(
