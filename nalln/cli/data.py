@@ -142,7 +142,7 @@ def run_check(args: argparse.Namespace) -> int:
         return 0
     tag = "SYNTHETIC data set" if rep.synthetic else "data set"
     print(f"{tag} {rep.root} (layout {rep.layout}); counted from every file")
-    print(format_table([[c, n] for c, n in rep.counts.items()], ["class", "images"]))
+    print(format_table([[c, n] for c, n in rep.counts.items()], ["class", "readable images"]))
     print()
     status = [[s, n] for s, n in sorted(rep.status_counts.items())]
     print(format_table(status, ["file status", "count"]))
@@ -151,7 +151,9 @@ def run_check(args: argparse.Namespace) -> int:
     if len(rep.problems()) > 20:
         print(f"  ... and {len(rep.problems()) - 20} more (see files.csv)")
     if rep.skipped_non_images:
-        print(f"non-image files skipped: {len(rep.skipped_non_images)}")
+        names = rep.skipped_non_images
+        more = f" and {len(names) - 5} more (see files.csv)" if names[5:] else ""
+        print(f"non-image files skipped: {len(names)}: " + ", ".join(names[:5]) + more)
     print("sizes: " + ", ".join(f"{k} x{v}" for k, v in list(rep.sizes.items())[:5]))
     print("modes: " + ", ".join(f"{k} x{v}" for k, v in rep.modes.items()))
     if rep.quality_counts:

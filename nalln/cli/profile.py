@@ -7,6 +7,7 @@ does not depend on the weights): ``nalln profile --image-size 224 --threads 1 --
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from nalln.cli.common import (
     add_input,
@@ -123,5 +124,6 @@ def run(args: argparse.Namespace) -> int:
     print(line)
     print("latency: wall clock after warm-up, random input; decoding/preprocessing excluded")
     if res.files:
-        print(f"files in {args.out or 'RUN/profile'}: " + ", ".join(sorted(res.files)))
+        paths = [Path(p) for p in res.files.values()]
+        print(f"files in {paths[0].parent}: " + ", ".join(sorted(p.name for p in paths)))
     return 0

@@ -313,6 +313,11 @@ def report_markdown(m: dict[str, Any]) -> str:
 
 
 def plot_agreement(m: dict[str, Any], path: Path) -> Path:
+    return save_figure(agreement_figure(m), path)
+
+
+def agreement_figure(m: dict[str, Any]) -> Any:
+    """Per-layer spike disagreement as bars (a matplotlib Figure)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -326,6 +331,19 @@ def plot_agreement(m: dict[str, Any], path: Path) -> Path:
     vals = [1.0 - per[n] for n in names]
     ax.barh(names, vals, color="tab:blue")
     ax.invert_yaxis()
+    top = max(vals, default=0.0)
+    ax.set_xlim(0, max(top * 1.15, 0.01))  # never a symmetric axis around 0
+    if top == 0:
+        ax.text(
+            0.5,
+            0.5,
+            "perfect agreement: every layer's spikes match exactly",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=10,
+            bbox={"facecolor": "white", "edgecolor": "tab:green"},
+        )
     ax.set_xlabel("spike disagreement (1 - agreement), measured")
     ax.set_title(
         f"{m['backend']} ({m['mode']}, SE {m['se_mode']}): top-1 agreement "
@@ -342,7 +360,7 @@ def plot_agreement(m: dict[str, Any], path: Path) -> Path:
             fontsize=9,
             weight="bold",
         )
-    return save_figure(fig, path)
+    return fig
 
 
 def write_report(out: Path, m: dict[str, Any]) -> dict[str, Path]:

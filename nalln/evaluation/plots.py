@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from nalln.io import save_figure
 
@@ -33,6 +34,10 @@ def stamp_provenance(fig: plt.Figure, synthetic: bool) -> None:
 def plot_learning_curves(
     history: Sequence[dict], path: str | Path, synthetic: bool = False
 ) -> Path:
+    return save_figure(learning_curves_figure(history, synthetic), path)
+
+
+def learning_curves_figure(history: Sequence[dict], synthetic: bool = False) -> plt.Figure:
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
@@ -46,8 +51,9 @@ def plot_learning_curves(
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: no tick at 1.5
     stamp_provenance(fig, synthetic)
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_confusion_matrix(

@@ -1,0 +1,132 @@
+"""Issue 15's new-user findings 7 and 9, each as the user met it (in-process ``nalln`` calls on
+the tiny run of tests/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+from PIL import Image
+
+from nalln.cli.main import main
+
+
+def _nalln(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def messy(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic set plus a corrupt image, a 1x1 image and two non-image files."""
+    root = tmp_path_factory.mktemp("messy") / "data"
+    shutil.copytree(synth_root, root)
+    benign = root / "Original" / "Benign"
+    (benign / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)))
+    Image.new("RGB", (1, 1), (200, 120, 160)).save(benign / "dot.png")
+    (benign / "notes.txt").write_text("not an image")
+    (root / "Original" / "Pro" / "README.md").write_text("# notes")
+    return root
+
+
+def test_data_check_counts_readable_images_once(
+    messy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Finding 9: a corrupt file is no image of its class; a .txt is not counted twice; a 1x1
+    image is flagged; README-SYNTHETIC.txt is plain text."""
+    code, out, err = _nalln(capsys, "data", "check", messy, "--json", "-q", "--out", tmp_path)
+    assert code == 0, err
+    rep = json.loads(out)
+    images = sum(1 for p in (messy / "Original").rglob("*") if p.suffix in (".jpg", ".png"))
+    assert sum(rep["status_counts"].values()) == images == 4 * 12 + 2
+    assert rep["counts"]["Benign"] == 12 + 1  # the 1x1 image reads; the corrupt one does not
+    assert sum(rep["counts"].values()) == rep["status_counts"]["ok"]
+    assert sorted(rep["skipped_non_images"]) == ["Benign/notes.txt", "Pro/README.md"]
+    assert [p["path"] for p in rep["problems"]] == ["Benign/broken.jpg"]
+    assert rep["image_quality"] == {"too-small": 1}
+    text = (messy / "README-SYNTHETIC.txt").read_text()
+    assert text.startswith("This folder holds SYNTHETIC") and '"' not in text
+    code, out, _ = _nalln(capsys, "data", "check", messy, "-q")
+    assert "non-image files skipped: 2: Benign/notes.txt, Pro/README.md" in out
+
+
+def test_predict_shows_no_probability_for_unreadable_files_and_names_skipped_ones(
+    tiny_run: Path, messy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Finding 7: an unreadable file had probability 0; skipped files were not named."""
+    folder = messy / "Original" / "Benign"
+    code, out, err = _nalln(capsys, "predict", tiny_run, folder, "--skip-unreadable")
+    assert code == 0, err
+    assert "skipped 1 non-image file(s)" in err and "notes.txt" in err
+    row = next(line for line in out.splitlines() if "broken.jpg" in line)
+    cells = row.split()
+    assert cells[1:4] == ["-", "-", "yes"], row  # predicted, probability, review
+    assert "unreadable:" in row and "0.0" not in row
+
+
+def test_model_summary_rows_have_no_batch_dimension(capsys: pytest.CaptureFixture[str]) -> None:
+    """Finding 9: the first row read 1x8x16x16 while every other row was C x H x W."""
+    code, out, err = _nalln(capsys, "model", "summary", "--image-size", "32", "--json")
+    assert code == 0, err
+    layers = json.loads(out)["layers"]
+    convs = [r for r in layers if r["type"] == "Conv2d"]
+    assert convs[0]["name"] == "stem.conv" and len(convs[0]["output_shape"]) == 3
+    assert {len(r["output_shape"]) for r in convs} == {3}
+
+
+def test_profile_names_its_files(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Finding 9: the file list printed key names (latency_csv) instead of file names."""
+    args = ("--repeats", "2", "--warmup", "0", "--batch-sizes", "1", "--batch-repeats", "1")
+    code, out, err = _nalln(
+        capsys, "profile", tiny_run, *args, "--threads", "1", "--no-cuda", "--out", tmp_path
+    )
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if ln.startswith("files in "))
+    assert line.startswith(f"files in {tmp_path}: ")
+    names = line.split(": ", 1)[1].split(", ")
+    assert names and all((tmp_path / n).is_file() for n in names), line
+
+
+def test_learning_curves_of_two_epochs_tick_at_whole_epochs() -> None:
+    from nalln.evaluation.plots import learning_curves_figure
+
+    history = [
+        {"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "train_accuracy": 0.5,
+         "val_accuracy": 0.4}
+        for e in (1, 2)
+    ]  # fmt: skip
+    fig = learning_curves_figure(history)
+    try:
+        for ax in fig.axes:
+            lo, hi = ax.get_xlim()
+            shown = [t for t in ax.get_xticks() if lo <= t <= hi]
+            assert shown == [1.0, 2.0], shown
+    finally:
+        plt.close(fig)
+
+
+def test_spike_agreement_plot_at_perfect_agreement_says_so() -> None:
+    """Finding 9: all-zero bars gave an empty plot with a symmetric +-0.04 axis."""
+    from nalln.conversion.simulate import agreement_figure
+
+    m = {
+        "spike_agreement": {"per_layer": {"stem_lif": 1.0, "stages.0.dw_lif": 1.0}},
+        "backend": "norse",
+        "mode": "float",
+        "se_mode": "hybrid",
+        "top1_agreement": 1.0,
+        "synthetic": True,
+    }
+    fig = agreement_figure(m)
+    try:
+        ax = fig.axes[0]
+        assert ax.get_xlim() == (0.0, 0.01)
+        assert any("perfect agreement" in t.get_text() for t in ax.texts)
+    finally:
+        plt.close(fig)
