@@ -350,12 +350,12 @@ def agreement_figure(m: dict[str, Any]) -> Any:
         f"{m['top1_agreement']:.3f}"
     )
     if m["synthetic"]:
-        fig.text(
+        fig.text(  # below the axis label (the tight bounding box grows to hold it)
             0.99,
-            0.01,
+            -0.02,
             SYNTHETIC_TAG,
             ha="right",
-            va="bottom",
+            va="top",
             color="crimson",
             fontsize=9,
             weight="bold",
