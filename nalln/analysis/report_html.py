@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from nalln import __version__
-from nalln.evaluation.report import SYNTHETIC_NOTE
 from nalln.io import write_text
+from nalln.provenance import describe, notes
 from nalln.runs import RunDir, load_model
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ class Page:
     """Sections of the page in order, and the outputs that were found or not."""
 
     title: str
-    synthetic: bool = False
+    synthetic: bool = False  # some result on the page measured synthetic images
+    synthetic_model: bool = False  # the run's model was trained on synthetic images
     sections: list[tuple[str, str]] = field(default_factory=list)
     found: dict[str, str] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
@@ -104,8 +105,8 @@ class Page:
             f"<title>{_esc(self.title)}</title><style>{CSS}</style></head><body>",
             f"<h1>{_esc(self.title)}</h1>",
         ]
-        if self.synthetic:
-            parts.append(f"<p class='synthetic'>{_esc(SYNTHETIC_NOTE)}</p>")
+        for note in notes(self.synthetic, self.synthetic_model):
+            parts.append(f"<p class='synthetic'>{_esc(note)}</p>")
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         parts.append(f"<p class='note'>nalln {__version__}, {stamp}. {toc}</p>")
         for i, (name, body) in enumerate(self.sections):
@@ -132,7 +133,7 @@ def _overview(page: Page, run: Path) -> None:
     from nalln.models.summary import count_parameters
 
     params = count_parameters(loaded.model)
-    page.synthetic = page.synthetic or loaded.synthetic
+    page.synthetic_model = loaded.synthetic
     page.quantized = meta.get("quantized")
     rows = [
         ["run folder", str(run)],
@@ -143,7 +144,7 @@ def _overview(page: Page, run: Path) -> None:
         ["time steps T", meta["model_config"].get("num_steps")],
         ["classes", ", ".join(loaded.class_names)],
         ["data", meta.get("data", {}).get("root")],
-        ["synthetic data", loaded.synthetic],
+        ["model trained on synthetic data", loaded.synthetic],
         ["CLAHE preprocessing", meta["normalisation"]["preprocess"].get("clahe", False)],
         ["weights", meta.get("quantized", "float32")],
         ["nalln version (training)", meta.get("nalln_version")],
@@ -194,12 +195,18 @@ def _evaluations(page: Page, dirs: Sequence[Path]) -> None:
             if name in seen or not (m := _read_json(mpath)):
                 continue
             seen.add(name)
-            page.synthetic = page.synthetic or bool(m.get("synthetic"))
+            data_synth = bool(m.get("synthetic"))
+            model_synth = bool(m.get("synthetic_model", data_synth))
+            page.synthetic = page.synthetic or data_synth
             ci = m.get("accuracy_ci", [None, None])
+            data_says, model_says = describe(data_synth, model_synth)
+            src = m.get("source", {})
             body = [
                 f"<h3>{_esc(name)}</h3><p>{m.get('n')} images; accuracy "
                 f"<b>{m['accuracy']:.4f}</b> (95% CI {ci[0]:.4f}-{ci[1]:.4f}; measured, "
-                f"percentile bootstrap); loss {_fmt(m.get('loss'))}</p>"
+                f"percentile bootstrap); loss {_fmt(m.get('loss'))}</p>",
+                f"<p class='note'>data: {_esc(src.get('data', '?'))}, {_esc(data_says)}; "
+                f"model: {_esc(model_says)}</p>",
             ]
             rows = [
                 [c, r["precision"], r["recall"], r["f1"], r["support"]]
@@ -437,6 +444,7 @@ class ReportResult:
     found: dict[str, str]
     missing: dict[str, str]
     synthetic: bool
+    synthetic_model: bool = False
 
 
 def build_report(
@@ -473,4 +481,4 @@ def build_report(
         )
     target = Path(out) if out else base / "report.html"
     write_text(target, page.render())
-    return ReportResult(target, page.found, page.missing, page.synthetic)
+    return ReportResult(target, page.found, page.missing, page.synthetic, page.synthetic_model)

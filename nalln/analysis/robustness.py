@@ -266,8 +266,10 @@ def _xlabel(name: str) -> str:
 def _markdown(data: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     labels = [v["label"] for v in data["variants"]]
     lines = [f"# Robustness of {data['source']['run']}", ""]
-    if data["synthetic"]:
-        lines += [f"**{data['data_note']}**", ""]
+    from nalln.provenance import notes
+
+    for note in notes(data["synthetic"], data.get("synthetic_model", data["synthetic"])):
+        lines += [f"**{note}**", ""]
     src = data["source"]
     lines += [
         f"{src['n_images']} images of the {src['subset']} split of {src['data']}; accuracy "
@@ -351,13 +353,11 @@ def robustness(
                 len(evalset.records),
             )
     rows, clean = sweep(variants, evalset, spec, options, dev, progress)
-    synthetic = evalset.synthetic or any(v.loaded.synthetic for v in variants)
     out_dir = Path(out) if out else default_out(loaded, run, "robustness")
-    from nalln.evaluation.report import SYNTHETIC_NOTE
+    from nalln.provenance import provenance_fields
 
-    result: dict[str, Any] = {
-        "synthetic": synthetic,
-        **({"data_note": SYNTHETIC_NOTE} if synthetic else {}),
+    result: dict[str, Any] = {  # two facts: the images, and the models' training data
+        **provenance_fields(evalset.synthetic, any(v.loaded.synthetic for v in variants)),
         "source": {
             "run": str(run),
             "data": str(evalset.index.root),
@@ -389,7 +389,9 @@ def robustness(
 
 
 def _write(result, rows, out_dir, evalset, spec, options, variants, loaded) -> dict[str, Path]:
-    synthetic = result["synthetic"]
+    from nalln.provenance import Origin
+
+    synthetic = Origin(result["synthetic"], result["synthetic_model"])
     labels = [v.label for v in variants]
     chance = 1.0 / len(loaded.class_names)
     files: dict[str, Path] = {

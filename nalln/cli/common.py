@@ -45,14 +45,17 @@ def add_json_flag(p: argparse.ArgumentParser, what: str = "the result") -> None:
     p.add_argument("--json", action="store_true", help=f"print {what}{as_json} to stdout")
 
 
-def json_or_banner(args: argparse.Namespace, data: Any, synthetic: bool = False) -> bool:
+def json_or_banner(
+    args: argparse.Namespace, data: Any, synthetic: bool = False, synthetic_model: bool = False
+) -> bool:
     """With ``--json`` print ``data`` and return True (the command is done); otherwise print the
     SYNTHETIC banner where it applies and return False, so that every command reads
-    ``if json_or_banner(args, data, synthetic): return 0`` and none forgets the banner."""
+    ``if json_or_banner(args, data, synthetic): return 0`` and none forgets the banner.
+    ``synthetic``: the data; ``synthetic_model``: the model was trained on synthetic data."""
     if getattr(args, "json", False):
         print_json(data)
         return True
-    print(synthetic_banner(synthetic), end="")
+    print(synthetic_banner(synthetic, synthetic_model), end="")
     return False
 
 
@@ -97,8 +100,14 @@ def show_progress(args: argparse.Namespace) -> bool:
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
 
 
-def synthetic_banner(synthetic: bool) -> str:
-    return "[SYNTHETIC DATA - pipeline check only, not clinical evidence]\n" if synthetic else ""
+def synthetic_banner(synthetic: bool, synthetic_model: bool = False) -> str:
+    """The first line of a result: about the data, else about a model trained on synthetic data
+    (real images are never called synthetic because the model was)."""
+    if synthetic:
+        return "[SYNTHETIC DATA - pipeline check only, not clinical evidence]\n"
+    if synthetic_model:
+        return "[MODEL TRAINED ON SYNTHETIC DATA - pipeline check only, not clinical evidence]\n"
+    return ""
 
 
 # --- paths a command reads and writes --------------------------------------------------------

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         progress=show_progress(args),
     )
     m = res.metrics
-    if json_or_banner(args, m, m["synthetic"]):
+    if json_or_banner(args, m, m["synthetic"], m["synthetic_model"]):
         return 0
     ci = m["accuracy_ci"]
     print(

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     d = res.data
-    if json_or_banner(args, d, d["synthetic"]):
+    if json_or_banner(args, d, d["synthetic"], d["synthetic_model"]):
         return 0
     print(
         f"Grad-CAM of layer {d['layer']} (feature map {d['feature_map']}, T={d['num_steps']}), "

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
                 for p in preds
             ],
         },
+        False,  # the images' origin is unknown: only the model's is a fact
         loaded.synthetic,
     ):
         return 0

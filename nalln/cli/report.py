@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from nalln.cli.common import synthetic_banner
 
     res = build_report(args.run, args.out, args.search)
-    print(synthetic_banner(res.synthetic), end="")
+    print(synthetic_banner(res.synthetic, res.synthetic_model), end="")
     print(f"report: {res.path}")
     print("sections found: " + (", ".join(res.found) or "none"))
     for name, cmd in res.missing.items():

@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         progress=show_progress(args),
     )
     d = res.data
-    if json_or_banner(args, d, d["synthetic"]):
+    if json_or_banner(args, d, d["synthetic"], d["synthetic_model"]):
         return 0
     print(
         f"{d['source']['n_images']} {d['source']['subset']} images; accuracy measured per "

@@ -105,7 +105,8 @@ def evaluate(
     point = metrics_from_confusion(cm)
     ci = bootstrap_metrics(y_true, y_pred, k, bootstrap)
     loss = float(F.cross_entropy(logits, torch.from_numpy(y_true)).item())
-    synthetic = index.synthetic or loaded.synthetic
+    # two facts (finding 3): real images stay real when the model learnt from synthetic ones
+    synthetic, synthetic_model = index.synthetic, loaded.synthetic
     out_dir = (
         Path(out)
         if out
@@ -120,9 +121,13 @@ def evaluate(
         "nalln_version": loaded.meta.get("nalln_version"),
     }
     metrics = build_metrics_json(
-        point, ci, cm, loaded.class_names, bootstrap, source, synthetic, loss
+        point, ci, cm, loaded.class_names, bootstrap, source, synthetic, loss, synthetic_model
     )
-    title = f"Evaluation on {subset}" + (" (SYNTHETIC data)" if synthetic else "")
+    title = f"Evaluation on {subset}"
+    if synthetic:
+        title += " (SYNTHETIC data)"
+    elif synthetic_model:
+        title += " (model trained on SYNTHETIC data)"
     files = {
         "metrics.json": write_json(out_dir / "metrics.json", metrics),
         "metrics.md": write_text(out_dir / "metrics.md", metrics_markdown(metrics, title)),
@@ -132,7 +137,12 @@ def evaluate(
             ["true\\predicted", *loaded.class_names],
         ),
         "confusion_matrix.png": plot_confusion_matrix(
-            cm, loaded.class_names, out_dir / "confusion_matrix.png", title, synthetic
+            cm,
+            loaded.class_names,
+            out_dir / "confusion_matrix.png",
+            title,
+            synthetic,
+            synthetic_model,
         ),
         "predictions.csv": write_csv(
             out_dir / "predictions.csv",

@@ -13,16 +13,19 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from nalln.io import save_figure
+from nalln.provenance import DATA_TAG, plot_tag
 
-SYNTHETIC_TAG = "SYNTHETIC DATA"
+SYNTHETIC_TAG = DATA_TAG
 
 
-def stamp_provenance(fig: plt.Figure, synthetic: bool) -> None:
-    if synthetic:
+def stamp_provenance(fig: plt.Figure, synthetic: bool, synthetic_model: bool = False) -> None:
+    """Red tag: SYNTHETIC DATA, or MODEL TRAINED ON SYNTHETIC DATA for real images."""
+    tag = plot_tag(synthetic, synthetic_model)
+    if tag:
         fig.text(
             0.99,
             0.01,
-            SYNTHETIC_TAG,
+            tag,
             ha="right",
             va="bottom",
             color="crimson",
@@ -62,6 +65,7 @@ def plot_confusion_matrix(
     path: str | Path,
     title: str,
     synthetic: bool = False,
+    synthetic_model: bool = False,
 ) -> Path:
     cm = np.asarray(cm)
     row = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -82,5 +86,5 @@ def plot_confusion_matrix(
     ax.set_yticks(range(len(class_names)), class_names)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, fraction=0.046, label="row fraction (recall)")
-    stamp_provenance(fig, synthetic)
+    stamp_provenance(fig, synthetic, synthetic_model)
     return save_figure(fig, path)

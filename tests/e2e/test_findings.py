@@ -130,3 +130,44 @@ def test_spike_agreement_plot_at_perfect_agreement_says_so() -> None:
         assert any("perfect agreement" in t.get_text() for t in ax.texts)
     finally:
         plt.close(fig)
+
+
+def test_real_images_are_not_called_synthetic_because_the_model_was(
+    tiny_run: Path, synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Finding 3: a run trained on synthetic data, evaluated on images without the synthetic
+    marker (standing in for real ones): metrics JSON, Markdown, banner and HTML report give
+    both facts, and none calls these images synthetic."""
+    from nalln.data.dataset import SYNTHETIC_MARKER
+    from nalln.provenance import SYNTHETIC_DATA_NOTE, SYNTHETIC_MODEL_NOTE
+
+    real = tmp_path / "real" / "data"
+    shutil.copytree(synth_root, real, ignore=shutil.ignore_patterns(SYNTHETIC_MARKER))
+    out = tmp_path / "results" / "eval-external"
+    args = ("--external", real, "--out", out, "--n-resamples", "200", "-q")
+    code, printed, err = _nalln(capsys, "evaluate", tiny_run, *args)
+    assert code == 0, err
+    assert printed.startswith("[MODEL TRAINED ON SYNTHETIC DATA")
+    assert "[SYNTHETIC DATA" not in printed
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["synthetic"] is False and m["synthetic_model"] is True
+    assert "data_note" not in m and "model_note" in m
+    md = (out / "metrics.md").read_text()
+    assert SYNTHETIC_MODEL_NOTE in md and SYNTHETIC_DATA_NOTE not in md
+    assert "not marked synthetic" in md and "trained on SYNTHETIC data" in md
+    assert md.startswith("# Evaluation on external (model trained on SYNTHETIC data)")
+
+    page = tmp_path / "report.html"
+    code, printed, err = _nalln(capsys, "report", tiny_run, "--search", out.parent, "--out", page)
+    assert code == 0, err
+    assert printed.startswith("[MODEL TRAINED ON SYNTHETIC DATA")
+    html = page.read_text()
+    assert "MODEL TRAINED ON SYNTHETIC DATA" in html and "SYNTHETIC DATA: these" not in html
+
+    # the same run on its own synthetic test split still says SYNTHETIC DATA
+    out2 = tmp_path / "eval-test"
+    code, printed, err = _nalln(capsys, "evaluate", tiny_run, "--out", out2, "--n-resamples", "200")
+    assert code == 0, err
+    assert printed.startswith("[SYNTHETIC DATA")
+    m2 = json.loads((out2 / "metrics.json").read_text())
+    assert m2["synthetic"] is True and m2["synthetic_model"] is True
