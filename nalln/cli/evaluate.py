@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=42, help="bootstrap seed")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="leave out images that cannot be decoded (listed in metrics.json) instead of stopping",
+    )
     add_json_flag(p, "metrics.json")
     add_progress_flag(p)
     p.set_defaults(func=run)
@@ -62,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         bootstrap=BootstrapSpec(n_resamples=args.n_resamples, seed=args.seed),
         device=args.device,
         progress=show_progress(args),
+        skip_unreadable=args.skip_unreadable,
     )
     m = res.metrics
     if json_or_banner(args, m, m["synthetic"], m["synthetic_model"]):

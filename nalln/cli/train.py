@@ -48,6 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from its last epoch"
     )
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="leave out images that cannot be decoded (named once) instead of stopping",
+    )
     p.add_argument("--no-augment", action="store_true", help="disable training augmentation")
     p.add_argument("--photometric", action="store_true", help="add photometric augmentation")
     p.add_argument(
@@ -108,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         splits_file=args.splits,
         progress=show_progress(args),
         echo=print,
+        skip_unreadable=args.skip_unreadable,
     )
     print(synthetic_banner(res.synthetic), end="")
     best = f"{res.best_val_accuracy:.4f}" if res.best_val_accuracy is not None else "n/a"

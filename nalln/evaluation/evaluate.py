@@ -3,6 +3,7 @@ an external data set, written as JSON, Markdown, CSV and PNG."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nalln.data.dataset import DatasetIndex, Record, load_images, scan
+from nalln.data.dataset import DatasetIndex, Record, load_readable, scan, skipped_message
 from nalln.data.splits import check_manifest, read_manifest
 from nalln.errors import DataError, NallnError
 from nalln.evaluation.bootstrap import BootstrapSpec, bootstrap_metrics
@@ -21,6 +22,8 @@ from nalln.evaluation.report import build_metrics_json, metrics_markdown
 from nalln.inference import pick_device, predict_logits
 from nalln.io import write_csv, write_json, write_text
 from nalln.runs import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,12 +92,28 @@ def evaluate(
     batch_size: int = 64,
     device: str = "auto",
     progress: bool = True,
+    skip_unreadable: bool = False,
 ) -> EvalResult:
+    """Metrics of ``run`` on a split or an ``external`` data set; ``skip_unreadable``: leave
+    undecodable images out (listed in ``source.skipped_unreadable``) instead of stopping."""
     dev = pick_device(device)
     loaded = load_model(run, checkpoint, dev)
     index, records, subset = select_records(loaded, data, split, external, layout)
+    class_labels(records, loaded.class_names, index)  # unknown classes: before decoding
+    images, records, bad = load_readable(
+        index,
+        records,
+        loaded.image_size,
+        progress,
+        f"loading {subset} images",
+        skip_unreadable=skip_unreadable,
+        can_skip=True,
+    )
+    if bad:
+        log.warning("%s", skipped_message(index.root, bad))
+    if not records:
+        raise DataError(f"none of the {len(bad)} images of {subset} can be read")
     y_true = class_labels(records, loaded.class_names, index)
-    images = load_images(index, records, loaded.image_size, progress, f"loading {subset} images")
     logits = predict_logits(
         loaded.model, loaded.preprocess, images, batch_size, dev, progress, "evaluating"
     )
@@ -119,6 +138,7 @@ def evaluate(
         "subset": subset,
         "model": loaded.meta["model_name"],
         "nalln_version": loaded.meta.get("nalln_version"),
+        "skipped_unreadable": [r.path for r, _ in bad],
     }
     metrics = build_metrics_json(
         point, ci, cm, loaded.class_names, bootstrap, source, synthetic, loss, synthetic_model

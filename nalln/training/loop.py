@@ -22,11 +22,18 @@ from tqdm.auto import tqdm
 from nalln import __version__
 from nalln.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from nalln.config import TrainConfig
-from nalln.data.dataset import DatasetIndex, load_images, scan
+from nalln.data.dataset import (
+    DatasetIndex,
+    drop_unreadable,
+    load_readable,
+    scan,
+    skipped_message,
+    unreadable_message,
+)
 from nalln.data.quality import reference_stats
 from nalln.data.splits import SplitSpec, check_manifest, make_splits, read_manifest, write_manifest
 from nalln.data.transforms import Preprocess, build_augmentation, fit_preprocess, to_float
-from nalln.errors import NallnError
+from nalln.errors import DataError, NallnError
 from nalln.evaluation.plots import plot_learning_curves
 from nalln.inference import pick_device, predict_logits
 from nalln.io import read_json, stale_temp_files, write_csv, write_json
@@ -174,8 +181,10 @@ def train(
     splits_file: str | Path | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = tqdm.write,
+    skip_unreadable: bool = False,
 ) -> TrainResult:
-    """Train a model on ``data_root`` into the run folder ``out``."""
+    """Train a model on ``data_root`` into the run folder ``out``; ``skip_unreadable``: leave
+    undecodable images out (named once) instead of stopping."""
     run = RunDir(Path(out))
     if resume:
         last, stored = _resume_point(run, echo)
@@ -198,15 +207,26 @@ def train(
     index = scan(data_root, cfg.layout, cfg.variant)
     mcfg = model_config(cfg.model, **cfg.model_config)
     size = mcfg.image_size
+    if skip_unreadable:  # before splitting: the manifest lists only images that can be used
+        index, bad = drop_unreadable(index, size, progress)
+        if bad:
+            echo(skipped_message(index.root, bad))
     splits = _prepare_splits(index, run, cfg, Path(splits_file) if splits_file else None)
     echo(index.describe())
     echo(
         f"split: train {len(splits['train'])}, val {len(splits['val'])}, "
         f"test {len(splits['test'])} -> {run.splits}"
     )
-    train_x = load_images(index, splits["train"], size, progress, "loading train images")
+    # every unreadable file of both splits is named in one message, not the first alone
+    train_x, _, bad = load_readable(
+        index, splits["train"], size, progress, "loading train images", skip_unreadable=True
+    )
     train_y = index.labels(splits["train"])
-    val_x = load_images(index, splits["val"], size, progress, "loading val images")
+    val_x, _, bad_val = load_readable(
+        index, splits["val"], size, progress, "loading val images", skip_unreadable=True
+    )
+    if bad or bad_val:
+        raise DataError(unreadable_message(index.root, bad + bad_val, can_skip=True))
     val_y = index.labels(splits["val"])
     # Nothing is written before every image has loaded: a bad file leaves no half-made run.
     run.path.mkdir(parents=True, exist_ok=True)

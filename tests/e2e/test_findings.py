@@ -171,3 +171,81 @@ def test_real_images_are_not_called_synthetic_because_the_model_was(
     assert printed.startswith("[SYNTHETIC DATA")
     m2 = json.loads((out2 / "metrics.json").read_text())
     assert m2["synthetic"] is True and m2["synthetic_model"] is True
+
+
+TINY_TRAIN = (
+    "--image-size", "32", "--width-multiplier", "0.25", "--set", "model_config.head_hidden=16",
+    "--set", "model_config.refine_channels=64", "--batch-size", "8", "--epochs", "1", "-q",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def three_bad(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic set with three undecodable images in three classes."""
+    root = tmp_path_factory.mktemp("bad") / "data"
+    shutil.copytree(synth_root, root)
+    for cls in ("Benign", "Early", "Pro"):
+        first = sorted((root / "Original" / cls).glob("*.jpg"))[0]
+        first.write_bytes(first.read_bytes()[:300])
+    return root
+
+
+def test_train_names_every_unreadable_file_or_skips_them(
+    three_bad: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Finding 5: train stopped at the first bad file; now one message names them all (those
+    of the splits it loads) and --skip-unreadable leaves them out before splitting."""
+    code, _, err = _nalln(
+        capsys, "train", "--data", three_bad, "--out", tmp_path / "a", *TINY_TRAIN
+    )
+    assert code == 2
+    line = next(ln for ln in err.splitlines() if ln.startswith("nalln: error:"))
+    assert "cannot be read" in line and "nalln data check" in line and "--skip-unreadable" in line
+    from nalln.data.dataset import scan
+    from nalln.data.splits import make_splits
+
+    splits = make_splits(scan(three_bad))  # the split train makes (seed 42)
+    loaded = [r.path for r in splits["train"] + splits["val"]]
+    bad = [p for p in loaded if (three_bad / "Original" / p).stat().st_size == 300]
+    assert bad and line.startswith(f"nalln: error: {len(bad)} image file(s) under ")
+    assert all(p in line for p in bad), (bad, line)
+    assert not (tmp_path / "a").exists()
+
+    run = tmp_path / "b"
+    code, out, err = _nalln(
+        capsys, "train", "--data", three_bad, "--out", run, *TINY_TRAIN, "--skip-unreadable"
+    )
+    assert code == 0, err
+    assert "skipped 3 unreadable image file(s) (--skip-unreadable)" in out
+    manifest = (run / "splits.csv").read_text()
+    assert len(manifest.splitlines()) == 1 + 4 * 12 - 3
+
+
+def test_evaluate_names_every_unreadable_file_or_skips_them(
+    tiny_run: Path, three_bad: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("--external", three_bad, "--n-resamples", "200", "-q")
+    code, _, err = _nalln(capsys, "evaluate", tiny_run, *args, "--out", tmp_path / "a")
+    assert code == 2
+    line = next(ln for ln in err.splitlines() if ln.startswith("nalln: error:"))
+    assert line.startswith("nalln: error: 3 image file(s) under ")
+    assert line.count("truncated") + line.count("corrupt") >= 3, line
+    assert "nalln data check" in line and "--skip-unreadable" in line
+    assert not (tmp_path / "a").exists()
+
+    out = tmp_path / "b"
+    code, _, err = _nalln(capsys, "evaluate", tiny_run, *args, "--out", out, "--skip-unreadable")
+    assert code == 0, err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n"] == 4 * 12 - 3 and len(m["source"]["skipped_unreadable"]) == 3
+    assert "skipped 3 unreadable image file(s)" in err
+
+
+def test_a_long_list_of_bad_files_shows_twenty_and_a_count() -> None:
+    from nalln.data.dataset import Record, unreadable_message
+
+    failures = [(Record(f"B/{i}.jpg", "B"), f"B/{i}.jpg is corrupt") for i in range(25)]
+    msg = unreadable_message(Path("/d"), failures, can_skip=True)
+    assert msg.startswith("25 image file(s) under /d cannot be read: B/0.jpg is corrupt; ")
+    assert "B/19.jpg" in msg and "B/20.jpg" not in msg and "... and 5 more" in msg
+    assert "\n" not in msg
