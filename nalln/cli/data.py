@@ -14,6 +14,7 @@ from nalln.cli.common import (
     json_or_banner,
     show_progress,
 )
+from nalln.errors import NallnError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,6 +53,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--seed", type=int, default=42)
     sp.add_argument("--layout", default="auto")
     sp.add_argument("--variant")
+    sp.add_argument(
+        "--threshold",
+        type=int,
+        default=6,
+        help="near-duplicate pHash distance (bits) for grouping, as data check (default 6)",
+    )
+    sp.add_argument(
+        "--no-group-duplicates",
+        action="store_true",
+        help="let exact and near duplicates fall into different splits (they leak)",
+    )
     sp.set_defaults(func=run_split)
 
 
@@ -177,10 +189,21 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_split(args: argparse.Namespace) -> int:
     from nalln.data.dataset import scan
+    from nalln.data.groups import duplicate_groups
     from nalln.data.splits import SplitSpec, make_splits, write_manifest
 
     index = scan(args.root, args.layout, args.variant)
-    splits = make_splits(index, SplitSpec(args.train, args.val, args.test, args.seed))
+    spec = SplitSpec(args.train, args.val, args.test, args.seed)
+    groups = []
+    if args.no_group_duplicates:
+        print("duplicates: not grouped (--no-group-duplicates); they may straddle splits")
+    else:
+        if not 0 <= args.threshold <= 32:
+            raise NallnError("--threshold is a Hamming distance in bits between 0 and 32")
+        found = duplicate_groups(index, args.threshold)
+        print(found.describe())
+        groups = found.groups
+    splits = make_splits(index, spec, groups)
     write_manifest(args.out, splits)
     print(", ".join(f"{k} {len(v)}" for k, v in splits.items()) + f" -> {args.out}")
     return 0

@@ -30,6 +30,7 @@ from nalln.data.dataset import (
     skipped_message,
     unreadable_message,
 )
+from nalln.data.groups import split_groups
 from nalln.data.quality import reference_stats
 from nalln.data.splits import SplitSpec, check_manifest, make_splits, read_manifest, write_manifest
 from nalln.data.transforms import Preprocess, build_augmentation, fit_preprocess, to_float
@@ -78,15 +79,23 @@ def _evaluate_split(model, pre, images, labels, device, batch_size) -> tuple[flo
     return loss, acc
 
 
-def _prepare_splits(index: DatasetIndex, run: RunDir, cfg: TrainConfig, splits_file: Path | None):
-    """The run's splits; the caller writes them once the images have loaded."""
+def _prepare_splits(
+    index: DatasetIndex,
+    run: RunDir,
+    cfg: TrainConfig,
+    splits_file: Path | None,
+    echo: Callable[[str], None] = lambda _m: None,
+):
+    """The run's splits; the caller writes them once the images have loaded. A new split keeps
+    duplicate images together (issue 15) and says what it grouped."""
     if run.splits.is_file():
         splits, source = read_manifest(run.splits), run.splits
     elif splits_file is not None:
         splits, source = read_manifest(splits_file), splits_file
     else:
         spec = SplitSpec(cfg.split_train, cfg.split_val, cfg.split_test, cfg.seed)
-        splits, source = make_splits(index, spec), None
+        groups = split_groups(index, cfg, echo)
+        splits, source = make_splits(index, spec, groups), None
     if source is not None:
         check_manifest(index, splits, source)
     if not splits["train"]:
@@ -211,7 +220,7 @@ def train(
         index, bad = drop_unreadable(index, size, progress)
         if bad:
             echo(skipped_message(index.root, bad))
-    splits = _prepare_splits(index, run, cfg, Path(splits_file) if splits_file else None)
+    splits = _prepare_splits(index, run, cfg, Path(splits_file) if splits_file else None, echo)
     echo(index.describe())
     echo(
         f"split: train {len(splits['train'])}, val {len(splits['val'])}, "

@@ -249,3 +249,39 @@ def test_a_long_list_of_bad_files_shows_twenty_and_a_count() -> None:
     assert msg.startswith("25 image file(s) under /d cannot be read: B/0.jpg is corrupt; ")
     assert "B/19.jpg" in msg and "B/20.jpg" not in msg and "... and 5 more" in msg
     assert "\n" not in msg
+
+
+def test_train_keeps_duplicates_in_one_split_and_says_so(
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Finding 4: exact and near copies went into train and val without a word."""
+    import csv
+    import io
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_root, data)
+    early = sorted((data / "Original" / "Early").glob("*.jpg"))
+    shutil.copy(early[0], early[0].with_name("copy-exact.jpg"))
+    pre = sorted((data / "Original" / "Pre").glob("*.jpg"))[0]
+    buf = io.BytesIO()
+    Image.open(pre).save(buf, "JPEG", quality=60)  # re-encoded: other bytes, same picture
+    pre.with_name("copy-near.jpg").write_bytes(buf.getvalue())
+
+    run = tmp_path / "run"
+    code, out, err = _nalln(capsys, "train", "--data", data, "--out", run, *TINY_TRAIN)
+    assert code == 0, err
+    assert "duplicates: 2 group(s) of 4 images (1 exact, 1 near pair(s)" in out
+    with open(run / "splits.csv", newline="") as fh:
+        where = {row["path"]: row["split"] for row in csv.DictReader(fh)}
+    early_0 = f"Early/{early[0].name}"
+    assert where[early_0] == where["Early/copy-exact.jpg"]
+    assert where[f"Pre/{pre.name}"] == where["Pre/copy-near.jpg"]
+    code, out, err = _nalln(capsys, "data", "check", data, "--splits", run, "--json", "-q")
+    assert code == 0, err
+    assert not any("across-splits" in k for k in json.loads(out)["duplicates"]["summary"])
+
+    code, out, err = _nalln(
+        capsys, "data", "split", data, "--out", tmp_path / "s.csv", "--no-group-duplicates"
+    )
+    assert code == 0, err
+    assert "not grouped" in out
