@@ -414,6 +414,122 @@ def _energy(page: Page, dirs: Sequence[Path]) -> None:
     page.add("Energy (estimated)", "".join(parts))
 
 
+def _simulations(dirs: Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    seen: set[str] = set()
+    found = []
+    for d in dirs:
+        for path in sorted(d.glob("simulate-*/report.json")):
+            if path.parent.name not in seen and (m := _read_json(path)):
+                seen.add(path.parent.name)
+                found.append((path, m))  # simulated images: the run's split, or --data
+    return found
+
+
+def _neuromorphic(page: Page, run: Path, dirs: Sequence[Path]) -> None:
+    """The core of the toolkit on one screen: conversion fidelity per back-end, deployed
+    (fixed-point) accuracy, chip fit and the energy verdicts, from whatever results exist."""
+    parts: list[str] = []
+    sims = _simulations(dirs)
+    page.synthetic = page.synthetic or any(bool(m.get("synthetic")) for _, m in sims)
+    if sims:
+        rows = [
+            [
+                m.get("backend"),
+                m.get("mode"),
+                m.get("se_mode"),
+                m.get("images"),
+                m.get("top1_agreement"),
+                (m.get("spike_agreement") or {}).get("overall"),
+                m.get("accuracy"),
+                m.get("reference_accuracy"),
+                m.get("seconds_per_image"),
+            ]
+            for _, m in sims
+        ]
+        headers = ["back-end", "mode", "SE", "images", "top-1 agreement", "spike agreement"]
+        headers += ["accuracy (back-end)", "accuracy (reference)", "s / image"]
+        parts.append("<h3>Conversion fidelity (measured)</h3>" + table(rows, headers))
+        for path, _ in sims:
+            png = path.parent / "spike_agreement.png"
+            if png.is_file():
+                parts.append(image(png, f"spike agreement {path.parent.name}"))
+        page.found["conversion fidelity"] = ", ".join(str(p) for p, _ in sims)
+    else:
+        page.missing["conversion fidelity"] = "nalln simulate RUN --backend norse"
+    deployed = [(p, m) for p, m in sims if isinstance(m.get("fixed_point"), dict)]
+    tuned = [p for d in dirs for p in sorted(d.glob("*/finetune_report.json"))]
+    tuned += [p for p in (run / "finetune_report.json",) if p.is_file()]
+    rows = []
+    for path, m in deployed:
+        fp = m["fixed_point"]
+        rows.append(
+            [
+                path.parent.name,
+                m.get("images"),
+                m.get("accuracy"),
+                m.get("reference_accuracy"),
+                m.get("top1_agreement"),
+                fp.get("lava_matches_emulator_bit_exactly"),
+            ]
+        )
+    for path in dict.fromkeys(tuned):
+        r = _read_json(path) or {}
+        for split in ("test", "val"):
+            if isinstance(r.get(split), dict):
+                acc = r[split].get("accuracy", {})
+                for name, value in acc.items():
+                    rows.append([f"{path.parent.name} ({split}): {name}", r[split].get("images"),
+                                 value, None, None, None])  # fmt: skip
+    if rows:
+        headers = ["result", "images", "accuracy (deployed)", "accuracy (float reference)"]
+        headers += ["top-1 agreement", "Lava = emulator bit for bit"]
+        parts.append("<h3>Deployed (Loihi fixed-point) accuracy (measured)</h3>")
+        parts.append(table(rows, headers))
+        page.found["deployed accuracy"] = ", ".join(str(p) for p, _ in deployed)
+    else:
+        page.missing["deployed accuracy"] = "nalln simulate RUN --backend lava --fixed-point"
+    fit = _chip_fit(run)
+    if fit:
+        parts.append(fit)
+    energy = _first(dirs, "energy/energy.json")
+    e = _read_json(energy) if energy else None
+    summary = (e or {}).get("summary")
+    if isinstance(summary, list) and summary and isinstance(summary[0], dict):
+        keys = [
+            k for k in ("target", "model", "snn_uj", "baseline_uj", "verdict") if k in summary[0]
+        ]
+        rows = [[s.get(k) for k in keys] for s in summary if s.get("pair", "ann") == "ann"]
+        parts.append("<h3>Energy verdicts (estimated)</h3>" + table(rows, keys))
+    if parts:
+        page.add("Neuromorphic deployment", "".join(parts))
+
+
+def _chip_fit(run: Path) -> str:
+    """Cores and chips on every neuromorphic target with published core limits (estimated)."""
+    try:
+        from nalln.energy.chip_fit import fit_network, structure
+        from nalln.hardware_targets import load_registry
+
+        loaded = load_model(run, device="cpu")
+        counts = structure(loaded.model, loaded.image_size)
+        rows = []
+        for t in load_registry().targets.values():
+            if t.kind == "neuromorphic" and t.has("neurons_per_core"):
+                res = fit_network(counts, t)
+                verdict = "fits" if res.feasible else "does not fit"
+                rows.append([t.id, verdict, res.cores, res.chips()])
+    except Exception as exc:  # a report still shows the rest
+        return f"<p class='missing'>chip fit not computed: {_esc(exc)}</p>"
+    if not rows:
+        return ""
+    return (
+        "<h3>Hardware fit (estimated: greedy per-layer placement)</h3>"
+        + table(rows, ["target", "verdict", "cores", "chips"])
+        + "<p class='note'><code>nalln hardware fit RUN --target ID</code> shows the limit of "
+        "each layer.</p>"
+    )
+
+
 def _ablation(page: Page, run: Path) -> None:
     path = run.parent / "ablation.json"
     if not path.is_file() or not (a := _read_json(path)):
@@ -468,6 +584,7 @@ def build_report(
     _quantization(page, base, dirs)
     _profile(page, dirs)
     _energy(page, dirs)
+    _neuromorphic(page, base, dirs)
     _ablation(page, base)
     if page.missing:
         page.add(
