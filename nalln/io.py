@@ -80,6 +80,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     except OSError as exc:
         if exc.filename is None or Path(exc.filename).name.startswith(f".{target.name}."):
             exc.filename = str(target)  # the user knows the target, not our temporary name
+        exc.nalln_writing = True  # type: ignore[attr-defined]  # the CLI says "cannot write"
         raise
     binary = "b" in mode
     os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; outputs follow the umask like open() would
@@ -98,6 +99,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
             os.unlink(tmp)
         if exc.filename in (None, tmp):  # a failed write() names no file: name the target
             exc.filename = str(target)
+        exc.nalln_writing = True  # type: ignore[attr-defined]
         raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

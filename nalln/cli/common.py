@@ -205,7 +205,7 @@ def check_paths(args: argparse.Namespace) -> None:
     for dest, role, label in getattr(args, PATH_ROLES, ()):
         for value in _values(getattr(args, dest, None)):
             if role == "input":
-                if not Path(value).exists():
+                if not Path(value).expanduser().exists():
                     raise NallnError(f"{label} {value} does not exist; check the path")
             else:
                 check_output(value, "folder" if role == "output-folder" else "file", label)
@@ -228,6 +228,7 @@ def os_error_message(exc: OSError, hint: str | None = None) -> str | None:
     if advice is None:
         return None
     where = f" {exc.filename}" if exc.filename else ""
-    return f"cannot write{where}: {exc.strerror or os.strerror(exc.errno)}; {advice}" + (
+    verb = "cannot write" if getattr(exc, "nalln_writing", False) else "cannot access"
+    return f"{verb}{where}: {exc.strerror or os.strerror(exc.errno)}; {advice}" + (
         f"; {hint}" if hint else ""
     )
