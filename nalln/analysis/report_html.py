@@ -417,8 +417,10 @@ def _energy(page: Page, dirs: Sequence[Path]) -> None:
 def _simulations(dirs: Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
     seen: set[str] = set()
     found = []
-    for d in dirs:
-        for path in sorted(d.glob("simulate-*/report.json")):
+    for d in dirs:  # RUN/simulate-*, or a demo's convert-simulate/ and fixed-point/ folders
+        for path in sorted(d.glob("simulate-*/report.json")) + sorted(
+            d.glob("*/simulate-*/report.json")
+        ):
             if path.parent.name not in seen and (m := _read_json(path)):
                 seen.add(path.parent.name)
                 found.append((path, m))  # simulated images: the run's split, or --data
@@ -449,15 +451,17 @@ def _neuromorphic(page: Page, run: Path, dirs: Sequence[Path]) -> None:
         headers = ["back-end", "mode", "SE", "images", "top-1 agreement", "spike agreement"]
         headers += ["accuracy (back-end)", "accuracy (reference)", "s / image"]
         parts.append("<h3>Conversion fidelity (measured)</h3>" + table(rows, headers))
-        for path, _ in sims:
+        for path, m in sims:  # at perfect agreement the table says it all: no empty plots
             png = path.parent / "spike_agreement.png"
-            if png.is_file():
+            if png.is_file() and (m.get("spike_agreement") or {}).get("overall", 0) < 1:
                 parts.append(image(png, f"spike agreement {path.parent.name}"))
         page.found["conversion fidelity"] = ", ".join(str(p) for p, _ in sims)
     else:
         page.missing["conversion fidelity"] = "nalln simulate RUN --backend norse"
     deployed = [(p, m) for p, m in sims if isinstance(m.get("fixed_point"), dict)]
-    tuned = [p for d in dirs for p in sorted(d.glob("*/finetune_report.json"))]
+    tuned = [
+        p for d in dirs for g in ("*", "*/*") for p in sorted(d.glob(f"{g}/finetune_report.json"))
+    ]
     tuned += [p for p in (run / "finetune_report.json",) if p.is_file()]
     rows = []
     for path, m in deployed:
@@ -476,10 +480,17 @@ def _neuromorphic(page: Page, run: Path, dirs: Sequence[Path]) -> None:
         r = _read_json(path) or {}
         for split in ("test", "val"):
             if isinstance(r.get(split), dict):
-                acc = r[split].get("accuracy", {})
-                for name, value in acc.items():
-                    rows.append([f"{path.parent.name} ({split}): {name}", r[split].get("images"),
-                                 value, None, None, None])  # fmt: skip
+                s, acc = r[split], r[split].get("accuracy", {})
+                rows.append(
+                    [
+                        f"{path.parent.name}: fine-tuned, {split} split (emulated fixed point)",
+                        s.get("images"),
+                        acc.get("finetuned_fixed_point"),
+                        acc.get("original_model"),
+                        s.get("top1_agreement", {}).get("fixed_point_vs_original"),
+                        None,
+                    ]
+                )
     if rows:
         headers = ["result", "images", "accuracy (deployed)", "accuracy (float reference)"]
         headers += ["top-1 agreement", "Lava = emulator bit for bit"]
@@ -517,7 +528,7 @@ def _chip_fit(run: Path) -> str:
             if t.kind == "neuromorphic" and t.has("neurons_per_core"):
                 res = fit_network(counts, t)
                 verdict = "fits" if res.feasible else "does not fit"
-                rows.append([t.id, verdict, res.cores, res.chips()])
+                rows.append([t.id, verdict, res.cores, res.chips() if res.feasible else "-"])
     except Exception as exc:  # a report still shows the rest
         return f"<p class='missing'>chip fit not computed: {_esc(exc)}</p>"
     if not rows:
