@@ -133,6 +133,11 @@ def write_csv(
     return write_text(path, buf.getvalue())
 
 
+def write_frame(path: str | os.PathLike, frame: Any) -> Path:
+    """A pandas DataFrame as CSV (no index column), written atomically like every output."""
+    return write_text(path, frame.to_csv(index=False, lineterminator="\n"))
+
+
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Save a matplotlib figure atomically as PNG and close it."""
     import matplotlib.pyplot as plt

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,8 +36,11 @@ from nalln.data.splits import read_manifest
 from nalln.data.transforms import Preprocess
 from nalln.errors import NallnError
 from nalln.inference import pick_device, predict_logits
-from nalln.io import write_csv, write_json, write_text
+from nalln.io import write_frame, write_json, write_text
 from nalln.runs import LoadedModel, load_model
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +198,17 @@ class RobustnessResult:
     rows: list[dict[str, Any]]
     out: Path
     files: dict[str, Path]
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The sweep as a pandas DataFrame, one row per variant, perturbation and severity."""
+        return sweep_frame(self.rows)
+
+
+def sweep_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(list(rows), columns=list(CSV_FIELDS))
 
 
 def sweep(
@@ -396,9 +410,7 @@ def _write(result, rows, out_dir, evalset, spec, options, variants, loaded) -> d
     chance = 1.0 / len(loaded.class_names)
     files: dict[str, Path] = {
         "robustness.json": write_json(out_dir / "robustness.json", result),
-        "robustness.csv": write_csv(
-            out_dir / "robustness.csv", [[r[k] for k in CSV_FIELDS] for r in rows], CSV_FIELDS
-        ),
+        "robustness.csv": write_frame(out_dir / "robustness.csv", sweep_frame(rows)),
         "robustness.md": write_text(out_dir / "robustness.md", _markdown(result, rows)),
     }
     for name in spec.grids:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from nalln.conversion.sources import (
 from nalln.errors import NallnError
 from nalln.io import save_figure, write_json, write_text
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 BACKENDS = ("norse", "lava")
 DEFAULT_IMAGES = 50
 
@@ -49,6 +52,14 @@ class SimulationResult:
     metrics: dict[str, Any]
     out: Path
     files: dict[str, Path]
+
+    @property
+    def spike_agreement(self) -> pd.DataFrame:
+        """Per-layer spike agreement with the reference, as a pandas DataFrame."""
+        import pandas as pd
+
+        per = self.metrics["spike_agreement"]["per_layer"]
+        return pd.DataFrame({"layer": list(per), "spike_agreement": list(per.values())})
 
 
 def layer_agreement(ref: Trace, got: Trace, names: list[str]) -> dict[str, Any]:

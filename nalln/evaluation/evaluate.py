@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -20,7 +21,7 @@ from nalln.evaluation.metrics import confusion_matrix, metrics_from_confusion
 from nalln.evaluation.plots import plot_confusion_matrix
 from nalln.evaluation.report import build_metrics_json, metrics_markdown
 from nalln.inference import pick_device, predict_logits
-from nalln.io import write_csv, write_json, write_text
+from nalln.io import write_csv, write_frame, write_json, write_text
 from nalln.runs import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,35 @@ class EvalResult:
     metrics: dict[str, Any]
     out: Path
     files: dict[str, Path]
+
+    @property
+    def per_class(self) -> pd.DataFrame:
+        """One row per class: precision, recall, F1 with their CIs, and support."""
+        return per_class_frame(self.metrics)
+
+    @property
+    def confusion(self) -> pd.DataFrame:
+        """Counts: rows the true class, columns the predicted one."""
+        return confusion_frame(self.metrics)
+
+
+def per_class_frame(m: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for cls, r in m["per_class"].items():
+        row: dict[str, Any] = {"class": cls}
+        for k in ("precision", "recall", "f1"):
+            row[k] = r[k]
+            row[f"{k}_ci_low"], row[f"{k}_ci_high"] = r[f"{k}_ci"]
+        row["support"] = r["support"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def confusion_frame(m: dict[str, Any]) -> pd.DataFrame:
+    cm = m["confusion_matrix"]
+    frame = pd.DataFrame(cm["rows_true_cols_predicted"], columns=cm["labels"])
+    frame.insert(0, "true\\predicted", cm["labels"])
+    return frame
 
 
 def select_records(
@@ -151,11 +181,10 @@ def evaluate(
     files = {
         "metrics.json": write_json(out_dir / "metrics.json", metrics),
         "metrics.md": write_text(out_dir / "metrics.md", metrics_markdown(metrics, title)),
-        "confusion_matrix.csv": write_csv(
-            out_dir / "confusion_matrix.csv",
-            [[c, *row] for c, row in zip(loaded.class_names, cm.tolist(), strict=True)],
-            ["true\\predicted", *loaded.class_names],
+        "confusion_matrix.csv": write_frame(
+            out_dir / "confusion_matrix.csv", confusion_frame(metrics)
         ),
+        "per_class.csv": write_frame(out_dir / "per_class.csv", per_class_frame(metrics)),
         "confusion_matrix.png": plot_confusion_matrix(
             cm,
             loaded.class_names,

@@ -285,3 +285,53 @@ def test_train_keeps_duplicates_in_one_split_and_says_so(
     )
     assert code == 0, err
     assert "not grouped" in out
+
+
+def test_tabular_results_are_dataframes_and_the_csv_files_are_written_from_them(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """Issue 15 part 4 (pandas): per-class metrics and the confusion matrix of an evaluation,
+    per-layer spike agreement of a simulation."""
+    import pandas as pd
+
+    from nalln.conversion.simulate import SimulationResult
+    from nalln.evaluation.bootstrap import BootstrapSpec
+    from nalln.evaluation.evaluate import evaluate
+
+    res = evaluate(tiny_run, out=tmp_path, bootstrap=BootstrapSpec(n_resamples=200), progress=False)
+    per = res.per_class
+    assert list(per["class"]) == ["Benign", "Early", "Pre", "Pro"]
+    assert per["support"].sum() == res.metrics["n"]
+    assert (per["recall_ci_low"] <= per["recall"]).all()
+    assert (per["recall"] <= per["recall_ci_high"]).all()
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "per_class.csv"), per)
+    cm = pd.read_csv(tmp_path / "confusion_matrix.csv")
+    pd.testing.assert_frame_equal(cm, res.confusion)
+    assert (
+        cm.columns[0] == "true\\predicted" and cm.iloc[:, 1:].to_numpy().sum() == res.metrics["n"]
+    )
+
+    sim = SimulationResult(
+        {"spike_agreement": {"overall": 0.99, "per_layer": {"stem_lif": 1.0, "head_lif": 0.98}}},
+        tmp_path,
+        {},
+    )
+    frame = sim.spike_agreement
+    assert frame.to_dict("list") == {
+        "layer": ["stem_lif", "head_lif"],
+        "spike_agreement": [1.0, 0.98],
+    }
+
+
+def test_robustness_rows_become_a_dataframe_in_csv_column_order(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from nalln.analysis.robustness import CSV_FIELDS, sweep_frame
+    from nalln.io import write_frame
+
+    rows = [{k: i for k in CSV_FIELDS} | {"variant": "run", "extra": "x"} for i in range(3)]
+    frame = sweep_frame(rows)
+    assert list(frame.columns) == list(CSV_FIELDS) and len(frame) == 3  # extra keys left out
+    path = write_frame(tmp_path / "r.csv", frame)
+    assert path.read_text().splitlines()[0] == ",".join(CSV_FIELDS)
+    pd.testing.assert_frame_equal(pd.read_csv(path), frame)
