@@ -182,6 +182,14 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"  {d.kind} {d.scope}: {d.a} ~ {d.b} (distance {d.distance}){sp}")
     if len(rep.duplicates) > 20:
         print(f"  ... and {len(rep.duplicates) - 20} more (see duplicates.csv)")
+    if (check := rep.split_check()) is not None:
+        n = check["pairs_across_splits"]
+        print(
+            "splits: no duplicate pair straddles train/val/test"
+            if n == 0
+            else f"splits: {n} duplicate pair(s) straddle two splits - a leak that inflates "
+            "test figures; make the split again with `nalln data split` (duplicates grouped)"
+        )
     if out:
         print(f"reports: {out / 'check.json'}, {out / 'files.csv'}, {out / 'duplicates.csv'}")
     return 0

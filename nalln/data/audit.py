@@ -137,6 +137,14 @@ class AuditReport:
     duplicates: list[DuplicatePair]
     threshold: int
     against: dict | None = None
+    splits_checked: bool = False
+
+    def split_check(self) -> dict | None:
+        """With ``--splits``: how many duplicate pairs straddle two splits (0: no leak)."""
+        if not self.splits_checked:
+            return None
+        n = sum(d.scope == "across-splits" for d in self.duplicates)
+        return {"pairs_across_splits": n, "clean": n == 0}
 
     def problems(self) -> list[FileReport]:
         """Image files that cannot be used (skipped non-image files are listed on their own)."""
@@ -165,6 +173,7 @@ class AuditReport:
                 "pairs": [asdict(d) for d in self.duplicates],
             },
             "against": self.against,
+            "split_check": self.split_check(),
             "provenance": "counted: every file read; exact duplicates by SHA-256, near "
             f"duplicates by 64-bit pHash Hamming distance <= {self.threshold}",
         }
@@ -286,4 +295,5 @@ def audit(
         duplicates=dups,
         threshold=threshold,
         against=against_info,
+        splits_checked=bool(splits),
     )

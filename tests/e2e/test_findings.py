@@ -279,6 +279,9 @@ def test_train_keeps_duplicates_in_one_split_and_says_so(
     code, out, err = _nalln(capsys, "data", "check", data, "--splits", run, "--json", "-q")
     assert code == 0, err
     assert not any("across-splits" in k for k in json.loads(out)["duplicates"]["summary"])
+    assert json.loads(out)["split_check"] == {"pairs_across_splits": 0, "clean": True}
+    code, out, err = _nalln(capsys, "data", "check", data, "--splits", run, "-q")
+    assert "splits: no duplicate pair straddles train/val/test" in out
 
     code, out, err = _nalln(
         capsys, "data", "split", data, "--out", tmp_path / "s.csv", "--no-group-duplicates"

@@ -50,6 +50,7 @@ def test_planted_duplicates_across_splits_are_reported(planted) -> None:
     assert rep.status_counts.get("truncated", 0) + rep.status_counts.get("corrupt", 0) == 1
     assert rep.status_counts["zero-byte"] == 1
     assert rep.synthetic and rep.to_json()["duplicates"]["summary"]
+    assert rep.to_json()["split_check"] == {"pairs_across_splits": 2, "clean": False}
 
 
 def test_duplicates_across_two_data_sets(planted, tmp_path: Path) -> None:
