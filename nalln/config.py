@@ -79,6 +79,9 @@ class TrainConfig:
     split_train: float = 0.8
     split_val: float = 0.1
     split_test: float = 0.1
+    # exact and near duplicates (pHash within N bits, as `nalln data check`) share one split
+    split_group_duplicates: bool = True
+    split_duplicate_bits: int = 6
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
@@ -88,6 +91,8 @@ class TrainConfig:
                 raise NallnError(f"train.{name} must be at least 1")
         if self.lr <= 0 or self.lr_decay_epochs <= 0:
             raise NallnError("train.lr and train.lr_decay_epochs must be positive")
+        if not 0 <= self.split_duplicate_bits <= 32:
+            raise NallnError("train.split_duplicate_bits is a pHash distance between 0 and 32")
         if self.lif_backend not in ("fused", "snntorch"):
             raise NallnError("train.lif_backend must be 'fused' or 'snntorch'")
 

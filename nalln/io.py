@@ -75,8 +75,14 @@ def stale_temp_files(folder: str | os.PathLike) -> list[Path]:
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path``; on success rename it over ``path``."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        if exc.filename is None or Path(exc.filename).name.startswith(f".{target.name}."):
+            exc.filename = str(target)  # the user knows the target, not our temporary name
+        exc.nalln_writing = True  # type: ignore[attr-defined]  # the CLI says "cannot write"
+        raise
     binary = "b" in mode
     os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; outputs follow the umask like open() would
     try:
@@ -89,6 +95,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
         os.replace(tmp, target)
         _test_kill_point(target, "renamed")
         _fsync_dir(target.parent)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if exc.filename in (None, tmp):  # a failed write() names no file: name the target
+            exc.filename = str(target)
+        exc.nalln_writing = True  # type: ignore[attr-defined]
+        raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -157,6 +170,11 @@ def write_csv(
     writer.writerow(header)
     writer.writerows(rows)
     return write_text(path, buf.getvalue())
+
+
+def write_frame(path: str | os.PathLike, frame: Any) -> Path:
+    """A pandas DataFrame as CSV (no index column), written atomically like every output."""
+    return write_text(path, frame.to_csv(index=False, lineterminator="\n"))
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:

@@ -46,7 +46,9 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
             found = sorted(f for f in p.rglob("*") if f.is_file() and is_image_name(f))
             others = [f for f in p.rglob("*") if f.is_file() and not is_image_name(f)]
             if others:
-                log.warning("skipped %d non-image file(s) in %s", len(others), p)
+                names = [str(f.relative_to(p)) for f in sorted(others)]
+                shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if names[5:] else "")
+                log.warning("skipped %d non-image file(s) in %s: %s", len(others), p, shown)
             out.extend(found)
         elif p.is_file():
             out.append(p)

@@ -132,8 +132,10 @@ def run_ablation(
     if manifest.is_file():
         check_manifest(index, read_manifest(manifest), manifest)
     else:
+        from nalln.data.groups import split_groups
+
         spec = SplitSpec(base.split_train, base.split_val, base.split_test, base.seed)
-        write_manifest(manifest, make_splits(index, spec))
+        write_manifest(manifest, make_splits(index, spec, split_groups(index, base, echo)))
     if "neurallnet_small_head" in variants:
         full_head = model_config("neurallnet", **base.model_config).head_hidden
         small = variant_settings("neurallnet_small_head")["head_hidden"]

@@ -29,6 +29,7 @@ from nalln.data.images import load_image
 from nalln.errors import NallnError
 from nalln.inference import pick_device
 from nalln.io import save_figure, write_bytes, write_csv, write_json
+from nalln.provenance import Origin, provenance_fields
 from nalln.runs import LoadedModel, load_model
 
 CMAP = "jet"
@@ -112,7 +113,7 @@ def _title(e: Explained) -> str:
     return f"{head}pred {e.predicted} ({e.probability:.2f})\nGrad-CAM for {e.target}"
 
 
-def plot_single(e: Explained, layer: str, path: Path, synthetic: bool) -> Path:
+def plot_single(e: Explained, layer: str, path: Path, synthetic: bool | Origin) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.0))
     axes[0].imshow(e.image)
     axes[0].set_title(Path(e.name).name, fontsize=8)
@@ -132,7 +133,10 @@ def plot_single(e: Explained, layer: str, path: Path, synthetic: bool) -> Path:
 
 
 def plot_grid(
-    rows: Sequence[tuple[str, Sequence[Explained]]], layer: str, path: Path, synthetic: bool
+    rows: Sequence[tuple[str, Sequence[Explained]]],
+    layer: str,
+    path: Path,
+    synthetic: bool | Origin,
 ) -> Path:
     cols = max(len(r) for _, r in rows)
     fig, axes = plt.subplots(len(rows), cols, figsize=(2.2 * cols, 2.45 * len(rows)), squeeze=False)
@@ -203,9 +207,10 @@ def run_gradcam(
     model = loaded.model
     sizes = feature_map_sizes(model, loaded.image_size)
     valid = list(sizes)
-    if layer == "auto":
+    if layer in (None, "auto"):  # the paper's layer at 224 px; a 2x2 map explains nothing
         layer = auto_layer(model, sizes)
-    layer = layer or default_layer(model)
+    elif layer == "paper":
+        layer = default_layer(model)
     check_layer(model, layer, valid)
     target = resolve_class(target_class, loaded.class_names)
     files_in = collect_images(images) if images else []
@@ -213,7 +218,8 @@ def run_gradcam(
     # decode every file first: an unreadable one stops the command before anything is written
     decoded = torch.stack([load_image(f, size) for f in files_in]) if files_in else None
     out_dir = Path(out) if out else default_out(loaded, run, "gradcam")
-    synthetic = loaded.synthetic
+    # the files named are of unknown origin; a split's images carry the synthetic marker or not
+    synthetic = Origin(False, loaded.synthetic)
     files: dict[str, Path] = {}
     entries: list[dict[str, Any]] = []
     maps: dict[str, np.ndarray] = {}
@@ -244,7 +250,7 @@ def run_gradcam(
             files[png.name] = plot_single(e, layer, png, synthetic)
             record(e, png, "image")
     if evalset is not None:
-        synthetic = synthetic or evalset.synthetic
+        synthetic = Origin(evalset.synthetic, loaded.synthetic)
         rng = np.random.default_rng(seed)
         rows = []
         for ci, cls in enumerate(loaded.class_names):
@@ -270,7 +276,7 @@ def run_gradcam(
         files[grid.name] = plot_grid(rows, layer, grid, synthetic)
     shape = _feature_shape(model, layer, size, dev)
     data_out: dict[str, Any] = {
-        "synthetic": synthetic,
+        **provenance_fields(synthetic.data, synthetic.model),
         "run": str(run),
         "checkpoint": str(loaded.checkpoint.path),
         "layer": layer,

@@ -14,17 +14,19 @@ import numpy as np
 
 from nalln.evaluation.plots import SYNTHETIC_TAG
 from nalln.io import save_figure
+from nalln.provenance import Origin
 
 _COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 
 
-def tag_synthetic(fig: plt.Figure, synthetic: bool) -> None:
+def tag_synthetic(fig: plt.Figure, synthetic: bool | Origin) -> None:
+    """``synthetic``: True (synthetic data) or an :class:`Origin` (data and model, two facts)."""
     if synthetic:
         # below the axes' labels: the tight bounding box grows to include it
         fig.text(
             0.99,
             -0.01,
-            SYNTHETIC_TAG,
+            synthetic.tag if isinstance(synthetic, Origin) else SYNTHETIC_TAG,
             ha="right",
             va="top",
             color="crimson",

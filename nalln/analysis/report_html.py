@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from nalln import __version__
-from nalln.evaluation.report import SYNTHETIC_NOTE
 from nalln.io import write_text
+from nalln.provenance import describe, notes
 from nalln.runs import RunDir, load_model
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ class Page:
     """Sections of the page in order, and the outputs that were found or not."""
 
     title: str
-    synthetic: bool = False
+    synthetic: bool = False  # some result on the page measured synthetic images
+    synthetic_model: bool = False  # the run's model was trained on synthetic images
     sections: list[tuple[str, str]] = field(default_factory=list)
     found: dict[str, str] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
@@ -104,8 +105,8 @@ class Page:
             f"<title>{_esc(self.title)}</title><style>{CSS}</style></head><body>",
             f"<h1>{_esc(self.title)}</h1>",
         ]
-        if self.synthetic:
-            parts.append(f"<p class='synthetic'>{_esc(SYNTHETIC_NOTE)}</p>")
+        for note in notes(self.synthetic, self.synthetic_model):
+            parts.append(f"<p class='synthetic'>{_esc(note)}</p>")
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         parts.append(f"<p class='note'>nalln {__version__}, {stamp}. {toc}</p>")
         for i, (name, body) in enumerate(self.sections):
@@ -132,7 +133,7 @@ def _overview(page: Page, run: Path) -> None:
     from nalln.models.summary import count_parameters
 
     params = count_parameters(loaded.model)
-    page.synthetic = page.synthetic or loaded.synthetic
+    page.synthetic_model = loaded.synthetic
     page.quantized = meta.quantized
     rows = [
         ["run folder", str(run)],
@@ -143,7 +144,7 @@ def _overview(page: Page, run: Path) -> None:
         ["time steps T", meta.model_config.get("num_steps")],
         ["classes", ", ".join(loaded.class_names)],
         ["data", meta.data.root],
-        ["synthetic data", loaded.synthetic],
+        ["model trained on synthetic data", loaded.synthetic],
         ["CLAHE preprocessing", meta.preprocess.get("clahe", False)],
         ["weights", meta.quantized or "float32"],
         ["nalln version (training)", meta.nalln_version],
@@ -194,12 +195,18 @@ def _evaluations(page: Page, dirs: Sequence[Path]) -> None:
             if name in seen or not (m := _read_json(mpath)):
                 continue
             seen.add(name)
-            page.synthetic = page.synthetic or bool(m.get("synthetic"))
+            data_synth = bool(m.get("synthetic"))
+            model_synth = bool(m.get("synthetic_model", data_synth))
+            page.synthetic = page.synthetic or data_synth
             ci = m.get("accuracy_ci", [None, None])
+            data_says, model_says = describe(data_synth, model_synth)
+            src = m.get("source", {})
             body = [
                 f"<h3>{_esc(name)}</h3><p>{m.get('n')} images; accuracy "
                 f"<b>{m['accuracy']:.4f}</b> (95% CI {ci[0]:.4f}-{ci[1]:.4f}; measured, "
-                f"percentile bootstrap); loss {_fmt(m.get('loss'))}</p>"
+                f"percentile bootstrap); loss {_fmt(m.get('loss'))}</p>",
+                f"<p class='note'>data: {_esc(src.get('data', '?'))}, {_esc(data_says)}; "
+                f"model: {_esc(model_says)}</p>",
             ]
             rows = [
                 [c, r["precision"], r["recall"], r["f1"], r["support"]]
@@ -413,6 +420,133 @@ def _energy(page: Page, dirs: Sequence[Path]) -> None:
     page.add("Energy (estimated)", "".join(parts))
 
 
+def _simulations(dirs: Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    seen: set[str] = set()
+    found = []
+    for d in dirs:  # RUN/simulate-*, or a demo's convert-simulate/ and fixed-point/ folders
+        for path in sorted(d.glob("simulate-*/report.json")) + sorted(
+            d.glob("*/simulate-*/report.json")
+        ):
+            if path.parent.name not in seen and (m := _read_json(path)):
+                seen.add(path.parent.name)
+                found.append((path, m))  # simulated images: the run's split, or --data
+    return found
+
+
+def _neuromorphic(page: Page, run: Path, dirs: Sequence[Path]) -> None:
+    """The core of the toolkit on one screen: conversion fidelity per back-end, deployed
+    (fixed-point) accuracy, chip fit and the energy verdicts, from whatever results exist."""
+    parts: list[str] = []
+    sims = _simulations(dirs)
+    page.synthetic = page.synthetic or any(bool(m.get("synthetic")) for _, m in sims)
+    if sims:
+        rows = [
+            [
+                m.get("backend"),
+                m.get("mode"),
+                m.get("se_mode"),
+                m.get("images"),
+                m.get("top1_agreement"),
+                (m.get("spike_agreement") or {}).get("overall"),
+                m.get("accuracy"),
+                m.get("reference_accuracy"),
+                m.get("seconds_per_image"),
+            ]
+            for _, m in sims
+        ]
+        headers = ["back-end", "mode", "SE", "images", "top-1 agreement", "spike agreement"]
+        headers += ["accuracy (back-end)", "accuracy (reference)", "s / image"]
+        parts.append("<h3>Conversion fidelity (measured)</h3>" + table(rows, headers))
+        for path, m in sims:  # at perfect agreement the table says it all: no empty plots
+            png = path.parent / "spike_agreement.png"
+            if png.is_file() and (m.get("spike_agreement") or {}).get("overall", 0) < 1:
+                parts.append(image(png, f"spike agreement {path.parent.name}"))
+        page.found["conversion fidelity"] = ", ".join(str(p) for p, _ in sims)
+    else:
+        page.missing["conversion fidelity"] = "nalln simulate RUN --backend norse"
+    deployed = [(p, m) for p, m in sims if isinstance(m.get("fixed_point"), dict)]
+    tuned = [
+        p for d in dirs for g in ("*", "*/*") for p in sorted(d.glob(f"{g}/finetune_report.json"))
+    ]
+    tuned += [p for p in (run / "finetune_report.json",) if p.is_file()]
+    rows = []
+    for path, m in deployed:
+        fp = m["fixed_point"]
+        rows.append(
+            [
+                path.parent.name,
+                m.get("images"),
+                m.get("accuracy"),
+                m.get("reference_accuracy"),
+                m.get("top1_agreement"),
+                fp.get("lava_matches_emulator_bit_exactly"),
+            ]
+        )
+    for path in dict.fromkeys(tuned):
+        r = _read_json(path) or {}
+        for split in ("test", "val"):
+            if isinstance(r.get(split), dict):
+                s, acc = r[split], r[split].get("accuracy", {})
+                rows.append(
+                    [
+                        f"{path.parent.name}: fine-tuned, {split} split (emulated fixed point)",
+                        s.get("images"),
+                        acc.get("finetuned_fixed_point"),
+                        acc.get("original_model"),
+                        s.get("top1_agreement", {}).get("fixed_point_vs_original"),
+                        None,
+                    ]
+                )
+    if rows:
+        headers = ["result", "images", "accuracy (deployed)", "accuracy (float reference)"]
+        headers += ["top-1 agreement", "Lava = emulator bit for bit"]
+        parts.append("<h3>Deployed (Loihi fixed-point) accuracy (measured)</h3>")
+        parts.append(table(rows, headers))
+        page.found["deployed accuracy"] = ", ".join(str(p) for p, _ in deployed)
+    else:
+        page.missing["deployed accuracy"] = "nalln simulate RUN --backend lava --fixed-point"
+    fit = _chip_fit(run)
+    if fit:
+        parts.append(fit)
+    energy = _first(dirs, "energy/energy.json")
+    e = _read_json(energy) if energy else None
+    summary = (e or {}).get("summary")
+    if isinstance(summary, list) and summary and isinstance(summary[0], dict):
+        keys = [
+            k for k in ("target", "model", "snn_uj", "baseline_uj", "verdict") if k in summary[0]
+        ]
+        rows = [[s.get(k) for k in keys] for s in summary if s.get("pair", "ann") == "ann"]
+        parts.append("<h3>Energy verdicts (estimated)</h3>" + table(rows, keys))
+    if parts:
+        page.add("Neuromorphic deployment", "".join(parts))
+
+
+def _chip_fit(run: Path) -> str:
+    """Cores and chips on every neuromorphic target with published core limits (estimated)."""
+    try:
+        from nalln.energy.chip_fit import fit_network, structure
+        from nalln.hardware_targets import load_registry
+
+        loaded = load_model(run, device="cpu")
+        counts = structure(loaded.model, loaded.image_size)
+        rows = []
+        for t in load_registry().targets.values():
+            if t.kind == "neuromorphic" and t.has("neurons_per_core"):
+                res = fit_network(counts, t)
+                verdict = "fits" if res.feasible else "does not fit"
+                rows.append([t.id, verdict, res.cores, res.chips() if res.feasible else "-"])
+    except Exception as exc:  # a report still shows the rest
+        return f"<p class='missing'>chip fit not computed: {_esc(exc)}</p>"
+    if not rows:
+        return ""
+    return (
+        "<h3>Hardware fit (estimated: greedy per-layer placement)</h3>"
+        + table(rows, ["target", "verdict", "cores", "chips"])
+        + "<p class='note'><code>nalln hardware fit RUN --target ID</code> shows the limit of "
+        "each layer.</p>"
+    )
+
+
 def _ablation(page: Page, run: Path) -> None:
     path = run.parent / "ablation.json"
     if not path.is_file() or not (a := _read_json(path)):
@@ -443,6 +577,7 @@ class ReportResult:
     found: dict[str, str]
     missing: dict[str, str]
     synthetic: bool
+    synthetic_model: bool = False
 
 
 def build_report(
@@ -466,6 +601,7 @@ def build_report(
     _quantization(page, base, dirs)
     _profile(page, dirs)
     _energy(page, dirs)
+    _neuromorphic(page, base, dirs)
     _ablation(page, base)
     if page.missing:
         page.add(
@@ -479,4 +615,4 @@ def build_report(
         )
     target = Path(out) if out else base / "report.html"
     write_text(target, page.render())
-    return ReportResult(target, page.found, page.missing, page.synthetic)
+    return ReportResult(target, page.found, page.missing, page.synthetic, page.synthetic_model)

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,8 +36,11 @@ from nalln.data.splits import read_manifest
 from nalln.data.transforms import Preprocess
 from nalln.errors import NallnError
 from nalln.inference import pick_device, predict_logits
-from nalln.io import write_csv, write_json, write_text
+from nalln.io import write_frame, write_json, write_text
 from nalln.runs import LoadedModel, load_model
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +197,17 @@ class RobustnessResult:
     out: Path
     files: dict[str, Path]
 
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The sweep as a pandas DataFrame, one row per variant, perturbation and severity."""
+        return sweep_frame(self.rows)
+
+
+def sweep_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(list(rows), columns=list(CSV_FIELDS))
+
 
 def sweep(
     variants: Sequence[Variant],
@@ -264,8 +278,10 @@ def _xlabel(name: str) -> str:
 def _markdown(data: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     labels = [v["label"] for v in data["variants"]]
     lines = [f"# Robustness of {data['source']['run']}", ""]
-    if data["synthetic"]:
-        lines += [f"**{data['data_note']}**", ""]
+    from nalln.provenance import notes
+
+    for note in notes(data["synthetic"], data.get("synthetic_model", data["synthetic"])):
+        lines += [f"**{note}**", ""]
     src = data["source"]
     lines += [
         f"{src['n_images']} images of the {src['subset']} split of {src['data']}; accuracy "
@@ -349,13 +365,11 @@ def robustness(
                 len(evalset.records),
             )
     rows, clean = sweep(variants, evalset, spec, options, dev, progress)
-    synthetic = evalset.synthetic or any(v.loaded.synthetic for v in variants)
     out_dir = Path(out) if out else default_out(loaded, run, "robustness")
-    from nalln.evaluation.report import SYNTHETIC_NOTE
+    from nalln.provenance import provenance_fields
 
-    result: dict[str, Any] = {
-        "synthetic": synthetic,
-        **({"data_note": SYNTHETIC_NOTE} if synthetic else {}),
+    result: dict[str, Any] = {  # two facts: the images, and the models' training data
+        **provenance_fields(evalset.synthetic, any(v.loaded.synthetic for v in variants)),
         "source": {
             "run": str(run),
             "data": str(evalset.index.root),
@@ -387,14 +401,14 @@ def robustness(
 
 
 def _write(result, rows, out_dir, evalset, spec, options, variants, loaded) -> dict[str, Path]:
-    synthetic = result["synthetic"]
+    from nalln.provenance import Origin
+
+    synthetic = Origin(result["synthetic"], result["synthetic_model"])
     labels = [v.label for v in variants]
     chance = 1.0 / len(loaded.class_names)
     files: dict[str, Path] = {
         "robustness.json": write_json(out_dir / "robustness.json", result),
-        "robustness.csv": write_csv(
-            out_dir / "robustness.csv", [[r[k] for k in CSV_FIELDS] for r in rows], CSV_FIELDS
-        ),
+        "robustness.csv": write_frame(out_dir / "robustness.csv", sweep_frame(rows)),
         "robustness.md": write_text(out_dir / "robustness.md", _markdown(result, rows)),
     }
     for name in spec.grids:

@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import add_progress_flag, format_table, print_json, show_progress
+from nalln.cli.common import (
+    add_input,
+    add_json_flag,
+    add_output,
+    add_progress_flag,
+    format_table,
+    json_or_banner,
+    show_progress,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,14 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     from nalln.models.registry import ABLATION_VARIANTS
 
     p = sub.add_parser("ablate", help="ablation study of NeurALLNet", description=__doc__)
-    p.add_argument("--data", required=True, help="data-set root")
-    p.add_argument("--out", required=True, help="study folder (one run folder per variant)")
+    add_input(p, "--data", required=True, help="data-set root")
+    add_output(
+        p, "--out", kind="folder", required=True, help="study folder (one run folder per variant)"
+    )
     p.add_argument(
         "--variants",
         default=",".join(ABLATION_VARIANTS),
         help="comma-separated registry names (default all: " + ", ".join(ABLATION_VARIANTS) + ")",
     )
-    p.add_argument("--config", help="TOML or JSON file with training settings")
+    add_input(p, "--config", help="TOML or JSON file with training settings")
     p.add_argument(
         "--set",
         action="append",
@@ -37,14 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--photometric", action="store_true", help="add photometric augmentation")
     p.add_argument("--clahe", action="store_true", help="CLAHE as fixed preprocessing")
     p.add_argument("--n-resamples", type=int, default=10_000, help="bootstrap resamples")
-    p.add_argument("--json", action="store_true", help="print ablation.json to stdout")
+    add_json_flag(p, "ablation.json")
     add_progress_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from nalln.analysis.ablation import run_ablation
-    from nalln.cli.common import synthetic_banner
     from nalln.cli.train import build_config
 
     args.model = None
@@ -60,10 +69,8 @@ def run(args: argparse.Namespace) -> int:
         progress=show_progress(args),
         echo=(lambda _m: None) if args.json else print,
     )
-    if args.json:
-        print_json(res.data)
+    if json_or_banner(args, res.data, res.data["synthetic"]):
         return 0
-    print(synthetic_banner(res.data["synthetic"]), end="")
     rows = [
         [
             r["variant"],

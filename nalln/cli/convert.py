@@ -13,11 +13,13 @@ import argparse
 
 from nalln.cli.common import (
     add_conversion_flags,
+    add_input,
+    add_json_flag,
+    add_output,
     add_progress_flag,
     checked_calibration,
-    print_json,
+    json_or_banner,
     show_progress,
-    synthetic_banner,
 )
 
 
@@ -25,9 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert", help="export a trained model to NIR / Norse / Lava", description=__doc__
     )
-    p.add_argument("run", help="run folder, checkpoint, or a .nir file from any tool")
+    add_input(p, "run", help="run folder, checkpoint, or a .nir file from any tool")
     p.add_argument("--to", required=True, choices=("nir", "lava", "norse"), help="target")
-    p.add_argument("--out", required=True, help="output folder")
+    add_output(p, "--out", kind="folder", required=True, help="output folder")
     add_conversion_flags(p, "(--to lava) calibrate Loihi fixed point: 8-bit weights, 24-bit state")
     p.set_defaults(se=None)  # hybrid, or static with --portable
     p.add_argument(
@@ -37,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "right: depthwise convs dense (larger), pooling folded, r folded, dt 1e-4; implies "
         "--se static",
     )
-    p.add_argument("--json", action="store_true", help="print convert.json to stdout")
+    add_json_flag(p, "convert.json")
     add_progress_flag(p)
     p.set_defaults(func=run)
 
@@ -58,10 +60,8 @@ def run(args: argparse.Namespace) -> int:
         portable=args.portable,
     )
     s = res.summary
-    if args.json:
-        print_json(s)
+    if json_or_banner(args, s, s["synthetic"]):
         return 0
-    print(synthetic_banner(s["synthetic"]), end="")
     print(
         f"{s['target']}: SE {s['se_mode']}, {s['segments']} NIR segment(s); "
         f"NIR round trip: {s['nir_round_trip']}"

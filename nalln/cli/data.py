@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nalln.cli.common import add_progress_flag, format_table, print_json, show_progress
+from nalln.cli.common import (
+    add_input,
+    add_json_flag,
+    add_output,
+    add_progress_flag,
+    format_table,
+    json_or_banner,
+    show_progress,
+)
+from nalln.errors import NallnError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub.required = True
 
     s = dsub.add_parser("synth", help="generate a SYNTHETIC blood-smear data set (primary layout)")
-    s.add_argument("out", help="folder to create")
+    add_output(s, "out", kind="folder", help="folder to create")
     s.add_argument("--n-per-class", type=int, default=200)
     s.add_argument("--size", type=int, default=224, help="image side in pixels")
     s.add_argument("--seed", type=int, default=42)
@@ -23,27 +32,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_synth)
 
     c = dsub.add_parser("check", help="integrity, formats and duplicates of a data set")
-    c.add_argument("root", help="data-set root")
-    c.add_argument("--against", help="second data set to look for shared images (e.g. external)")
-    c.add_argument("--splits", help="split manifest CSV or run folder: check across train/val/test")
+    add_input(c, "root", help="data-set root")
+    add_input(c, "--against", help="second data set to look for shared images (e.g. external)")
+    add_input(c, "--splits", help="split manifest CSV or run folder: check across train/val/test")
     c.add_argument("--layout", default="auto")
     c.add_argument("--against-layout", default="auto")
     c.add_argument("--variant", help="sub-folder of the primary set (Original or Segmented)")
     c.add_argument("--threshold", type=int, default=6, help="near-duplicate pHash distance (bits)")
-    c.add_argument("--out", help="folder for check.json, files.csv, duplicates.csv")
-    c.add_argument("--json", action="store_true", help="print the JSON report")
+    add_output(c, "--out", kind="folder", help="folder for check.json, files.csv, duplicates.csv")
+    add_json_flag(c, "the check report")
     add_progress_flag(c)
     c.set_defaults(func=run_check)
 
     sp = dsub.add_parser("split", help="write a stratified split manifest (CSV)")
-    sp.add_argument("root")
-    sp.add_argument("--out", required=True, help="CSV file to write")
+    add_input(sp, "root", help="data-set root")
+    add_output(sp, "--out", kind="file", required=True, help="CSV file to write")
     sp.add_argument("--train", type=float, default=0.8)
     sp.add_argument("--val", type=float, default=0.1)
     sp.add_argument("--test", type=float, default=0.1)
     sp.add_argument("--seed", type=int, default=42)
     sp.add_argument("--layout", default="auto")
     sp.add_argument("--variant")
+    sp.add_argument(
+        "--threshold",
+        type=int,
+        default=6,
+        help="near-duplicate pHash distance (bits) for grouping, as data check (default 6)",
+    )
+    sp.add_argument(
+        "--no-group-duplicates",
+        action="store_true",
+        help="let exact and near duplicates fall into different splits (they leak)",
+    )
     sp.set_defaults(func=run_split)
 
 
@@ -130,12 +150,11 @@ def run_check(args: argparse.Namespace) -> int:
             ],
             ["kind", "scope", "a", "b", "hamming_bits", "a_split", "b_split"],
         )
-    if args.json:
-        print_json(data)
+    if json_or_banner(args, data):
         return 0
     tag = "SYNTHETIC data set" if rep.synthetic else "data set"
     print(f"{tag} {rep.root} (layout {rep.layout}); counted from every file")
-    print(format_table([[c, n] for c, n in rep.counts.items()], ["class", "images"]))
+    print(format_table([[c, n] for c, n in rep.counts.items()], ["class", "readable images"]))
     print()
     status = [[s, n] for s, n in sorted(rep.status_counts.items())]
     print(format_table(status, ["file status", "count"]))
@@ -144,7 +163,9 @@ def run_check(args: argparse.Namespace) -> int:
     if len(rep.problems()) > 20:
         print(f"  ... and {len(rep.problems()) - 20} more (see files.csv)")
     if rep.skipped_non_images:
-        print(f"non-image files skipped: {len(rep.skipped_non_images)}")
+        names = rep.skipped_non_images
+        more = f" and {len(names) - 5} more (see files.csv)" if names[5:] else ""
+        print(f"non-image files skipped: {len(names)}: " + ", ".join(names[:5]) + more)
     print("sizes: " + ", ".join(f"{k} x{v}" for k, v in list(rep.sizes.items())[:5]))
     print("modes: " + ", ".join(f"{k} x{v}" for k, v in rep.modes.items()))
     if rep.quality_counts:
@@ -161,6 +182,14 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"  {d.kind} {d.scope}: {d.a} ~ {d.b} (distance {d.distance}){sp}")
     if len(rep.duplicates) > 20:
         print(f"  ... and {len(rep.duplicates) - 20} more (see duplicates.csv)")
+    if (check := rep.split_check()) is not None:
+        n = check["pairs_across_splits"]
+        print(
+            "splits: no duplicate pair straddles train/val/test"
+            if n == 0
+            else f"splits: {n} duplicate pair(s) straddle two splits - a leak that inflates "
+            "test figures; make the split again with `nalln data split` (duplicates grouped)"
+        )
     if out:
         print(f"reports: {out / 'check.json'}, {out / 'files.csv'}, {out / 'duplicates.csv'}")
     return 0
@@ -168,10 +197,21 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_split(args: argparse.Namespace) -> int:
     from nalln.data.dataset import scan
+    from nalln.data.groups import duplicate_groups
     from nalln.data.splits import SplitSpec, make_splits, write_manifest
 
     index = scan(args.root, args.layout, args.variant)
-    splits = make_splits(index, SplitSpec(args.train, args.val, args.test, args.seed))
+    spec = SplitSpec(args.train, args.val, args.test, args.seed)
+    groups = []
+    if args.no_group_duplicates:
+        print("duplicates: not grouped (--no-group-duplicates); they may straddle splits")
+    else:
+        if not 0 <= args.threshold <= 32:
+            raise NallnError("--threshold is a Hamming distance in bits between 0 and 32")
+        found = duplicate_groups(index, args.threshold)
+        print(found.describe())
+        groups = found.groups
+    splits = make_splits(index, spec, groups)
     write_manifest(args.out, splits)
     print(", ".join(f"{k} {len(v)}" for k, v in splits.items()) + f" -> {args.out}")
     return 0

@@ -5,22 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 
+from nalln.cli.common import add_output, add_progress_flag
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on built-in SYNTHETIC data")
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    add_output(
+        p, "--out", kind="folder", default="runs/demo", help="output folder (default runs/demo)"
+    )
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke run (tiny data)")
     p.add_argument("--n-per-class", type=int)
     p.add_argument("--image-size", type=int)
     p.add_argument("--epochs", type=int)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_progress_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from nalln.cli.common import show_progress
+    from nalln.cli.common import show_progress, synthetic_banner
     from nalln.demo import QUICK, DemoSpec, run_demo
 
     spec = QUICK if args.quick else DemoSpec()
@@ -37,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     args.interrupt_hint = "the demo stopped; remove the output folder and run it again"
     summary = run_demo(args.out, spec, progress=show_progress(args))
     print()
-    print("[SYNTHETIC DATA - pipeline check only, not clinical evidence]")
+    print(synthetic_banner(True), end="")
     print(
         f"demo finished in {summary['seconds']} s (measured); test accuracy "
         f"{summary['accuracy']:.4f}, 95% CI {summary['accuracy_ci'][0]:.4f}-"

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import add_progress_flag, print_json, show_progress
+from nalln.cli.common import (
+    add_input,
+    add_json_flag,
+    add_output,
+    add_progress_flag,
+    json_or_banner,
+    show_progress,
+)
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -26,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "energy.json, CSV tables, energy.md and PNG plots into --out."
         ),
     )
-    r.add_argument("run", help="run folder (or checkpoint file)")
-    r.add_argument("--data", help="data-set root (default: the one the run was trained on)")
+    add_input(r, "run", help="run folder (or checkpoint file)")
+    add_input(r, "--data", help="data-set root (default: the one the run was trained on)")
     r.add_argument(
         "--targets",
         type=_csv,
@@ -35,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated target ids or .toml paths (default: every known target; "
         "see `nalln hardware list`)",
     )
-    r.add_argument("--out", required=True, help="output folder")
+    add_output(r, "--out", kind="folder", required=True, help="output folder")
     r.add_argument("--n", type=int, default=100, help="images to count (default 100)")
     r.add_argument(
         "--split",
@@ -60,15 +67,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="asic45-int8",
         help="ASIC target that runs what a neuromorphic chip cannot (analog-input layers)",
     )
-    r.add_argument(
-        "--targets-dir", action="append", default=[], help="extra folder of target .toml files"
+    add_input(
+        r, "--targets-dir", action="append", default=[], help="extra folder of target .toml files"
     )
     r.add_argument("--checkpoint", default="best", choices=("best", "last"))
     r.add_argument("--batch-size", type=int, default=16)
     r.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     r.add_argument("--layout", default="auto", help="data layout (auto, primary, external, FILE)")
     r.add_argument("--seed", type=int, default=0, help="seed for picking --n images")
-    r.add_argument("--json", action="store_true", help="print energy.json to stdout")
+    add_json_flag(r, "energy.json")
     add_progress_flag(r)
     r.set_defaults(func=run_report)
 
@@ -93,8 +100,6 @@ def run_report(args: argparse.Namespace) -> int:
     )
     report = build_report(args.run, args.data, opts, progress=show_progress(args))
     files = write_report(report, args.out)
-    if args.json:
-        print_json(report.data)
-    else:
+    if not json_or_banner(args, report.data):  # terminal_text carries its own SYNTHETIC line
         print(terminal_text(report.data, files))
     return 0

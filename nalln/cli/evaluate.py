@@ -5,18 +5,20 @@ from __future__ import annotations
 import argparse
 
 from nalln.cli.common import (
+    add_input,
+    add_json_flag,
+    add_output,
     add_progress_flag,
     format_table,
-    print_json,
+    json_or_banner,
     show_progress,
-    synthetic_banner,
 )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a trained run", description=__doc__)
-    p.add_argument("run", help="run folder (or checkpoint file with --external)")
-    p.add_argument("--data", help="data-set root (default: the one the run was trained on)")
+    add_input(p, "run", help="run folder (or checkpoint file with --external)")
+    add_input(p, "--data", help="data-set root (default: the one the run was trained on)")
     g = p.add_mutually_exclusive_group()
     g.add_argument(
         "--split",
@@ -24,20 +26,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("train", "val", "test"),
         help="split of the run's manifest",
     )
-    g.add_argument("--external", metavar="ROOT2", help="evaluate every image of another data set")
+    add_input(g, "--external", metavar="ROOT2", help="evaluate every image of another data set")
     p.add_argument(
         "--layout",
         default="auto",
         help="layout of the data set (auto, primary, external, FILE.toml)",
     )
-    p.add_argument("--out", help="output folder (default RUN/eval-<split|external>)")
+    add_output(p, "--out", kind="folder", help="output folder (default RUN/eval-<split|external>)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument(
         "--n-resamples", type=int, default=10_000, help="bootstrap resamples (paper: 10,000)"
     )
     p.add_argument("--seed", type=int, default=42, help="bootstrap seed")
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="print metrics.json to stdout")
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="leave out images that cannot be decoded (listed in metrics.json) instead of stopping",
+    )
+    add_json_flag(p, "metrics.json")
     add_progress_flag(p)
     p.set_defaults(func=run)
 
@@ -60,12 +67,11 @@ def run(args: argparse.Namespace) -> int:
         bootstrap=BootstrapSpec(n_resamples=args.n_resamples, seed=args.seed),
         device=args.device,
         progress=show_progress(args),
+        skip_unreadable=args.skip_unreadable,
     )
     m = res.metrics
-    if args.json:
-        print_json(m)
+    if json_or_banner(args, m, m["synthetic"], m["synthetic_model"]):
         return 0
-    print(synthetic_banner(m["synthetic"]), end="")
     ci = m["accuracy_ci"]
     print(
         f"{m['source']['subset']}: {m['n']} images; accuracy {m['accuracy']:.4f} "

@@ -13,11 +13,13 @@ import argparse
 
 from nalln.cli.common import (
     add_calibration_flag,
+    add_input,
+    add_json_flag,
+    add_output,
     add_progress_flag,
     format_table,
-    print_json,
+    json_or_banner,
     show_progress,
-    synthetic_banner,
 )
 from nalln.ir.se_mode import SEMode
 
@@ -28,9 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fine-tune a trained run for Loihi fixed point (quantisation-aware)",
         description=__doc__,
     )
-    p.add_argument("run", help="trained run folder")
-    p.add_argument("--out", required=True, help="new run folder for the fine-tuned model")
-    p.add_argument("--data", help="data-set root (default: the one the run was trained on)")
+    add_input(p, "run", help="trained run folder")
+    add_output(
+        p, "--out", kind="folder", required=True, help="new run folder for the fine-tuned model"
+    )
+    add_input(p, "--data", help="data-set root (default: the one the run was trained on)")
     p.add_argument(
         "--se",
         default=SEMode.STATIC,
@@ -61,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="weight of distillation from the trained float model, 0-1 (default 0: "
         "cross-entropy only)",
     )
-    p.add_argument("--json", action="store_true", help="print finetune_report.json to stdout")
+    add_json_flag(p, "finetune_report.json")
     add_progress_flag(p)
     p.set_defaults(func=run)
 
@@ -90,10 +94,8 @@ def run(args: argparse.Namespace) -> int:
         echo=(lambda _m: None) if quiet else print,
     )
     r = res.report
-    if args.json:
-        print_json(r)
+    if json_or_banner(args, r, r["synthetic"]):
         return 0
-    print(synthetic_banner(r["synthetic"]), end="")
     for split in ("test", "val"):
         if split not in r:
             continue

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import format_table, print_json, synthetic_banner
+from nalln.cli.common import add_input, add_json_flag, add_output, format_table, json_or_banner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gradcam", help="Grad-CAM heat maps of a trained run", description=__doc__)
-    p.add_argument("run", help="run folder or checkpoint")
-    p.add_argument("images", nargs="*", help="image files and/or folders to explain")
+    add_input(p, "run", help="run folder or checkpoint")
+    add_input(p, "images", nargs="*", help="image files and/or folders to explain")
     p.add_argument(
         "--layer",
-        help="layer to explain (default refine.pw.conv, the refinement block's last pointwise "
-        "conv, as in the paper; 'auto': the deepest conv with a map of at least 7x7, which is "
-        "that layer at 224 px and an earlier one at small sizes; see --list-layers)",
+        help="layer to explain (default 'auto': the deepest conv with a map of at least 7x7, "
+        "which at 224 px is refine.pw.conv, the refinement block's last pointwise conv, as in "
+        "the paper, and an earlier one at small sizes; 'paper': refine.pw.conv at any size; "
+        "see --list-layers)",
     )
     p.add_argument("--list-layers", action="store_true", help="print the valid layer names")
     p.add_argument(
@@ -33,12 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also draw a grid of N images per class from --split",
     )
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--data", help="data-set root for --per-class (default: the run's)")
-    p.add_argument("--out", help="output folder (default RUN/gradcam)")
+    add_input(p, "--data", help="data-set root for --per-class (default: the run's)")
+    add_output(p, "--out", kind="folder", help="output folder (default RUN/gradcam)")
     p.add_argument("--seed", type=int, default=0, help="seed for picking the grid images")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print gradcam.json to stdout")
+    add_json_flag(p, "gradcam.json")
     p.set_defaults(func=run)
 
 
@@ -50,11 +51,11 @@ def run(args: argparse.Namespace) -> int:
         from nalln.runs import load_model
 
         loaded = load_model(args.run, args.checkpoint, "cpu")
-        default = default_layer(loaded.model)
+        paper = default_layer(loaded.model)
         sizes = feature_map_sizes(loaded.model, loaded.image_size)
         auto = auto_layer(loaded.model, sizes)
         for name, (h, w) in sizes.items():
-            tags = [t for t, n in (("default", default), ("auto", auto)) if n == name]
+            tags = [t for t, n in (("default, auto", auto), ("paper", paper)) if n == name]
             print(f"{name}  {h}x{w}" + (f"  ({', '.join(tags)})" if tags else ""))
         return 0
     res = run_gradcam(
@@ -71,10 +72,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     d = res.data
-    if args.json:
-        print_json(d)
+    if json_or_banner(args, d, d["synthetic"], d["synthetic_model"]):
         return 0
-    print(synthetic_banner(d["synthetic"]), end="")
     print(
         f"Grad-CAM of layer {d['layer']} (feature map {d['feature_map']}, T={d['num_steps']}), "
         f"target: {d['target']}"

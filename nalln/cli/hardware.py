@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import format_table, print_json
+from nalln.cli.common import add_input, add_json_flag, format_table, json_or_banner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,22 +15,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     hsub = p.add_subparsers(dest="hardware_command", metavar="COMMAND")
     hsub.required = True
     ls = hsub.add_parser("list", help="every known target id")
-    ls.add_argument("--json", action="store_true")
+    add_json_flag(ls, "the targets")
     ls.set_defaults(func=run_list)
     sh = hsub.add_parser("show", help="a target's constants with units and citations")
     sh.add_argument("target", help="target id or path of a .toml file")
-    sh.add_argument("--json", action="store_true")
+    add_json_flag(sh, "the target")
     sh.set_defaults(func=run_show)
     va = hsub.add_parser("validate", help="check target .toml files (for adding your own)")
-    va.add_argument("files", nargs="+", help="target files")
+    add_input(va, "files", nargs="+", help="target files")
     va.set_defaults(func=run_validate)
     fi = hsub.add_parser(
         "fit", help="cores and chips a run needs on a neuromorphic target, limits cited"
     )
-    fi.add_argument("run", help="run folder (or checkpoint file)")
+    add_input(fi, "run", help="run folder (or checkpoint file)")
     fi.add_argument("--target", required=True, help="neuromorphic target id (e.g. loihi2)")
     fi.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    fi.add_argument("--json", action="store_true")
+    add_json_flag(fi, "the fit")
     fi.set_defaults(func=run_fit)
 
 
@@ -61,9 +61,8 @@ def run_list(args: argparse.Namespace) -> int:
                 "built-in" if t.builtin else str(t.path),
             ]
         )
-    if args.json:
-        keys = ["id", "kind", "energy_models", "fit", "energy", "name", "file"]
-        print_json([dict(zip(keys, r, strict=True)) for r in rows])
+    keys = ["id", "kind", "energy_models", "fit", "energy", "name", "file"]
+    if json_or_banner(args, [dict(zip(keys, r, strict=True)) for r in rows]):
         return 0
     print(format_table(rows, ["id", "kind", "energy models", "fit", "energy", "name", "file"]))
     return 0
@@ -74,30 +73,30 @@ def run_show(args: argparse.Namespace) -> int:
     t = reg.get(args.target)
     consts = dict(t.constants)
     proxy = reg.energy_source(t) if t.energy_proxy else None
-    if args.json:
-        print_json(
-            {
-                "id": t.id,
-                "name": t.name,
-                "kind": t.kind,
-                "description": t.description,
-                "file": str(t.path),
-                "energy_proxy": t.energy_proxy,
-                "notes": list(t.notes),
-                "energy_models": _models_for(t, reg).split(","),
-                "constants": {
-                    k: {
-                        "value": c.value,
-                        "unit": c.unit,
-                        "status": c.status,
-                        "source": c.source,
-                        "note": c.note,
-                        "given": c.given,
-                    }
-                    for k, c in consts.items()
-                },
-            }
-        )
+    if json_or_banner(
+        args,
+        {
+            "id": t.id,
+            "name": t.name,
+            "kind": t.kind,
+            "description": t.description,
+            "file": str(t.path),
+            "energy_proxy": t.energy_proxy,
+            "notes": list(t.notes),
+            "energy_models": _models_for(t, reg).split(","),
+            "constants": {
+                k: {
+                    "value": c.value,
+                    "unit": c.unit,
+                    "status": c.status,
+                    "source": c.source,
+                    "note": c.note,
+                    "given": c.given,
+                }
+                for k, c in consts.items()
+            },
+        },
+    ):
         return 0
     print(f"{t.id}: {t.name} ({t.kind}; {t.path})")
     if t.description:
@@ -140,8 +139,7 @@ def run_fit(args: argparse.Namespace) -> int:
     loaded = load_model(args.run, args.checkpoint, "cpu")
     counts = structure(loaded.model, loaded.image_size)
     res = fit_network(counts, target)
-    if args.json:
-        print_json(res.to_dict())
+    if json_or_banner(args, res.to_dict()):
         return 0
     rows = [
         [

@@ -1,8 +1,9 @@
 """The ``nalln`` command: one sub-command group per module in this package.
 
-User mistakes (:class:`NallnError`) print one line and exit 2; Ctrl-C exits 130 and SIGTERM
+User mistakes (:class:`NallnError`) and an environment that refuses a write (disk full,
+permission denied, read-only file system) print one line and exit 2; Ctrl-C exits 130 and SIGTERM
 (a scheduler or ``kill``) 143, each with one line that says how to continue; anything else is a
-bug and keeps its traceback.
+bug and keeps its traceback. Inputs and outputs a command declares are checked before it runs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from nalln import __version__
+from nalln.cli.common import check_paths, os_error_message
 from nalln.errors import NallnError
 
 # Each module defines register(subparsers); the order is the order in `nalln --help`.
@@ -87,17 +89,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     previous = _install_sigterm()
     try:
+        check_paths(args)
         code = args.func(args)
     except NallnError as exc:
         sys.stderr.write(f"nalln: error: {exc}\n")
         return exc.exit_code
+    except BrokenPipeError:
+        return 141
+    except OSError as exc:
+        message = os_error_message(exc, getattr(args, "interrupt_hint", None))
+        if message is None:
+            raise
+        sys.stderr.write(f"nalln: error: {message}\n")
+        return NallnError.exit_code
     except KeyboardInterrupt as exc:
         hint = getattr(args, "interrupt_hint", None)
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         sys.stderr.write(f"nalln: {what}" + (f"; {hint}" if hint else "") + "\n")
         return 143 if isinstance(exc, Terminated) else 130
-    except BrokenPipeError:
-        return 141
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

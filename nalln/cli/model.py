@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from nalln.cli.common import add_input, add_json_flag
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("model", help="list models, summarise one")
@@ -13,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=run_list)
     s = msub.add_parser("summary", help="parameters, FP32 size and layer table")
     s.add_argument("--model", default="neurallnet", help="registered model name")
-    s.add_argument("--run", help="summarise the model of a run folder or checkpoint instead")
+    add_input(s, "--run", help="summarise the model of a run folder or checkpoint instead")
     s.add_argument(
         "--set",
         action="append",
@@ -22,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="override a model config field, e.g. --set image_size=64",
     )
     s.add_argument("--image-size", type=int)
-    s.add_argument("--json", action="store_true")
+    add_json_flag(s, "the summary")
     s.set_defaults(func=run_summary)
 
 
@@ -35,7 +37,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    from nalln.cli.common import format_table, print_json
+    from nalln.cli.common import format_table, json_or_banner
     from nalln.config import apply_overrides
     from nalln.models import create, model_config
     from nalln.models.summary import summarise
@@ -52,8 +54,7 @@ def run_summary(args: argparse.Namespace) -> int:
         model_config(args.model, **overrides)  # validates before building
         model, name = create(args.model, **overrides), args.model
     s = summarise(model)
-    if args.json:
-        print_json({"model": name, **s})
+    if json_or_banner(args, {"model": name, **s}):
         return 0
     print(
         format_table(

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import format_table, print_json, synthetic_banner
+from nalln.cli.common import add_input, add_json_flag, add_output, format_table, json_or_banner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify image files or folders", description=__doc__)
-    p.add_argument("run", help="run folder or checkpoint")
-    p.add_argument("images", nargs="+", help="image files and/or folders")
-    p.add_argument("--out", help="CSV file to write (default: print only)")
+    add_input(p, "run", help="run folder or checkpoint")
+    add_input(p, "images", nargs="+", help="image files and/or folders")
+    add_output(p, "--out", kind="file", help="CSV file to write (default: print only)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-unreadable", action="store_true", help="report unreadable files, go on")
-    p.add_argument("--json", action="store_true")
+    add_json_flag(p, "the predictions")
     p.set_defaults(func=run)
 
 
@@ -45,27 +45,35 @@ def run(args: argparse.Namespace) -> int:
     ]
     if args.out:
         write_csv(args.out, rows, header)
-    if args.json:
-        print_json(
-            {
-                "synthetic_model": loaded.synthetic,
-                "predictions": [
-                    {
-                        "path": p.path,
-                        "predicted": p.predicted,
-                        "probabilities": p.probabilities,
-                        "needs_review": p.needs_review,
-                        "quality": p.quality,
-                        "error": p.error,
-                    }
-                    for p in preds
-                ],
-            }
-        )
+    if json_or_banner(
+        args,
+        {
+            "synthetic_model": loaded.synthetic,
+            "predictions": [
+                {
+                    "path": p.path,
+                    "predicted": p.predicted,
+                    "probabilities": p.probabilities,
+                    "needs_review": p.needs_review,
+                    "quality": p.quality,
+                    "error": p.error,
+                }
+                for p in preds
+            ],
+        },
+        False,  # the images' origin is unknown: only the model's is a fact
+        loaded.synthetic,
+    ):
         return 0
-    print(synthetic_banner(loaded.synthetic), end="")
+    # an unreadable file has no probability (not 0) and says why in place of quality flags
     shown = [
-        [r[0], r[1], max(p.probabilities.values(), default=0.0), r[-3], r[-2] or "-"]
+        [
+            r[0],
+            r[1] or "-",
+            round(max(p.probabilities.values()), 4) if p.probabilities else "-",
+            r[-3],
+            f"unreadable: {p.error}" if p.error else (r[-2] or "-"),
+        ]
         for r, p in zip(rows, preds, strict=True)
     ]
     print(format_table(shown, ["image", "predicted", "probability", "review", "quality"]))

@@ -7,13 +7,16 @@ does not depend on the weights): ``nalln profile --image-size 224 --threads 1 --
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from nalln.cli.common import (
+    add_input,
+    add_json_flag,
+    add_output,
     add_progress_flag,
     format_table,
-    print_json,
+    json_or_banner,
     show_progress,
-    synthetic_banner,
 )
 
 MODEL_FLAGS = {
@@ -30,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run", nargs="?", help="run folder or checkpoint (omit: a fresh model)")
+    add_input(p, "run", nargs="?", help="run folder or checkpoint (omit: a fresh model)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--model", help="registered model name for a fresh model (default neurallnet)")
     for flag, (_, typ, help_) in MODEL_FLAGS.items():
@@ -54,8 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="inference implementation: fast (BN folded, default) or the reference model",
     )
     p.add_argument("--no-cuda", action="store_true", help="skip CUDA even when a GPU is present")
-    p.add_argument("--out", help="output folder (default RUN/profile; none for a fresh model)")
-    p.add_argument("--json", action="store_true", help="print profile.json to stdout")
+    add_output(
+        p,
+        "--out",
+        kind="folder",
+        help="output folder (default RUN/profile; none for a fresh model)",
+    )
+    add_json_flag(p, "profile.json")
     add_progress_flag(p)
     p.set_defaults(func=run)
 
@@ -94,10 +102,8 @@ def run(args: argparse.Namespace) -> int:
         progress=show_progress(args),
     )
     s = res.summary
-    if args.json:
-        print_json(s)
+    if json_or_banner(args, s, bool(s["source"]["synthetic"])):
         return 0
-    print(synthetic_banner(bool(s["source"]["synthetic"])), end="")
     src = s["source"]
     print(
         f"{src['model_name']} ({src['weights']}), {s['image_size']}x{s['image_size']}, "
@@ -118,5 +124,6 @@ def run(args: argparse.Namespace) -> int:
     print(line)
     print("latency: wall clock after warm-up, random input; decoding/preprocessing excluded")
     if res.files:
-        print(f"files in {args.out or 'RUN/profile'}: " + ", ".join(sorted(res.files)))
+        paths = [Path(p) for p in res.files.values()]
+        print(f"files in {paths[0].parent}: " + ", ".join(sorted(p.name for p in paths)))
     return 0

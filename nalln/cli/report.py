@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 
+from nalln.cli.common import add_input, add_output
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="HTML report of a run", description=__doc__)
-    p.add_argument("run", help="run folder")
-    p.add_argument("--out", help="HTML file to write (default RUN/report.html)")
-    p.add_argument(
+    add_input(p, "run", help="run folder")
+    add_output(p, "--out", kind="file", help="HTML file to write (default RUN/report.html)")
+    add_input(
+        p,
         "--search",
         action="append",
         default=[],
@@ -23,10 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nalln.analysis.report_html import build_report
+    from nalln.cli.common import synthetic_banner
 
     res = build_report(args.run, args.out, args.search)
-    if res.synthetic:
-        print("[SYNTHETIC DATA - pipeline check only, not clinical evidence]")
+    print(synthetic_banner(res.synthetic, res.synthetic_model), end="")
     print(f"report: {res.path}")
     print("sections found: " + (", ".join(res.found) or "none"))
     for name, cmd in res.missing.items():

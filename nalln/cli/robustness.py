@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import add_progress_flag, format_table, print_json, show_progress
+from nalln.cli.common import (
+    add_input,
+    add_json_flag,
+    add_output,
+    add_progress_flag,
+    format_table,
+    json_or_banner,
+    show_progress,
+)
 
 
 def _grid(text: str) -> tuple[float, ...]:
@@ -25,10 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="accuracy under image perturbations (noise, blur, occlusion, rotation, brightness)",
         description=__doc__,
     )
-    p.add_argument("run", help="run folder")
-    p.add_argument("--data", help="data-set root (default: the one the run was trained on)")
+    add_input(p, "run", help="run folder")
+    add_input(p, "--data", help="data-set root (default: the one the run was trained on)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--out", help="output folder (default RUN/robustness)")
+    add_output(p, "--out", kind="folder", help="output folder (default RUN/robustness)")
     p.add_argument(
         "--only",
         help="comma-separated perturbations to run (default all: " + ", ".join(PERTURBATIONS) + ")",
@@ -38,8 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             f"--{name.replace('_', '-')}",
             type=_grid,
             metavar="LIST",
-            help=f"{pert.description}: {pert.parameter} values ({pert.unit}); range "
-            f"[{pert.low:g}, {pert.high:g}]; default " + ",".join(f"{v:g}" for v in pert.defaults),
+            help=(
+                f"{pert.description}: {pert.parameter} values ({pert.unit}); range "
+                f"[{pert.low:g}, {pert.high:g}]; default "
+                + ",".join(f"{v:g}" for v in pert.defaults)
+            ).replace("%", "%%"),  # argparse formats help with %: a literal one must be doubled
         )
     p.add_argument(
         "--clahe-compare",
@@ -47,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also run the sweep with CLAHE switched on at the model input (a model trained "
         "without CLAHE sees a distribution shift; compare with --compare-run for a fair test)",
     )
-    p.add_argument(
+    add_input(
+        p,
         "--compare-run",
         action="append",
         default=[],
@@ -67,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="print robustness.json to stdout")
+    add_json_flag(p, "robustness.json")
     add_progress_flag(p)
     p.set_defaults(func=run)
 
@@ -107,7 +119,6 @@ def build_spec(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from nalln.analysis.robustness import robustness
-    from nalln.cli.common import synthetic_banner
 
     spec = build_spec(args)
     res = robustness(
@@ -122,11 +133,9 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=show_progress(args),
     )
-    if args.json:
-        print_json(res.data)
-        return 0
     d = res.data
-    print(synthetic_banner(d["synthetic"]), end="")
+    if json_or_banner(args, d, d["synthetic"], d["synthetic_model"]):
+        return 0
     print(
         f"{d['source']['n_images']} {d['source']['subset']} images; accuracy measured per "
         f"severity ({d['confidence']:.0%} bootstrap CI in robustness.csv)"

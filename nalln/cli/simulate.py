@@ -10,12 +10,14 @@ import argparse
 
 from nalln.cli.common import (
     add_conversion_flags,
+    add_input,
+    add_json_flag,
+    add_output,
     add_progress_flag,
     checked_calibration,
     format_table,
-    print_json,
+    json_or_banner,
     show_progress,
-    synthetic_banner,
 )
 from nalln.conversion.backend import BACKENDS
 
@@ -24,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "simulate", help="simulate a converted model on Norse or Lava", description=__doc__
     )
-    p.add_argument("run", help="run folder, checkpoint, or a .nir file / converted folder")
+    add_input(p, "run", help="run folder, checkpoint, or a .nir file / converted folder")
     p.add_argument(
         "--backend",
         required=True,
@@ -45,8 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="split of the run's manifest (default test)",
     )
     p.add_argument("--steps", type=int, help="time steps for a NIR graph that does not record T")
-    p.add_argument("--out", help="report folder (default RUN/simulate-<backend>-<se>)")
-    p.add_argument("--json", action="store_true", help="print report.json to stdout")
+    add_output(
+        p, "--out", kind="folder", help="report folder (default RUN/simulate-<backend>-<se>)"
+    )
+    add_json_flag(p, "report.json")
     add_progress_flag(p)
     p.set_defaults(func=run)
 
@@ -68,10 +72,8 @@ def run(args: argparse.Namespace) -> int:
         progress=show_progress(args),
     )
     m = res.metrics
-    if args.json:
-        print_json(m)
+    if json_or_banner(args, m, m["synthetic"]):
         return 0
-    print(synthetic_banner(m["synthetic"]), end="")
     print(
         f"{m['backend']} ({m['mode']}, SE {m['se_mode']}) vs {m['reference']} on "
         f"{m['images']} images - measured:"

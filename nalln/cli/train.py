@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import add_progress_flag, show_progress, synthetic_banner
+from nalln.cli.common import (
+    add_input,
+    add_output,
+    add_progress_flag,
+    show_progress,
+    synthetic_banner,
+)
 from nalln.config import TrainConfig, apply_overrides, load_config_file
 
 # flag -> (config path, type, help)
@@ -26,9 +32,9 @@ FLAGS: dict[str, tuple[str, type, str]] = {
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train NeurALLNet on a data set", description=__doc__)
-    p.add_argument("--data", required=True, help="data-set root (e.g. the Kaggle ALL folder)")
-    p.add_argument("--out", required=True, help="run folder to create (or resume)")
-    p.add_argument("--config", help="TOML or JSON file with training settings")
+    add_input(p, "--data", required=True, help="data-set root (e.g. the Kaggle ALL folder)")
+    add_output(p, "--out", kind="folder", required=True, help="run folder to create (or resume)")
+    add_input(p, "--config", help="TOML or JSON file with training settings")
     p.add_argument(
         "--set",
         action="append",
@@ -38,9 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     for flag, (_, typ, help_) in FLAGS.items():
         p.add_argument(flag, type=typ, help=help_)
-    p.add_argument("--splits", help="reuse an existing split manifest (CSV) instead of making one")
+    add_input(p, "--splits", help="reuse an existing split manifest (CSV) instead of making one")
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from its last epoch"
+    )
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="leave out images that cannot be decoded (named once) instead of stopping",
     )
     p.add_argument("--no-augment", action="store_true", help="disable training augmentation")
     p.add_argument("--photometric", action="store_true", help="add photometric augmentation")
@@ -102,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         splits_file=args.splits,
         progress=show_progress(args),
         echo=print,
+        skip_unreadable=args.skip_unreadable,
     )
     print(synthetic_banner(res.synthetic), end="")
     best = f"{res.best_val_accuracy:.4f}" if res.best_val_accuracy is not None else "n/a"

@@ -32,7 +32,7 @@ class FileReport:
     dataset: str  # "primary" (the checked set) or "against"
     path: str  # relative to the data-set root
     label: str
-    status: str  # ok | zero-byte | not-an-image | corrupt | truncated
+    status: str  # ok | zero-byte | not-an-image | corrupt | truncated | skipped (not an image type)
     detail: str = ""
     width: int | None = None
     height: int | None = None
@@ -77,7 +77,7 @@ def inspect_file(
     data = path.read_bytes()
     rep.sha256 = hashlib.sha256(data).hexdigest()
     if Path(rel).suffix.lower() not in IMAGE_EXTENSIONS:
-        rep.status, rep.detail = "not-an-image", "file extension is not an image type"
+        rep.status, rep.detail = "skipped", "file extension is not an image type"
         return rep
     if not data:
         rep.status, rep.detail = "zero-byte", "file is empty (0 bytes)"
@@ -137,9 +137,18 @@ class AuditReport:
     duplicates: list[DuplicatePair]
     threshold: int
     against: dict | None = None
+    splits_checked: bool = False
+
+    def split_check(self) -> dict | None:
+        """With ``--splits``: how many duplicate pairs straddle two splits (0: no leak)."""
+        if not self.splits_checked:
+            return None
+        n = sum(d.scope == "across-splits" for d in self.duplicates)
+        return {"pairs_across_splits": n, "clean": n == 0}
 
     def problems(self) -> list[FileReport]:
-        return [f for f in self.files if f.status != "ok"]
+        """Image files that cannot be used (skipped non-image files are listed on their own)."""
+        return [f for f in self.files if f.status not in ("ok", "skipped")]
 
     def duplicate_summary(self) -> dict[str, int]:
         c = Counter(f"{d.kind}/{d.scope}" for d in self.duplicates)
@@ -164,6 +173,7 @@ class AuditReport:
                 "pairs": [asdict(d) for d in self.duplicates],
             },
             "against": self.against,
+            "split_check": self.split_check(),
             "provenance": "counted: every file read; exact duplicates by SHA-256, near "
             f"duplicates by 64-bit pHash Hamming distance <= {self.threshold}",
         }
@@ -262,17 +272,19 @@ def audit(
             "root": str(other.root),
             "layout": other.layout.name,
             "counts": other.counts(),
-            "status_counts": dict(Counter(f.status for f in other_files)),
+            "status_counts": dict(Counter(f.status for f in other_files if f.status != "skipped")),
             "duplicates_within": len(within_other),
         }
         files = files + other_files
-    primary = [f for f in files if f.dataset == "primary"]
+    primary = [f for f in files if f.dataset == "primary" and f.status != "skipped"]
     ok = [f for f in primary if f.status == "ok"]
+    # what training can use: readable images per class (a corrupt file is not an image of it)
+    counts = {c: 0 for c in index.counts()} | dict(Counter(f.label for f in ok))
     return AuditReport(
         root=str(index.root),
         layout=index.layout.name,
         synthetic=index.synthetic,
-        counts=index.counts(),
+        counts=counts,
         status_counts=dict(Counter(f.status for f in primary)),
         sizes=dict(Counter(f"{f.width}x{f.height}" for f in ok).most_common()),
         modes=dict(Counter(f.mode for f in ok).most_common()),
@@ -283,4 +295,5 @@ def audit(
         duplicates=dups,
         threshold=threshold,
         against=against_info,
+        splits_checked=bool(splits),
     )

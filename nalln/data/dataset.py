@@ -180,6 +180,54 @@ def scan(
     return DatasetIndex(folder, lay, records, skipped, synthetic)
 
 
+SHOWN_BAD_FILES = 20
+
+
+def unreadable_message(
+    root: Path, failures: Sequence[tuple[Record, str]], can_skip: bool = False
+) -> str:
+    """One line naming every unreadable file (the first 20, and how many more), and what to do:
+    a user fixing them one run at a time would otherwise meet them one by one."""
+    shown = "; ".join(msg for _, msg in failures[:SHOWN_BAD_FILES])
+    more = len(failures) - SHOWN_BAD_FILES
+    head = f"{len(failures)} image file(s) under {root} cannot be read: {shown}"
+    tail = f" ... and {more} more" if more > 0 else ""
+    todo = f"; `nalln data check {root}` lists every file's status"
+    if can_skip:
+        todo += ", or pass --skip-unreadable to go on without them"
+    return head + tail + todo
+
+
+def load_readable(
+    index: DatasetIndex,
+    records: Sequence[Record],
+    size: int,
+    progress: bool = True,
+    desc: str = "loading images",
+    *,
+    skip_unreadable: bool = False,
+    can_skip: bool = False,
+) -> tuple[torch.Tensor, list[Record], list[tuple[Record, str]]]:
+    """Decode ``records``: ``(images, the records decoded, (record, why) for the others)``.
+
+    Every file is tried before giving up, so that one error names all the bad ones; with
+    ``skip_unreadable`` they are left out instead (``can_skip``: the command has that flag).
+    """
+    out = torch.empty((len(records), 3, size, size), dtype=torch.uint8)
+    kept: list[Record] = []
+    failures: list[tuple[Record, str]] = []
+    for r in tqdm(records, desc=desc, disable=not progress, unit="img", leave=False):
+        try:
+            out[len(kept)] = load_image(index.root / r.path, size)
+        except DataError as exc:
+            failures.append((r, str(exc)))
+            continue
+        kept.append(r)
+    if failures and not skip_unreadable:
+        raise DataError(unreadable_message(index.root, failures, can_skip))
+    return out[: len(kept)], kept, failures
+
+
 def load_images(
     index: DatasetIndex,
     records: Sequence[Record],
@@ -187,8 +235,29 @@ def load_images(
     progress: bool = True,
     desc: str = "loading images",
 ) -> torch.Tensor:
-    """Decode ``records`` into one ``[N, 3, size, size]`` uint8 tensor."""
-    out = torch.empty((len(records), 3, size, size), dtype=torch.uint8)
-    for i, r in enumerate(tqdm(records, desc=desc, disable=not progress, unit="img", leave=False)):
-        out[i] = load_image(index.root / r.path, size)
-    return out
+    """Decode ``records`` into one ``[N, 3, size, size]`` uint8 tensor (every bad file named)."""
+    return load_readable(index, records, size, progress, desc)[0]
+
+
+def drop_unreadable(
+    index: DatasetIndex, size: int, progress: bool = True
+) -> tuple[DatasetIndex, list[tuple[Record, str]]]:
+    """``index`` without the files that cannot be decoded (``--skip-unreadable`` of train, which
+    must know them before it splits: a split manifest lists only usable images)."""
+    _, kept, failures = load_readable(
+        index, index.records, size, progress, "checking images", skip_unreadable=True
+    )
+    if not failures:
+        return index, []
+    return DatasetIndex(index.root, index.layout, kept, index.skipped, index.synthetic), failures
+
+
+def skipped_message(root: Path, failures: Sequence[tuple[Record, str]]) -> str:
+    names = [r.path for r, _ in failures]
+    more = f" and {len(names) - SHOWN_BAD_FILES} more" if names[SHOWN_BAD_FILES:] else ""
+    return (
+        f"skipped {len(names)} unreadable image file(s) (--skip-unreadable): "
+        + ", ".join(names[:SHOWN_BAD_FILES])
+        + more
+        + f"; `nalln data check {root}` says why"
+    )

@@ -26,7 +26,8 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-FLAGS = ("under-illuminated", "over-exposed", "blurred")
+FLAGS = ("under-illuminated", "over-exposed", "blurred", "too-small")
+MIN_SIDE = 16  # below this, any model input is an upsampled blur of a few pixels
 STATS_SIZE = 224
 SHARPNESS_LUMINANCE = 0.75  # sharpness is measured on the image rescaled to this mean
 
@@ -123,6 +124,8 @@ def flags_from_stats(
     judge_blur = bool(reference) or s.side >= STATS_SIZE
     if judge_blur and s.sharpness < blur:
         out.append("blurred")
+    if s.side < MIN_SIDE:  # measured at its own size (data check): too few pixels to judge
+        out.append("too-small")
     return out
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from nalln.data.dataset import DatasetIndex, Record
+from nalln.data.groups import representatives
 from nalln.errors import DataError
 from nalln.io import write_csv
 
@@ -33,10 +35,33 @@ class SplitSpec:
             raise DataError(f"split fractions must be >= 0, train > 0, and sum to 1; got {fr}")
 
 
-def make_splits(index: DatasetIndex, spec: SplitSpec = SplitSpec()) -> dict[str, list[Record]]:
+def make_splits(
+    index: DatasetIndex, spec: SplitSpec = SplitSpec(), groups: Sequence[Sequence[str]] = ()
+) -> dict[str, list[Record]]:
+    """The stratified split; the members of each of ``groups`` (record paths, e.g. duplicates
+    from :func:`nalln.data.groups.duplicate_groups`) land in one split together. Without groups
+    the split is the paper's, unchanged."""
+    if not groups:
+        return _split_units(index, list(index.records), spec, groups)
+    rep = representatives(groups)
+    members: dict[str, list[Record]] = {}
+    for r in index.records:
+        members.setdefault(rep.get(r.path, r.path), []).append(r)
+    units = [r for r in index.records if rep.get(r.path, r.path) == r.path]
+    return {
+        name: [m for u in split for m in members[u.path]]
+        for name, split in _split_units(index, units, spec, groups).items()
+    }
+
+
+def _split_units(
+    index: DatasetIndex,
+    records: list[Record],
+    spec: SplitSpec,
+    groups: Sequence[Sequence[str]],
+) -> dict[str, list[Record]]:
     from sklearn.model_selection import train_test_split
 
-    records = list(index.records)
     labels = [r.label for r in records]
     holdout = spec.val + spec.test
     counts = Counter(labels)
@@ -61,10 +86,30 @@ def make_splits(index: DatasetIndex, spec: SplitSpec = SplitSpec()) -> dict[str,
         smallest = min(counts, key=counts.get)
         raise DataError(
             f"too few images per class for a stratified {spec.train}/{spec.val}/{spec.test} split "
-            f"(smallest class: {smallest}, {counts[smallest]} images); add images or change the "
-            "split fractions (--set split_val=... --set split_test=...)"
+            f"(smallest class: {smallest}, {counts[smallest]} images); add images"
+            + _fractions_hint(index, spec, groups)
         ) from None
     return {"train": list(train), "val": list(val), "test": list(test)}
+
+
+def _fractions_hint(index: DatasetIndex, spec: SplitSpec, groups: Sequence[Sequence[str]]) -> str:
+    """Fractions that do split this data set (tried, so the hint works when followed), written
+    for both commands; all three are given because they must still sum to 1."""
+    for holdout in (0.15, 0.2, 0.25, 0.3):
+        if holdout <= max(spec.val, spec.test):
+            continue
+        train = round(1 - 2 * holdout, 2)
+        try:
+            make_splits(index, SplitSpec(train, holdout, holdout, spec.seed), groups)
+        except DataError:
+            continue
+        return (
+            f" or use larger validation and test fractions (they must sum to 1 with train): "
+            f"`nalln train ... --set split_train={train:g} --set split_val={holdout:g} "
+            f"--set split_test={holdout:g}` or `nalln data split ... --train {train:g} "
+            f"--val {holdout:g} --test {holdout:g}`"
+        )
+    return ""
 
 
 def write_manifest(path: str | Path, splits: dict[str, list[Record]]) -> Path:

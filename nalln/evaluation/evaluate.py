@@ -3,25 +3,29 @@ an external data set, written as JSON, Markdown, CSV and PNG."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from nalln.data.dataset import DatasetIndex, Record, load_images, scan
+from nalln.data.dataset import DatasetIndex, Record, load_readable, scan, skipped_message
 from nalln.data.splits import check_manifest, read_manifest
-from nalln.errors import NallnError
+from nalln.errors import DataError, NallnError
 from nalln.evaluation.bootstrap import BootstrapSpec, bootstrap_metrics
 from nalln.evaluation.metrics import confusion_matrix, metrics_from_confusion
 from nalln.evaluation.plots import plot_confusion_matrix
 from nalln.evaluation.report import build_metrics_json, metrics_markdown
 from nalln.inference import pick_device, predict_logits
-from nalln.io import write_csv, write_json, write_text
+from nalln.io import write_csv, write_frame, write_json, write_text
 from nalln.run_data import labels_of
 from nalln.runs import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,6 +33,35 @@ class EvalResult:
     metrics: dict[str, Any]
     out: Path
     files: dict[str, Path]
+
+    @property
+    def per_class(self) -> pd.DataFrame:
+        """One row per class: precision, recall, F1 with their CIs, and support."""
+        return per_class_frame(self.metrics)
+
+    @property
+    def confusion(self) -> pd.DataFrame:
+        """Counts: rows the true class, columns the predicted one."""
+        return confusion_frame(self.metrics)
+
+
+def per_class_frame(m: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for cls, r in m["per_class"].items():
+        row: dict[str, Any] = {"class": cls}
+        for k in ("precision", "recall", "f1"):
+            row[k] = r[k]
+            row[f"{k}_ci_low"], row[f"{k}_ci_high"] = r[f"{k}_ci"]
+        row["support"] = r["support"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def confusion_frame(m: dict[str, Any]) -> pd.DataFrame:
+    cm = m["confusion_matrix"]
+    frame = pd.DataFrame(cm["rows_true_cols_predicted"], columns=cm["labels"])
+    frame.insert(0, "true\\predicted", cm["labels"])
+    return frame
 
 
 def select_records(
@@ -77,12 +110,28 @@ def evaluate(
     batch_size: int = 64,
     device: str = "auto",
     progress: bool = True,
+    skip_unreadable: bool = False,
 ) -> EvalResult:
+    """Metrics of ``run`` on a split or an ``external`` data set; ``skip_unreadable``: leave
+    undecodable images out (listed in ``source.skipped_unreadable``) instead of stopping."""
     dev = pick_device(device)
     loaded = load_model(run, checkpoint, dev)
     index, records, subset = select_records(loaded, data, split, external, layout)
+    class_labels(records, loaded.class_names, index)  # unknown classes: before decoding
+    images, records, bad = load_readable(
+        index,
+        records,
+        loaded.image_size,
+        progress,
+        f"loading {subset} images",
+        skip_unreadable=skip_unreadable,
+        can_skip=True,
+    )
+    if bad:
+        log.warning("%s", skipped_message(index.root, bad))
+    if not records:
+        raise DataError(f"none of the {len(bad)} images of {subset} can be read")
     y_true = class_labels(records, loaded.class_names, index)
-    images = load_images(index, records, loaded.image_size, progress, f"loading {subset} images")
     logits = predict_logits(
         loaded.model, loaded.preprocess, images, batch_size, dev, progress, "evaluating"
     )
@@ -93,7 +142,8 @@ def evaluate(
     point = metrics_from_confusion(cm)
     ci = bootstrap_metrics(y_true, y_pred, k, bootstrap)
     loss = float(F.cross_entropy(logits, torch.from_numpy(y_true)).item())
-    synthetic = index.synthetic or loaded.synthetic
+    # two facts (finding 3): real images stay real when the model learnt from synthetic ones
+    synthetic, synthetic_model = index.synthetic, loaded.synthetic
     out_dir = (
         Path(out)
         if out
@@ -106,21 +156,30 @@ def evaluate(
         "subset": subset,
         "model": loaded.run_meta.model_name,
         "nalln_version": loaded.run_meta.nalln_version,
+        "skipped_unreadable": [r.path for r, _ in bad],
     }
     metrics = build_metrics_json(
-        point, ci, cm, loaded.class_names, bootstrap, source, synthetic, loss
+        point, ci, cm, loaded.class_names, bootstrap, source, synthetic, loss, synthetic_model
     )
-    title = f"Evaluation on {subset}" + (" (SYNTHETIC data)" if synthetic else "")
+    title = f"Evaluation on {subset}"
+    if synthetic:
+        title += " (SYNTHETIC data)"
+    elif synthetic_model:
+        title += " (model trained on SYNTHETIC data)"
     files = {
         "metrics.json": write_json(out_dir / "metrics.json", metrics),
         "metrics.md": write_text(out_dir / "metrics.md", metrics_markdown(metrics, title)),
-        "confusion_matrix.csv": write_csv(
-            out_dir / "confusion_matrix.csv",
-            [[c, *row] for c, row in zip(loaded.class_names, cm.tolist(), strict=True)],
-            ["true\\predicted", *loaded.class_names],
+        "confusion_matrix.csv": write_frame(
+            out_dir / "confusion_matrix.csv", confusion_frame(metrics)
         ),
+        "per_class.csv": write_frame(out_dir / "per_class.csv", per_class_frame(metrics)),
         "confusion_matrix.png": plot_confusion_matrix(
-            cm, loaded.class_names, out_dir / "confusion_matrix.png", title, synthetic
+            cm,
+            loaded.class_names,
+            out_dir / "confusion_matrix.png",
+            title,
+            synthetic,
+            synthetic_model,
         ),
         "predictions.csv": write_csv(
             out_dir / "predictions.csv",

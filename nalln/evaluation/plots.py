@@ -10,18 +10,22 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from nalln.io import save_figure
+from nalln.provenance import DATA_TAG, plot_tag
 
-SYNTHETIC_TAG = "SYNTHETIC DATA"
+SYNTHETIC_TAG = DATA_TAG
 
 
-def stamp_provenance(fig: plt.Figure, synthetic: bool) -> None:
-    if synthetic:
+def stamp_provenance(fig: plt.Figure, synthetic: bool, synthetic_model: bool = False) -> None:
+    """Red tag: SYNTHETIC DATA, or MODEL TRAINED ON SYNTHETIC DATA for real images."""
+    tag = plot_tag(synthetic, synthetic_model)
+    if tag:
         fig.text(
             0.99,
             0.01,
-            SYNTHETIC_TAG,
+            tag,
             ha="right",
             va="bottom",
             color="crimson",
@@ -33,6 +37,10 @@ def stamp_provenance(fig: plt.Figure, synthetic: bool) -> None:
 def plot_learning_curves(
     history: Sequence[dict], path: str | Path, synthetic: bool = False
 ) -> Path:
+    return save_figure(learning_curves_figure(history, synthetic), path)
+
+
+def learning_curves_figure(history: Sequence[dict], synthetic: bool = False) -> plt.Figure:
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
@@ -46,8 +54,9 @@ def plot_learning_curves(
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: no tick at 1.5
     stamp_provenance(fig, synthetic)
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_confusion_matrix(
@@ -56,6 +65,7 @@ def plot_confusion_matrix(
     path: str | Path,
     title: str,
     synthetic: bool = False,
+    synthetic_model: bool = False,
 ) -> Path:
     cm = np.asarray(cm)
     row = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -76,5 +86,5 @@ def plot_confusion_matrix(
     ax.set_yticks(range(len(class_names)), class_names)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, fraction=0.046, label="row fraction (recall)")
-    stamp_provenance(fig, synthetic)
+    stamp_provenance(fig, synthetic, synthetic_model)
     return save_figure(fig, path)

@@ -9,11 +9,9 @@ import numpy as np
 
 from nalln.evaluation.bootstrap import BootstrapSpec
 from nalln.evaluation.metrics import PER_CLASS_METRICS
+from nalln.provenance import SYNTHETIC_DATA_NOTE, describe, notes, provenance_fields
 
-SYNTHETIC_NOTE = (
-    "SYNTHETIC DATA: these figures come from images drawn by `nalln data synth`; they check "
-    "the pipeline and say nothing about clinical performance."
-)
+SYNTHETIC_NOTE = SYNTHETIC_DATA_NOTE  # the name other modules import
 
 
 def _ci(pair: tuple[np.ndarray, np.ndarray], i: int | None = None) -> list[float]:
@@ -30,10 +28,13 @@ def build_metrics_json(
     source: dict[str, Any],
     synthetic: bool,
     loss: float | None = None,
+    synthetic_model: bool | None = None,
 ) -> dict[str, Any]:
+    """``synthetic``: the evaluated images are synthetic; ``synthetic_model``: the model was
+    trained on synthetic images (None: the same as ``synthetic``)."""
+    model = synthetic if synthetic_model is None else synthetic_model
     out: dict[str, Any] = {
-        "synthetic": synthetic,
-        **({"data_note": SYNTHETIC_NOTE} if synthetic else {}),
+        **provenance_fields(synthetic, model),
         "n": int(cm.sum()),
         "accuracy": float(point["accuracy"]),
         "accuracy_ci": _ci(ci["accuracy"]),
@@ -72,12 +73,15 @@ def metrics_markdown(m: dict[str, Any], title: str) -> str:
     pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
     ci = lambda c: f"[{c[0]:.4f}, {c[1]:.4f}]"  # noqa: E731
     lines = [f"# {title}", ""]
-    if m.get("synthetic"):
-        lines += [f"> **{SYNTHETIC_NOTE}**", ""]
+    data_synth = bool(m.get("synthetic"))
+    model_synth = bool(m.get("synthetic_model", data_synth))
+    lines += [f"> **{note}**\n" for note in notes(data_synth, model_synth)]
+    data_says, model_says = describe(data_synth, model_synth)
     src = m.get("source", {})
     lines += [
-        f"- checkpoint: `{src.get('checkpoint', '?')}`",
-        f"- data: `{src.get('data', '?')}` ({src.get('subset', '?')}, {m['n']} images)",
+        f"- checkpoint: `{src.get('checkpoint', '?')}` (model {model_says})",
+        f"- data: `{src.get('data', '?')}` ({src.get('subset', '?')}, {m['n']} images; "
+        f"{data_says})",
         f"- accuracy: **{pct(m['accuracy'])}** (95% CI {ci(m['accuracy_ci'])})",
     ]
     if m.get("loss") is not None:

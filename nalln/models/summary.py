@@ -30,7 +30,7 @@ def summarise(model: nn.Module) -> dict[str, Any]:
 
             def hook(m, _inp, out, name=name):
                 shape = list(out.shape)
-                if shape and shape[0] == steps:  # time-folded batch of 1
+                if shape and shape[0] in (1, steps):  # batch of 1, or time-folded (T x 1)
                     shape = shape[1:]
                 rows.append(
                     {

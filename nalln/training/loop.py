@@ -21,11 +21,19 @@ from tqdm.auto import tqdm
 from nalln import __version__
 from nalln.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from nalln.config import TrainConfig
-from nalln.data.dataset import DatasetIndex, load_images, scan
+from nalln.data.dataset import (
+    DatasetIndex,
+    drop_unreadable,
+    load_readable,
+    scan,
+    skipped_message,
+    unreadable_message,
+)
+from nalln.data.groups import split_groups
 from nalln.data.quality import reference_stats
 from nalln.data.splits import SplitSpec, check_manifest, make_splits, read_manifest, write_manifest
 from nalln.data.transforms import Preprocess, build_augmentation, fit_preprocess, to_float
-from nalln.errors import NallnError
+from nalln.errors import DataError, NallnError
 from nalln.evaluation.plots import plot_learning_curves
 from nalln.inference import pick_device, predict_logits
 from nalln.io import read_json, stale_temp_files, write_csv, write_json
@@ -72,15 +80,23 @@ def _evaluate_split(model, pre, images, labels, device, batch_size) -> tuple[flo
     return loss, acc
 
 
-def _prepare_splits(index: DatasetIndex, run: RunDir, cfg: TrainConfig, splits_file: Path | None):
-    """The run's splits; the caller writes them once the images have loaded."""
+def _prepare_splits(
+    index: DatasetIndex,
+    run: RunDir,
+    cfg: TrainConfig,
+    splits_file: Path | None,
+    echo: Callable[[str], None] = lambda _m: None,
+):
+    """The run's splits; the caller writes them once the images have loaded. A new split keeps
+    duplicate images together (issue 15) and says what it grouped."""
     if run.splits.is_file():
         splits, source = read_manifest(run.splits), run.splits
     elif splits_file is not None:
         splits, source = read_manifest(splits_file), splits_file
     else:
         spec = SplitSpec(cfg.split_train, cfg.split_val, cfg.split_test, cfg.seed)
-        splits, source = make_splits(index, spec), None
+        groups = split_groups(index, cfg, echo)
+        splits, source = make_splits(index, spec, groups), None
     if source is not None:
         check_manifest(index, splits, source)
     if not splits["train"]:
@@ -266,8 +282,10 @@ def train(
     splits_file: str | Path | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = tqdm.write,
+    skip_unreadable: bool = False,
 ) -> TrainResult:
-    """Train a model on ``data_root`` into the run folder ``out``."""
+    """Train a model on ``data_root`` into the run folder ``out``; ``skip_unreadable``: leave
+    undecodable images out (named once) instead of stopping."""
     run = RunDir(Path(out))
     cfg, last = _start(run, config, resume, echo)
     device = pick_device(cfg.device)
@@ -277,15 +295,26 @@ def train(
     index = scan(data_root, cfg.layout, cfg.variant)
     mcfg = model_config(cfg.model, **cfg.model_config)
     size = mcfg.image_size
-    splits = _prepare_splits(index, run, cfg, Path(splits_file) if splits_file else None)
+    if skip_unreadable:  # before splitting: the manifest lists only images that can be used
+        index, bad = drop_unreadable(index, size, progress)
+        if bad:
+            echo(skipped_message(index.root, bad))
+    splits = _prepare_splits(index, run, cfg, Path(splits_file) if splits_file else None, echo)
     echo(index.describe())
     echo(
         f"split: train {len(splits['train'])}, val {len(splits['val'])}, "
         f"test {len(splits['test'])} -> {run.splits}"
     )
-    train_x = load_images(index, splits["train"], size, progress, "loading train images")
+    # every unreadable file of both splits is named in one message, not the first alone
+    train_x, _, bad = load_readable(
+        index, splits["train"], size, progress, "loading train images", skip_unreadable=True
+    )
     train_y = index.labels(splits["train"])
-    val_x = load_images(index, splits["val"], size, progress, "loading val images")
+    val_x, _, bad_val = load_readable(
+        index, splits["val"], size, progress, "loading val images", skip_unreadable=True
+    )
+    if bad or bad_val:
+        raise DataError(unreadable_message(index.root, bad + bad_val, can_skip=True))
     val_y = index.labels(splits["val"])
     # Nothing is written before every image has loaded: a bad file leaves no half-made run.
     run.path.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,8 @@ def test_gradcam_files_and_grid(cli, run_copy, one_image, is_png):
     assert "SYNTHETIC" in out
     d = run_copy / "gradcam"
     data = json.loads((d / "gradcam.json").read_text())
-    assert data["layer"] == "refine.pw.conv"
+    assert data["layer"] == "stages.0.pw.conv"  # finding 8: auto, an 8x8 map at 32 px (not 1x1)
+    assert data["feature_map"] == [8, 8]
     assert data["synthetic"] is True
     assert data["num_steps"] == 4
     singles = [e for e in data["images"] if e["group"] == "image"]
@@ -51,8 +52,8 @@ def test_gradcam_layer_and_class_options(cli, run_copy, one_image, tmp_path):
 def test_list_layers(cli, run_copy):
     code, out, _ = cli("gradcam", run_copy, "--list-layers")
     assert code == 0
-    assert "refine.pw.conv  1x1  (default)" in out  # 32 px tiny run: stride 32
-    assert "stages.0.pw.conv  8x8  (auto)" in out
+    assert "refine.pw.conv  1x1  (paper)" in out  # 32 px tiny run: stride 32
+    assert "stages.0.pw.conv  8x8  (default, auto)" in out
     assert "stem.conv" in out
 
 

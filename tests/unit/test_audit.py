@@ -9,7 +9,7 @@ from PIL import Image
 
 from nalln.data.audit import audit
 from nalln.data.dataset import scan
-from nalln.data.splits import make_splits
+from nalln.data.splits import SplitSpec, make_splits
 from nalln.data.synth import SynthSpec, generate
 
 
@@ -50,6 +50,7 @@ def test_planted_duplicates_across_splits_are_reported(planted) -> None:
     assert rep.status_counts.get("truncated", 0) + rep.status_counts.get("corrupt", 0) == 1
     assert rep.status_counts["zero-byte"] == 1
     assert rep.synthetic and rep.to_json()["duplicates"]["summary"]
+    assert rep.to_json()["split_check"] == {"pairs_across_splits": 2, "clean": False}
 
 
 def test_duplicates_across_two_data_sets(planted, tmp_path: Path) -> None:
@@ -74,3 +75,35 @@ def test_no_false_duplicates_on_distinct_images(tmp_path: Path) -> None:
     rep = audit(root, progress=False)
     assert rep.duplicates == []
     assert rep.status_counts == {"ok": 32}
+
+
+def test_duplicate_groups_stay_in_one_split_and_data_check_confirms(planted) -> None:
+    """Issue 15, finding 4: the split no longer puts copies on both sides of it."""
+    from nalln.data.groups import duplicate_groups
+
+    root, _, exact_of, near_of = planted
+    index = scan(root)
+    found = duplicate_groups(index)
+    assert sorted([exact_of, "Early/COPY-exact.jpg"]) in found.groups
+    assert sorted([near_of, "Pre/COPY-near.jpg"]) in found.groups
+    assert found.exact_pairs >= 1 and found.near_pairs >= 1
+    assert "kept within one split each" in found.describe()
+    splits = make_splits(index, SplitSpec(0.6, 0.2, 0.2), found.groups)
+    where = {r.path: s for s, recs in splits.items() for r in recs}
+    assert sorted(where) == sorted(r.path for r in index.records)  # every image, once
+    for group in found.groups:
+        assert len({where[p] for p in group}) == 1, group
+    rep = audit(root, splits=splits, progress=False)
+    assert not [d for d in rep.duplicates if d.scope == "across-splits"]
+    assert [d for d in rep.duplicates if d.scope == "within-split"]
+
+
+def test_splits_without_duplicates_are_unchanged_by_grouping(tmp_path: Path) -> None:
+    from nalln.data.groups import duplicate_groups
+
+    root = generate(tmp_path / "d", SynthSpec(n_per_class=8, size=96, seed=11), progress=False)
+    index = scan(root)
+    found = duplicate_groups(index)
+    assert found.groups == []
+    spec = SplitSpec(0.6, 0.2, 0.2)
+    assert make_splits(index, spec, found.groups) == make_splits(index, spec)

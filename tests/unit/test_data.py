@@ -206,3 +206,26 @@ def test_synthetic_classes_differ_in_the_described_morphology(tmp_path: Path) ->
 def test_layout_validation() -> None:
     with pytest.raises(DataError, match="maps to unknown class"):
         Layout("x", ("a", "b"), {"a": "a", "b": "c"})
+
+
+def test_the_too_few_images_hint_works_when_followed_literally() -> None:
+    """Finding 6: the hint used to give only val and test, which then failed "sum to 1"."""
+    import re
+    import shlex
+
+    from nalln.cli.main import build_parser
+    from nalln.cli.train import build_config
+
+    index = _fake_index({c: 5 for c in CANONICAL_CLASSES})
+    with pytest.raises(DataError, match="too few images") as err:
+        make_splits(index)
+    train_cmd, split_cmd = re.findall(
+        r"`nalln (?:train|data split) \.\.\. ([^`]*)`", str(err.value)
+    )
+    parser = build_parser()
+    args = parser.parse_args(["train", "--data", "d", "--out", "o", *shlex.split(train_cmd)])
+    cfg = build_config(args)
+    followed = SplitSpec(cfg.split_train, cfg.split_val, cfg.split_test, cfg.seed)
+    assert all(make_splits(index, followed).values())
+    args = parser.parse_args(["data", "split", "d", "--out", "o.csv", *shlex.split(split_cmd)])
+    assert SplitSpec(args.train, args.val, args.test, args.seed) == followed
