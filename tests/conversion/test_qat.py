@@ -324,3 +324,27 @@ def test_fixed_point_refused_on_norse(run_cli, tuned, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--fixed-point applies to --backend lava or loihi-emulator" in err[0]
     assert not out.exists()
+
+
+@pytest.mark.lava
+def test_demo_step_shows_float_and_deployed_accuracy_side_by_side(tiny_run, synth_root, tmp_path):
+    """``nalln demo``'s fixed-point step: the source run's and the deployed run's accuracy on the
+    whole test split (the emulator), each with its bootstrap interval, and Lava's agreement."""
+    from nalln.deploy.demo import run_fixed_point_demo_step
+    from nalln.run_data import run_index, split_records
+    from nalln.runs import load_model
+
+    s = run_fixed_point_demo_step(tiny_run, synth_root, tmp_path / "fp", progress=False)
+    loaded = load_model(tiny_run)
+    n_test = len(split_records(loaded, run_index(loaded, synth_root), "test"))
+    assert s["deployed_images"] == n_test
+    for key in ("float_accuracy", "deployed_accuracy"):
+        low, high = s[f"{key}_ci95"]
+        assert low <= s[key] <= high
+    assert s["float_accuracy"] == s["finetune"]["accuracy"]["original_model"]
+    assert s["deployed_accuracy"] == s["finetune"]["accuracy"]["finetuned_fixed_point"]
+    assert (
+        s["lava_top1_agreement"] == 1.0
+        and s["emulator"]["top1_agreement_vs_finetuned_float"] == 1.0
+    )
+    assert s["emulator"]["speedup_vs_lava"] > 0
