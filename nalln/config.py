@@ -82,6 +82,8 @@ class TrainConfig:
     # exact and near duplicates (pHash within N bits, as `nalln data check`) share one split
     split_group_duplicates: bool = True
     split_duplicate_bits: int = 6
+    # CSV with columns path,group (patient or slide id): images of one group share one split
+    split_groups_file: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 

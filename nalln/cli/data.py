@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_input(c, "root", help="data-set root")
     add_input(c, "--against", help="second data set to look for shared images (e.g. external)")
     add_input(c, "--splits", help="split manifest CSV or run folder: check across train/val/test")
+    add_input(
+        c,
+        "--groups",
+        help="with --splits: CSV path,group (patient or slide id); check no group straddles splits",
+    )
     c.add_argument("--layout", default="auto")
     c.add_argument("--against-layout", default="auto")
     c.add_argument("--variant", help="sub-folder of the primary set (Original or Segmented)")
@@ -59,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=6,
         help="near-duplicate pHash distance (bits) for grouping, as data check (default 6)",
     )
+    add_input(sp, "--groups", help="CSV path,group (patient or slide id): each group in one split")
     sp.add_argument(
         "--no-group-duplicates",
         action="store_true",
@@ -91,6 +97,8 @@ def run_check(args: argparse.Namespace) -> int:
     from nalln.data.quality import quality_flags
     from nalln.io import write_csv, write_json
 
+    if args.groups and not args.splits:  # before any reading
+        raise NallnError("--groups checks a split: pass --splits MANIFEST (or RUN) as well")
     rep = audit(
         args.root,
         layout=args.layout,
@@ -103,6 +111,7 @@ def run_check(args: argparse.Namespace) -> int:
         quality_fn=quality_flags,
     )
     data = rep.to_json()
+    data["group_check"] = _group_check(args)
     out = Path(args.out) if args.out else None
     if out:
         write_json(out / "check.json", data)
@@ -190,19 +199,41 @@ def run_check(args: argparse.Namespace) -> int:
             else f"splits: {n} duplicate pair(s) straddle two splits - a leak that inflates "
             "test figures; make the split again with `nalln data split` (duplicates grouped)"
         )
+    if (gc := data["group_check"]) is not None:
+        print(
+            f"groups: none of {gc['groups']} group(s) from {args.groups} straddles train/val/test"
+            if gc["clean"]
+            else f"groups: {len(gc['straddling'])} of {gc['groups']} group(s) from {args.groups} "
+            "straddle two splits - a leak; make the split again with `nalln data split --groups`"
+        )
     if out:
         print(f"reports: {out / 'check.json'}, {out / 'files.csv'}, {out / 'duplicates.csv'}")
     return 0
 
 
+def _group_check(args: argparse.Namespace) -> dict | None:
+    """``--groups`` with ``--splits``: which patient/slide groups straddle splits."""
+    if not args.groups:
+        return None
+    from nalln.data.dataset import scan
+    from nalln.data.groups import file_groups, straddling_groups
+
+    groups = file_groups(scan(args.root, args.layout, args.variant), args.groups)
+    bad = straddling_groups(groups, _load_splits(args.splits))
+    return {"file": str(args.groups), "groups": len(groups), "straddling": bad, "clean": not bad}
+
+
 def run_split(args: argparse.Namespace) -> int:
     from nalln.data.dataset import scan
-    from nalln.data.groups import duplicate_groups
+    from nalln.data.groups import duplicate_groups, file_groups, merge_groups
     from nalln.data.splits import SplitSpec, make_splits, write_manifest
 
     index = scan(args.root, args.layout, args.variant)
     spec = SplitSpec(args.train, args.val, args.test, args.seed)
-    groups = []
+    given = file_groups(index, args.groups) if args.groups else []
+    if given:
+        print(f"groups: {len(given)} group(s) of 2+ images from {args.groups}, each in one split")
+    groups = given
     if args.no_group_duplicates:
         print("duplicates: not grouped (--no-group-duplicates); they may straddle splits")
     else:
@@ -210,7 +241,7 @@ def run_split(args: argparse.Namespace) -> int:
             raise NallnError("--threshold is a Hamming distance in bits between 0 and 32")
         found = duplicate_groups(index, args.threshold)
         print(found.describe())
-        groups = found.groups
+        groups = merge_groups(given, found.groups)
     splits = make_splits(index, spec, groups)
     write_manifest(args.out, splits)
     print(", ".join(f"{k} {len(v)}" for k, v in splits.items()) + f" -> {args.out}")

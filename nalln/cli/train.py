@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from nalln.cli.common import (
     add_input,
@@ -45,6 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     for flag, (_, typ, help_) in FLAGS.items():
         p.add_argument(flag, type=typ, help=help_)
     add_input(p, "--splits", help="reuse an existing split manifest (CSV) instead of making one")
+    add_input(
+        p,
+        "--groups",
+        help="CSV with columns path,group (patient or slide id): each group's images share one "
+        "split (joined with the duplicate groups)",
+    )
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from its last epoch"
     )
@@ -76,6 +83,8 @@ def build_config(args: argparse.Namespace, base: dict | None = None) -> TrainCon
         sets.append("augment.photometric=true")
     if args.clahe:
         sets.append("preprocess.clahe=true")
+    if args.groups:
+        sets.append(f"split_groups_file={str(Path(args.groups).resolve())!r}")
     return TrainConfig.from_dict(apply_overrides(raw, [s.replace("'", '"') for s in sets]))
 
 
@@ -89,7 +98,7 @@ def _merged(base: dict, top: dict) -> dict:
 
 def _gives_settings(args: argparse.Namespace) -> bool:
     flags = (getattr(args, f.lstrip("-").replace("-", "_")) for f in FLAGS)
-    switches = (args.no_augment, args.photometric, args.clahe)
+    switches = (args.no_augment, args.photometric, args.clahe, args.groups)
     return bool(args.config or args.set or any(v is not None for v in flags) or any(switches))
 
 

@@ -107,3 +107,104 @@ def test_splits_without_duplicates_are_unchanged_by_grouping(tmp_path: Path) -> 
     assert found.groups == []
     spec = SplitSpec(0.6, 0.2, 0.2)
     assert make_splits(index, spec, found.groups) == make_splits(index, spec)
+
+
+def _patients(index, per: int = 3) -> list[tuple[str, str]]:
+    """A fake patient id per ``per`` consecutive images of each class."""
+    rows = []
+    for i, r in enumerate(sorted(index.records, key=lambda r: r.path)):
+        rows.append((r.path, f"patient-{r.label}-{i // per}"))
+    return rows
+
+
+def _write_groups(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("path,group\n" + "".join(f"{p},{g}\n" for p, g in rows))
+    return path
+
+
+def test_patient_groups_keep_one_split_and_data_check_confirms(tmp_path: Path, capsys) -> None:
+    """Issue 15, part 2: a group column (patient or slide id) keeps each group in one split,
+    for `data split` and `train`'s split alike; `data check --splits --groups` confirms it and
+    names a manifest that lets a group straddle."""
+    import json
+
+    from nalln.cli.main import main
+    from nalln.data.groups import file_groups, merge_groups, straddling_groups
+    from nalln.data.splits import read_manifest
+
+    root = generate(tmp_path / "d", SynthSpec(n_per_class=12, size=48, seed=5), progress=False)
+    index = scan(root)
+    groups_csv = _write_groups(tmp_path / "groups.csv", _patients(index, per=2))
+    groups = file_groups(index, groups_csv)
+    assert len(groups) == 24 and all(len(g) == 2 for g in groups)
+    assert merge_groups(groups, [[groups[0][0], groups[1][0]]])[0] == sorted(groups[0] + groups[1])
+    out = tmp_path / "s.csv"
+    fractions = ["--train", "0.5", "--val", "0.25", "--test", "0.25"]
+    argv = ["data", "split", str(root), "--out", str(out), "--groups", str(groups_csv)]
+    assert main([*argv, *fractions]) == 0
+    assert "24 group(s) of 2+ images" in capsys.readouterr().out
+    splits = read_manifest(out)
+    assert straddling_groups(groups, splits) == []
+    plain = make_splits(index)  # ungrouped: some patient straddles (the leak this prevents)
+    assert straddling_groups(groups, plain)
+    code = main(
+        [
+            "data",
+            "check",
+            str(root),
+            "--splits",
+            str(out),
+            "--groups",
+            str(groups_csv),
+            "--json",
+            "-q",
+        ]
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["group_check"]["clean"] is True and report["group_check"]["groups"] == 24
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("file,patient\na.jpg,1\n", "needs a header with the columns path and group"),
+        ("path,group\nEarly/nope.jpg,1\n", "names 1 path"),
+        ("path,group\n{first},\n", "empty group id"),
+    ],
+)
+def test_a_bad_group_file_is_one_line(tmp_path: Path, text: str, match: str) -> None:
+    from nalln.data.groups import file_groups
+    from nalln.errors import DataError
+
+    root = generate(tmp_path / "d", SynthSpec(n_per_class=4, size=48, seed=5), progress=False)
+    index = scan(root)
+    path = tmp_path / "g.csv"
+    path.write_text(text.format(first=index.records[0].path))
+    with pytest.raises(DataError, match=match) as exc:
+        file_groups(index, path)
+    assert "\n" not in str(exc.value)
+
+
+def test_groups_check_needs_splits(tmp_path: Path, capsys) -> None:
+    from nalln.cli.main import main
+
+    root = generate(tmp_path / "d", SynthSpec(n_per_class=4, size=48, seed=5), progress=False)
+    g = _write_groups(tmp_path / "g.csv", [])
+    assert main(["data", "check", str(root), "--groups", str(g)]) == 2
+    assert "pass --splits" in capsys.readouterr().err
+
+
+def test_train_groups_join_the_file_and_the_duplicates(planted, tmp_path: Path) -> None:
+    """What `nalln train --groups CSV` keeps together: the file's groups and the duplicates."""
+    from nalln.config import TrainConfig
+    from nalln.data.groups import split_groups
+
+    root, _, exact_of, _ = planted
+    index = scan(root)
+    other = next(r.path for r in index.records if r.path not in (exact_of, "Early/COPY-exact.jpg"))
+    csv = _write_groups(tmp_path / "g.csv", [(exact_of, "p1"), (other, "p1")])
+    said: list[str] = []
+    groups = split_groups(index, TrainConfig(split_groups_file=str(csv)), said.append)
+    assert sorted([exact_of, other, "Early/COPY-exact.jpg"]) in groups
+    assert said[0].startswith("groups: 1 group(s) of 2+ images")
