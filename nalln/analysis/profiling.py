@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from nalln.errors import NallnError
 from nalln.inference import TF32_ENV, pick_device
-from nalln.io import write_csv, write_json
+from nalln.io import write_frame, write_json
 
 IMPLEMENTATIONS = ("fast", "reference")
 MB = 1e6  # sizes are reported in decimal megabytes (the paper's 1.35 MB = 336,544 x 4 bytes)
@@ -494,6 +494,31 @@ PROFILE_TABLE_HEADERS = (
 )
 
 
+def profile_frames(summary: dict[str, Any]) -> dict[str, Any]:
+    """The profile's tables as pandas DataFrames: every latency sample, and throughput per
+    device, thread count and batch size (what latency.csv and throughput.csv hold)."""
+    import pandas as pd
+
+    latency = pd.DataFrame(
+        [
+            [lat["device"], lat["threads"], i, v]
+            for lat in summary["latency"]
+            for i, v in enumerate(lat["samples_ms"])
+        ],
+        columns=["device", "threads", "run", "latency_ms"],
+        dtype=object,
+    )
+    throughput = pd.DataFrame(
+        [
+            [t["device"], t["threads"], t["batch_size"], t["batch_median_ms"], t["images_per_s"]]
+            for t in summary["throughput"]
+        ],
+        columns=["device", "threads", "batch_size", "batch_median_ms", "images_per_s"],
+        dtype=object,
+    )
+    return {"latency": latency, "throughput": throughput}
+
+
 def write_profile_files(summary: dict[str, Any], out: Path) -> dict[str, str]:
     """profile.json (written by the caller), latency.csv, throughput.csv and two PNG plots."""
     from nalln.analysis.profile_plots import plot_latency_histogram, plot_throughput
@@ -501,25 +526,9 @@ def write_profile_files(summary: dict[str, Any], out: Path) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     synthetic = bool(summary["source"].get("synthetic"))
     files = {"json": str(out / "profile.json")}
-    lat_rows = [
-        [lat["device"], lat["threads"], i, v]
-        for lat in summary["latency"]
-        for i, v in enumerate(lat["samples_ms"])
-    ]
-    files["latency_csv"] = str(
-        write_csv(out / "latency.csv", lat_rows, ["device", "threads", "run", "latency_ms"])
-    )
-    tp_rows = [
-        [t["device"], t["threads"], t["batch_size"], t["batch_median_ms"], t["images_per_s"]]
-        for t in summary["throughput"]
-    ]
-    files["throughput_csv"] = str(
-        write_csv(
-            out / "throughput.csv",
-            tp_rows,
-            ["device", "threads", "batch_size", "batch_median_ms", "images_per_s"],
-        )
-    )
+    frames = profile_frames(summary)
+    files["latency_csv"] = str(write_frame(out / "latency.csv", frames["latency"]))
+    files["throughput_csv"] = str(write_frame(out / "throughput.csv", frames["throughput"]))
     files["latency_histogram"] = str(
         plot_latency_histogram(summary, out / "latency_histogram.png", synthetic)
     )

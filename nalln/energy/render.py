@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from nalln.energy import tables
 from nalln.energy.plots import (
     NO_VERDICT,
     plot_energy_per_layer,
@@ -13,7 +14,7 @@ from nalln.energy.plots import (
     plot_sops_vs_macs,
 )
 from nalln.energy.report import RULES, EnergyReport, headline
-from nalln.io import write_csv, write_json, write_text
+from nalln.io import write_frame, write_json, write_text
 from nalln.textfmt import format_table
 
 
@@ -366,150 +367,14 @@ def markdown(rep: dict[str, Any]) -> str:
     return "\n".join(md)
 
 
-def _csv_layers(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
-    keys = [
-        "name",
-        "group",
-        "kind",
-        "role",
-        "input",
-        "counted_as",
-        "computed",
-        "weights",
-        "nonzero_weights",
-        "input_nonzero",
-        "input_rate",
-        "synaptic_acs",
-        "synaptic_macs",
-        "dense_ops",
-        "ann_dense_macs",
-        "ann_effective_macs",
-        "population",
-        "neurons",
-        "output_spikes",
-        "firing_rate",
-        "membrane_updates",
-    ]
-    mem_keys = sorted({k for r in rep["snn"]["layers"] for k in r.get("memory_accesses", {})})
-    rows = [
-        [r.get(k) for k in keys] + [r.get("memory_accesses", {}).get(k) for k in mem_keys]
-        for r in rep["snn"]["layers"]
-    ]
-    return rows, keys + [f"mem_{k}" for k in mem_keys]
-
-
-def _csv_steps(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
-    rows = []
-    for r in rep["snn"]["layers"]:
-        ps = r["per_step"]
-        for t in range(len(ps["synaptic_acs"])):
-            rows.append(
-                [
-                    r["name"],
-                    t,
-                    ps["input_nonzero"][t],
-                    ps["synaptic_acs"][t],
-                    ps["synaptic_macs"][t],
-                    ps["dense_ops"][t],
-                    ps.get("output_spikes", [None] * (t + 1))[t],
-                ]
-            )
-    return rows, [
-        "layer",
-        "step",
-        "input_nonzero",
-        "synaptic_acs",
-        "synaptic_macs",
-        "dense_ops",
-        "output_spikes",
-    ]
-
-
-ESTIMATE_KEYS = (
-    "snn",
-    "snn_reuse",
-    "snn_low",
-    "snn_high",
-    "ann",
-    "ann_zero_skip",
-    "ann_reuse",
-    "ann_zero_skip_reuse",
-)
-
-
-def _csv_targets(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str], list[list[Any]]]:
-    rows, per_layer = [], []
-    for tid, e in rep["targets"].items():
-        for m, res in e["models"].items():
-            if not res.get("available", True):
-                rows.append([tid, m, *([None] * 7), e["energy_proxy"], res["reason"]])
-                continue
-            ests = []
-            for net_key in ESTIMATE_KEYS:
-                val = res.get(net_key)
-                if val is None:
-                    continue
-                ests += list(val.values()) if m == "dense" else [val]
-            for est in ests:
-                rows.append(
-                    [
-                        tid,
-                        m,
-                        est["network"],
-                        est["precision"],
-                        est["dataflow"],
-                        est["energy_pj"],
-                        est["fixed_pj"],
-                        est["activity_dependent_pj"],
-                        est["host_pj"],
-                        e["energy_proxy"],
-                        "; ".join(est["notes"]),
-                    ]
-                )
-                for g, pj in est["by_layer_pj"].items():
-                    per_layer.append([tid, m, est["network"], est["precision"], g, pj])
-    headers = [
-        "target",
-        "model",
-        "network",
-        "precision",
-        "dataflow",
-        "energy_pj",
-        "fixed_pj",
-        "activity_dependent_pj",
-        "host_pj",
-        "energy_proxy",
-        "notes",
-    ]
-    return rows, headers, per_layer
-
-
-NESTED = ("snn", "ann", "notes")
-
-
 def write_report(report: EnergyReport, out: str | Path) -> dict[str, Path]:
     """Write every file of the report into ``out``."""
     rep = report.data
     out = Path(out)
     files: dict[str, Path] = {}
     files["energy.json"] = write_json(out / "energy.json", rep)
-    rows, headers = _csv_layers(rep)
-    files["energy_layers.csv"] = write_csv(out / "energy_layers.csv", rows, headers)
-    rows, headers = _csv_steps(rep)
-    files["energy_per_step.csv"] = write_csv(out / "energy_per_step.csv", rows, headers)
-    rows, headers, per_layer = _csv_targets(rep)
-    files["energy_targets.csv"] = write_csv(out / "energy_targets.csv", rows, headers)
-    files["energy_per_layer_targets.csv"] = write_csv(
-        out / "energy_per_layer_targets.csv",
-        per_layer,
-        ["target", "model", "network", "precision", "group", "energy_pj"],
-    )
-    flat = [k for k in (rep["summary"][0] if rep["summary"] else {}) if k not in NESTED]
-    summary_rows = [[s[k] for k in flat] for s in rep["summary"]]
-    summary_headers = flat
-    files["energy_summary.csv"] = write_csv(
-        out / "energy_summary.csv", summary_rows, summary_headers
-    )
+    for name, frame in tables.frames(rep).items():
+        files[f"{name}.csv"] = write_frame(out / f"{name}.csv", frame)
     files["energy.md"] = write_text(out / "energy.md", markdown(rep))
     synthetic = rep["synthetic"]
     groups = _groups(rep)

@@ -379,6 +379,14 @@ class EnergyReport:
     snn: NetworkCounts | None = None
     ann: NetworkCounts | None = None
 
+    @property
+    def tables(self) -> dict[str, Any]:
+        """The report's tables as pandas DataFrames (``energy_layers``, ``energy_targets``,
+        ``energy_summary``, ...), the same that the CSV files hold."""
+        from nalln.energy.tables import frames
+
+        return frames(self.data)
+
 
 def build_report(
     run: str | Path,

@@ -251,3 +251,31 @@ def test_demo_step(tiny_run: Path, synth_root: Path, tmp_path: Path) -> None:
     assert summary["synthetic"] and summary["n_images"] >= 1
     assert Path(summary["files"]["energy.json"]).is_file()
     assert summary["energy"] and all("verdict" in e for e in summary["energy"])
+
+
+def test_tables_are_dataframes_and_the_csv_files_hold_them(report_dir: Path) -> None:
+    """Issue 15, part 4: energy per layer and per target as DataFrames in the API; the CSV
+    files are written from the same frames."""
+    import json
+
+    import pandas as pd
+
+    from nalln.energy.tables import frames
+
+    rep = json.loads((report_dir / "energy.json").read_text())
+    tables = frames(rep)
+    assert set(tables) == {
+        "energy_layers",
+        "energy_per_step",
+        "energy_targets",
+        "energy_per_layer_targets",
+        "energy_summary",
+    }
+    for name, frame in tables.items():
+        assert isinstance(frame, pd.DataFrame) and len(frame) > 0, name
+        on_disk = pd.read_csv(report_dir / f"{name}.csv", keep_default_na=False, dtype=str)
+        assert list(on_disk.columns) == list(frame.columns), name
+        assert len(on_disk) == len(frame), name
+    layers = tables["energy_layers"]
+    assert list(layers["name"]) == [r["name"] for r in rep["snn"]["layers"]]
+    assert set(tables["energy_targets"]["target"]) >= {"loihi", "gpu-t4", "asic45-int8"}

@@ -74,6 +74,12 @@ def test_fresh_profile_summary() -> None:
     assert s["memory"]["cpu"]["rss_delta_mb"] >= 0
     assert s["source"]["weights"].startswith("fresh")
     assert res.files == {}  # no RUN and no --out: nothing written
+    from nalln.analysis.profiling import profile_frames
+
+    frames = profile_frames(s)  # issue 15, part 4: the profile tables as DataFrames
+    assert list(frames["latency"].columns) == ["device", "threads", "run", "latency_ms"]
+    assert list(frames["latency"]["latency_ms"]) == s["latency"][0]["samples_ms"]
+    assert list(frames["throughput"]["batch_size"]) == [1, 2]
 
 
 def test_cli_fresh_json(monkeypatch, capsys) -> None:
