@@ -38,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nalln.conversion import lava_compat
+from nalln.ir.drive import Drive
 from nalln.ir.plan import Plan, Stage
 from nalln.ir.reference import Trace
 from nalln.loihi.arithmetic import round_input
@@ -66,6 +67,22 @@ def _broadcast_bias(bias: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if len(shape) == 3:
         return np.broadcast_to(bias, shape).copy()
     return np.asarray(bias).reshape(shape).copy()
+
+
+def input_frames(x: torch.Tensor, plan: Plan, input_scale: float | None) -> dict:
+    """``FrameSource`` arguments: each input in Lava's layout ((W, H, C) or (N,)), held for T
+    steps, or (a value per step, :class:`Drive`) one frame per step; fixed point: 24-bit
+    graded ``round(x * s)``."""
+    drive = Drive.of(x, plan.input_shape)
+    flat = drive.flat(x).double()
+    if input_scale is not None:
+        flat = round_input(flat, input_scale)[0]
+    a = flat.numpy()
+    if a.ndim == 4:
+        a = a.transpose(0, 3, 2, 1)  # N, W, H, C
+    a = a.astype(np.float64 if input_scale is None else np.int32)
+    steps = plan.num_steps if drive is Drive.HELD else 1
+    return {"frames": np.ascontiguousarray(a), "steps_per_frame": steps}
 
 
 @dataclass(frozen=True)
@@ -143,12 +160,7 @@ def run_lava(
     plan = net.plan
     T, N = plan.num_steps, int(x.shape[0])
     t0 = time.perf_counter()
-    if net.input_scale is None:
-        frames = x.double().numpy().transpose(0, 3, 2, 1)  # N, W, H, C
-    else:
-        xi = round_input(x, net.input_scale)[0]
-        frames = xi.numpy().transpose(0, 3, 2, 1).astype(np.int32)
-    src = FrameSource(frames=np.ascontiguousarray(frames), steps_per_frame=T)
+    src = FrameSource(**input_frames(x, plan, net.input_scale))
     procs: list = [src]
     port = src.s_out
     prev_shape = _whc(tuple(plan.input_shape))

@@ -28,6 +28,7 @@ from torch import nn
 from nalln.conversion.nir_io import Artefact, conv_padding, node_meta
 from nalln.conversion.plan import DT_FALLBACK
 from nalln.errors import NallnError
+from nalln.ir.drive import Drive
 from nalln.ir.reference import Trace, apply_gate
 
 
@@ -156,11 +157,17 @@ class NorseNetwork(nn.Module):
             for name, mod in built.items():
                 self.lif_names[id(mod)] = name
         self.segments = nn.ModuleList(executors)
+        first = artefact.segments[0]
+        inp = next(n for n in first.nodes.values() if isinstance(n, nir.Input))
+        self.input_shape = tuple(int(s) for s in np.asarray(inp.input_type["input"]).reshape(-1))
         self.lifs = [m for m in self.modules() if isinstance(m, ScaledLIF)]
 
     @torch.no_grad()
     def run(self, x: torch.Tensor, num_steps: int) -> Trace:
-        """Direct coding: the same input ``x`` [B, ...] on each of ``num_steps`` steps."""
+        """``num_steps`` steps of inputs ``x``: ``[B, *input]`` held at every step (direct
+        coding) or ``[B, T, *input]`` a value per step (:class:`Drive`)."""
+        drive = Drive.of(x, self.input_shape)
+        drive.steps(x, num_steps)
         record: dict[str, list[torch.Tensor]] = {}
         handles = []
         for mod in self.lifs:
@@ -174,8 +181,8 @@ class NorseNetwork(nn.Module):
         states = [None] * len(self.segments)
         outputs = []
         try:
-            for _ in range(num_steps):
-                h = x.float()
+            for t in range(num_steps):
+                h = drive.at(x, t).float()
                 for i, seg in enumerate(self.segments):
                     h, states[i] = seg(h, states[i])
                     if i < len(self.gates):

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nalln.ir.drive import Drive
 from nalln.ir.plan import GateSpec, Plan, Synapse
 
 
@@ -68,13 +69,16 @@ def apply_gate(gate: GateSpec, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def run_plan(plan: Plan, x: torch.Tensor, dtype: torch.dtype = torch.float64) -> Trace:
-    """Simulate the plan on normalised images ``x`` [B, C, H, W] (direct coding, T steps)."""
+    """Simulate the plan on inputs ``x``: ``[B, *input_shape]`` held at each of the T steps
+    (direct coding), or ``[B, T, *input_shape]`` with a value per step (:class:`Drive`)."""
+    drive = Drive.of(x, plan.input_shape)
+    drive.steps(x, plan.num_steps)
     x = x.to(dtype)
     v = {s.name: None for s in plan.stages if s.neuron is not None}
     spikes: dict[str, list[torch.Tensor]] = {n: [] for n in v}
     outputs = []
-    for _ in range(plan.num_steps):
-        h = x
+    for t in range(plan.num_steps):
+        h = drive.at(x, t)
         for stage in plan.stages:
             cur = apply_synapse(stage.synapse, h)
             if stage.gate is not None:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from nalln.errors import NallnError
+from nalln.ir.drive import Drive
 from nalln.ir.plan import Plan, Stage
 from nalln.ir.reference import run_plan
 from nalln.loihi.arithmetic import (
@@ -41,17 +42,22 @@ from nalln.loihi.quant_plan import QStage, QuantPlan
 STEM_HEADROOM = 2.0  # calibration max of the stem current uses half the 17-bit input range
 
 
-def _stem_scale(stage: Stage, x: torch.Tensor) -> float:
-    """Largest stem scale S keeping the calibration current within half the 17-bit range."""
+def _stem_scale(stage: Stage, x: torch.Tensor, T: int) -> float:
+    """Largest stem scale S keeping the calibration current within half the 17-bit range, and
+    the membrane within 24 bits: a slowly decaying neuron (dt/tau < 1/2) driven by its peak
+    current for T steps reaches ``peak * sum_t (1 - dt/tau)^t``, more than twice the peak."""
     s = stage.synapse
     w = torch.from_numpy(s.weight)
+    x = Drive.of(x, s.in_shape).flat(x)  # every value the stem receives
     cur = (
         F.conv2d(x.double(), w, None, stride=s.stride, padding=s.padding, groups=s.groups)
         if s.kind == "conv"
         else F.linear(x.double().flatten(1), w)
     )
     peak = float(cur.abs().max()) or 1.0
-    scale = A_MAX / (STEM_HEADROOM * peak)
+    decay = stage.neuron.decay if stage.neuron is not None else 1.0
+    build_up = float(sum((1.0 - decay) ** t for t in range(T)))
+    scale = A_MAX / (max(STEM_HEADROOM, build_up) * peak)
     bmax = float(np.abs(s.bias).max())
     if bmax > 0:
         scale = min(scale, BIAS_MAX / bmax)
@@ -152,7 +158,7 @@ def calibrate(plan: Plan, x: torch.Tensor, progress: bool = False) -> QuantPlan:
     T = plan.num_steps
     ref = run_plan(plan, x, dtype=torch.float32)  # the torch model's precision
     ref_logits = ref.outputs.mean(0).double()
-    stem_scale = _stem_scale(plan.stages[0], x)
+    stem_scale = _stem_scale(plan.stages[0], x, T)
     stages: list[QStage] = []
     inp: torch.Tensor = x.double()
     input_scale = 1.0
