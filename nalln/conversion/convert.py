@@ -99,6 +99,8 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
                 "input": "graded (24-bit)" if k == 0 else "binary spikes",
                 "se_gate": st.gate.name if st.gate else None,
                 "neuron": "lava.proc.lif.LIFReset" if st.neuron else "readout (recorded)",
+                "nir_neuron": st.neuron.nir_type if st.neuron else None,
+                "decay_du": st.neuron.current_decay if st.neuron else None,
                 "decay_dv": st.neuron.decay if st.neuron else None,
                 "v_th": st.neuron.v_th if st.neuron else None,
                 "first_lava_step": 2 + k,
@@ -285,6 +287,7 @@ class LavaRequest:
 
 
 def _lava_files(source, artefact, out, req: LavaRequest, progress, summary):
+    from nalln.loihi.calibration import require_no_current_decay
     from nalln.loihi.grid import fixed_point_plan
     from nalln.loihi.quant_plan import save_quant_plan
 
@@ -311,6 +314,13 @@ def _lava_files(source, artefact, out, req: LavaRequest, progress, summary):
             "not written: netx holds Loihi fixed point, calibrated and checked on example "
             "inputs; pass --inputs X.npz (or --data ROOT for an image graph)"
         )
+        return files
+    try:
+        require_no_current_decay(plan)
+    except NallnError as exc:
+        if fixed_point:
+            raise
+        summary["netx"] = f"not written: netx holds Loihi fixed point, and {exc}"
         return files
     x = _calibration_images(source, data, req.inputs, calibration, progress)
     meta = source.loaded.run_meta if source.loaded is not None else None

@@ -38,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nalln.conversion import lava_compat
+from nalln.errors import NallnError
 from nalln.ir.drive import Drive
 from nalln.ir.plan import Plan, Stage
 from nalln.ir.reference import Trace
@@ -113,12 +114,29 @@ def lava_network(source: object) -> LavaNetwork:
     raise TypeError(f"cannot run {type(source).__name__} on Lava")
 
 
+def _check_current_bias(st: Stage) -> None:
+    """Lava adds a LIF's bias to ``v``; a CubaLIF's input bias must pass through ``u``."""
+    n = st.neuron
+    if n is not None and n.current_decay != 1.0 and np.any(st.synapse.bias != 0):
+        raise NallnError(
+            f"{n.nir_type} node {n.name!r} receives a bias (from {st.synapse.source!r}); Lava's "
+            "LIF adds bias to the membrane, not to the decaying synaptic current, so it cannot "
+            "run this exactly (use --backend norse, or a synapse without bias)"
+        )
+
+
 @lava_network.register
 def _(plan: Plan) -> LavaNetwork:
     layers = []
     for st in plan.stages:
         n, g = st.neuron, st.gate
-        lif = {"du": 1.0, "dv": float(n.decay), "vth": float(n.v_th), "bias_exp": 0} if n else {}
+        _check_current_bias(st)
+        lif = (
+            {"du": float(n.current_decay), "dv": float(n.decay), "vth": float(n.v_th)}
+            | {"bias_exp": 0}
+            if n
+            else {}
+        )
         gcs = 0.0 if g is None or g.current_scale is None else float(g.current_scale)
         layers.append(LavaLayer(st, st.synapse.weight, st.synapse.bias, np.float64, lif, 1.0, gcs))
     return LavaNetwork(plan, tuple(layers), None, "floating_pt", False)

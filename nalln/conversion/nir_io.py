@@ -45,6 +45,10 @@ SUPPORTED = (
     nir.Affine,
     nir.Linear,
     nir.LIF,
+    nir.IF,
+    nir.CubaLIF,
+    nir.Threshold,
+    nir.Scale,
     nir.AvgPool2d,
     nir.SumPool2d,
     nir.Flatten,
@@ -168,7 +172,9 @@ def _flatten_out(node: nir.Flatten, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _neuron_shape(node, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    p = np.asarray(node.v_threshold)
+    """A neuron (or Scale) keeps its input's shape; its parameters must have that shape."""
+    field = {nir.Threshold: "threshold", nir.Scale: "scale"}.get(type(node), "v_threshold")
+    p = np.asarray(getattr(node, field))
     if p.size != 1 and tuple(p.shape) != tuple(shape):
         raise NallnError(
             f"shapes do not chain at node {name!r} ({type(node).__name__}): its parameters have "
@@ -191,7 +197,7 @@ def _out_shape(name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> tuple[in
                 f"[{node.weight.shape[1]}] but receives {list(shape)} (flatten first?)"
             )
         return (node.weight.shape[0],)
-    if isinstance(node, nir.LIF):
+    if isinstance(node, nir.LIF | nir.IF | nir.CubaLIF | nir.Threshold | nir.Scale):
         return _neuron_shape(node, name, shape)
     if isinstance(node, nir.Output):
         declared = node.output_type.get("output")
@@ -208,12 +214,20 @@ def _out_shape(name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> tuple[in
     raise AssertionError(type(node))  # pragma: no cover - filtered before
 
 
+def article(word: str) -> str:
+    """'an' before a vowel sound as read aloud (an IF, an LIF, a CubaLIF), else 'a'."""
+    spelled = word[:2].isupper() or len(word) == 1  # an acronym: read letter by letter
+    vowel = word[0] in ("AEFHILMNORSX" if spelled else "AEIOUaeiou")
+    return "an" if vowel else "a"
+
+
 def chain_of(graph: nir.NIRGraph, label: str = "graph") -> list[ChainNode]:
     """Check ``graph`` and return its nodes in order with their shapes; fix the node types."""
     for name, node in graph.nodes.items():
         if not isinstance(node, SUPPORTED):
+            kind = type(node).__name__
             raise NallnError(
-                f"{label}: node {name!r} is a {type(node).__name__}, which nalln cannot simulate; "
+                f"{label}: node {name!r} is {article(kind)} {kind}, which nalln cannot simulate; "
                 f"supported node types: {SUPPORTED_NAMES}"
             )
     succ: dict[str, list[str]] = {n: [] for n in graph.nodes}

@@ -11,6 +11,9 @@ Norse imports correctly to Norse's own per-node importer and fixes the rest (too
   breaks depthwise convs).
 * AvgPool2d / SumPool2d: real pooling modules (Norse drops AvgPool2d silently).
 * Flatten: NIR dims exclude the batch dimension; torch's include it (Norse flattens the batch).
+* IF: Norse's ``IAFCell`` (``v <- v + I``), input times ``r`` (Norse ignores it), ``v_reset``.
+* CubaLIF: Norse's own importer (it applies ``w_in`` and ``r``) with the graph's ``dt``.
+* Threshold and Scale: small modules of ours (Norse imports neither).
 
 Hybrid exports run segment by segment each time step, with the SE side-car gate in between.
 """
@@ -46,7 +49,8 @@ def _require_norse():
 
 
 class ScaledLIF(nn.Module):
-    """Norse's LIF cell with the NIR input gain ``r`` applied to its input."""
+    """A spiking population nalln records: Norse's LIF/IF/CubaLIF cell (or our Threshold) with
+    the NIR input gain ``r`` applied to its input where Norse ignores it (LIF, IF)."""
 
     def __init__(self, cell: nn.Module, r: torch.Tensor) -> None:
         super().__init__()
@@ -85,6 +89,19 @@ def node_map(node: nir.NIRNode, *, dt: float, norse_import) -> nn.Module | None:
         cell = norse_import(node, ignore_warnings=True, reset_method=method, dt=node_dt)
         cell.p = cell.p._replace(v_reset=_tensor(node.v_reset), reset_method=method)
         return ScaledLIF(cell, _tensor(node.r))
+    if isinstance(node, nir.IF):
+        import norse.torch.module.iaf as iaf
+
+        params = iaf.IAFParameters(v_th=_tensor(node.v_threshold), v_reset=_tensor(node.v_reset))
+        return ScaledLIF(iaf.IAFCell(params, dt=dt), _tensor(node.r))  # Norse ignores r
+    if isinstance(node, nir.CubaLIF):
+        node_dt = float(node_meta(node).get("dt", dt))
+        cell = norse_import(node, ignore_warnings=True, dt=node_dt)  # applies w_in and r itself
+        return ScaledLIF(cell, torch.ones(()))
+    if isinstance(node, nir.Threshold):
+        return ScaledLIF(ThresholdCell(_tensor(node.threshold)), torch.ones(()))
+    if isinstance(node, nir.Scale):
+        return _Scale(_tensor(node.scale))
     if isinstance(node, nir.Conv2d):
         groups = int(np.asarray(node.groups))
         w = np.asarray(node.weight)
@@ -118,12 +135,25 @@ def node_map(node: nir.NIRNode, *, dt: float, norse_import) -> nn.Module | None:
 
 
 class _Scale(nn.Module):
-    def __init__(self, factor: float) -> None:
+    """NIR Scale (and SumPool2d = kh*kw x AvgPool2d): ``x * factor``, broadcast per sample."""
+
+    def __init__(self, factor: float | torch.Tensor) -> None:
         super().__init__()
         self.factor = factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.factor
+
+
+class ThresholdCell(nn.Module):
+    """NIR Threshold: ``z = H(x - threshold)``, stateless (Norse has no such node)."""
+
+    def __init__(self, threshold: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("threshold", threshold)
+
+    def forward(self, x: torch.Tensor, state=None):
+        return (x > self.threshold).to(x.dtype), state
 
 
 class NorseNetwork(nn.Module):

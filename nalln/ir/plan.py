@@ -54,11 +54,19 @@ class Synapse:
 
 @dataclass(frozen=True)
 class Neuron:
+    r"""A population: per step :math:`u \leftarrow (1 - d_u) u + I`,
+    :math:`v \leftarrow (1 - d_v) v + u`, spike if :math:`v > v_{th}`, then :math:`v \leftarrow 0`
+    (Lava's LIF with ``du``, ``dv``). ``current_decay = 1`` (no current memory) is a LIF
+    (``decay = dt/tau``), an IF (``decay = 0``) or a Threshold (``decay = 1``); below 1 a
+    CubaLIF (``current_decay = dt/tau_syn``)."""
+
     name: str  # NIR node name
     shape: tuple[int, ...]
-    decay: float  # dt / tau: v <- (1 - decay) v + I
+    decay: float  # dv = dt / tau: v <- (1 - decay) v + u
     v_th: float
     module: str | None = None  # torch module it came from (our exports)
+    current_decay: float = 1.0  # du = dt / tau_syn: u <- (1 - du) u + I
+    nir_type: str = "LIF"  # the NIR node it was lowered from (for messages)
 
 
 @dataclass(frozen=True)

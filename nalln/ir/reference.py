@@ -75,6 +75,7 @@ def run_plan(plan: Plan, x: torch.Tensor, dtype: torch.dtype = torch.float64) ->
     drive.steps(x, plan.num_steps)
     x = x.to(dtype)
     v = {s.name: None for s in plan.stages if s.neuron is not None}
+    u = dict(v)  # synaptic current state (CubaLIF); unused where current_decay == 1
     spikes: dict[str, list[torch.Tensor]] = {n: [] for n in v}
     outputs = []
     for t in range(plan.num_steps):
@@ -88,6 +89,10 @@ def run_plan(plan: Plan, x: torch.Tensor, dtype: torch.dtype = torch.float64) ->
                 h = cur
                 continue
             cur = cur.reshape(x.shape[0], *n.shape)
+            if n.current_decay != 1.0:
+                if u[stage.name] is not None:
+                    cur = (1.0 - n.current_decay) * u[stage.name] + cur
+                u[stage.name] = cur
             mem = cur if v[stage.name] is None else (1.0 - n.decay) * v[stage.name] + cur
             s = mem > n.v_th
             v[stage.name] = mem.masked_fill(s, 0.0)

@@ -152,9 +152,22 @@ def _calibrate_stage(
     return best[1], best[2]
 
 
+def require_no_current_decay(plan: Plan) -> None:
+    """nalln's Loihi arithmetic (emulator, calibration, netx) runs ``du = 4095`` (no current
+    memory); a CubaLIF's synaptic decay is not modelled there yet: refuse it by name."""
+    for n in plan.neurons:
+        if n.current_decay != 1.0:
+            raise NallnError(
+                f"{n.nir_type} node {n.name!r} has a synaptic current decay (dt/tau_syn = "
+                f"{n.current_decay:.3g}); nalln's Loihi fixed point models none yet: run it in "
+                "float (--backend norse, or lava without --fixed-point)"
+            )
+
+
 @torch.no_grad()
 def calibrate(plan: Plan, x: torch.Tensor, progress: bool = False) -> QuantPlan:
     """Quantise ``plan`` for Loihi, calibrating every layer on normalised images ``x``."""
+    require_no_current_decay(plan)
     T = plan.num_steps
     ref = run_plan(plan, x, dtype=torch.float32)  # the torch model's precision
     ref_logits = ref.outputs.mean(0).double()
