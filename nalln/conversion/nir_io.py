@@ -214,6 +214,35 @@ def _out_shape(name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> tuple[in
     raise AssertionError(type(node))  # pragma: no cover - filtered before
 
 
+def _reaches(succ: dict[str, list[str]], start: str, goal: str) -> bool:
+    seen, todo = set(), [start]
+    while todo:
+        n = todo.pop()
+        if n == goal:
+            return True
+        if n not in seen:
+            seen.add(n)
+            todo.extend(succ[n])
+    return False
+
+
+def first_non_chain_edge(
+    edges: list[tuple[str, str]], succ: dict[str, list[str]]
+) -> tuple[tuple[str, str], str] | None:
+    """The first edge (in the file's order) that makes the graph more than a chain, and why."""
+    out: dict[str, str] = {}
+    into: dict[str, str] = {}
+    for src, dst in ((str(a), str(b)) for a, b in edges):
+        if _reaches(succ, dst, src):
+            return (src, dst), f"closes a cycle ({dst!r} leads back to {src!r}: recurrence)"
+        if src in out:
+            return (src, dst), f"branches: {src!r} already feeds {out[src]!r}"
+        if dst in into:
+            return (src, dst), f"merges: {dst!r} already receives {into[dst]!r}"
+        out[src], into[dst] = dst, src
+    return None
+
+
 def article(word: str) -> str:
     """'an' before a vowel sound as read aloud (an IF, an LIF, a CubaLIF), else 'a'."""
     spelled = word[:2].isupper() or len(word) == 1  # an acronym: read letter by letter
@@ -244,12 +273,13 @@ def chain_of(graph: nir.NIRGraph, label: str = "graph") -> list[ChainNode]:
             f"{label}: nalln simulates chains with one Input and one Output node; found "
             f"{len(inputs)} input(s) and {len(outputs)} output(s)"
         )
-    for n in graph.nodes:
-        if len(succ[n]) > 1 or len(pred[n]) > 1:
-            raise NallnError(
-                f"{label}: node {n!r} has {len(pred[n])} inputs and {len(succ[n])} outputs; "
-                "nalln simulates chains (no branches, merges or recurrence)"
-            )
+    bad = first_non_chain_edge(graph.edges, succ)
+    if bad is not None:
+        edge, why = bad
+        raise NallnError(
+            f"{label}: edge {edge!r} {why}; nalln simulates chains from Input to Output "
+            "(branches, merges and recurrence are not supported yet)"
+        )
     order = [inputs[0]]
     while succ[order[-1]]:
         order.append(succ[order[-1]][0])

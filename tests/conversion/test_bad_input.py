@@ -87,3 +87,16 @@ def test_node_type_nir_does_not_know_is_reported(tmp_path, make_foreign):
     with pytest.raises(NallnError, match="a node has a type that nir .* does not know") as exc:
         read_graph(p)
     assert SUPPORTED_NAMES in str(exc.value)
+
+
+def test_non_chain_graphs_name_the_first_offending_edge(make_foreign):
+    rec = make_foreign()
+    rec.nodes["w_rec"] = nir.Linear(weight=np.eye(6, dtype=np.float32))
+    rec.edges += [("lif2", "w_rec"), ("w_rec", "lif2")]  # snnTorch's RLeaky shape
+    with pytest.raises(NallnError, match=r"edge \('lif2', 'w_rec'\) closes a cycle .*recurrence"):
+        lower(Artefact([rec], [], {"num_steps": 2}))
+    branch = make_foreign()
+    branch.edges.append(("lif2", "output"))
+    with pytest.raises(NallnError) as exc:
+        lower(Artefact([branch], [], {"num_steps": 2}))
+    assert "edge ('lif2', 'output') branches: 'lif2' already feeds 'fc2'" in str(exc.value)
