@@ -115,7 +115,14 @@ def lava_network(source: object) -> LavaNetwork:
 
 
 def _check_current_bias(st: Stage) -> None:
-    """Lava adds a LIF's bias to ``v``; a CubaLIF's input bias must pass through ``u``."""
+    """Lava adds a LIF's bias to ``v``; a CubaLIF's input bias must pass through ``u``. An
+    LI/Integrator readout's membrane is not recorded by nalln's Lava graph."""
+    if st.readout is not None:
+        raise NallnError(
+            f"{st.readout.nir_type} node {st.readout.name!r} is a non-spiking readout; nalln's "
+            "Lava process graph records spikes and currents, not a readout membrane, yet: use "
+            "--backend norse"
+        )
     n = st.neuron
     if n is not None and n.current_decay != 1.0 and np.any(st.synapse.bias != 0):
         raise NallnError(

@@ -120,6 +120,27 @@ def neuron_params(node: nir.NIRNode, name: str, dt: float) -> NeuronParams:
     raise AssertionError(kind)  # pragma: no cover - callers pass NEURON_TYPES only
 
 
+READOUT_TYPES = (nir.LI, nir.I)
+
+
+def readout_params(node: nir.NIRNode, name: str, dt: float) -> tuple[float, float]:
+    r"""(decay, gain) of a non-spiking readout: ``LI`` (:math:`\tau\dot v = (v_{leak} - v) +
+    R I`) is :math:`v \leftarrow (1 - \frac{dt}{\tau}) v + \frac{dt}{\tau} R I`, so decay
+    :math:`dt/\tau` and gain :math:`R\,dt/\tau`; ``I`` (:math:`\dot v = R I`) is
+    :math:`v \leftarrow v + R I` (the step as unit of time, as for IF): decay 0, gain R."""
+    kind = type(node).__name__
+    if isinstance(node, nir.I):
+        return 0.0, _uniform(node.r, "input gain r", name, kind)
+    _zero(node, name, kind, ("v_leak",))
+    node_dt = float(node_meta(node).get("dt", dt))
+    decay = _fraction(
+        node_dt / _uniform(node.tau, "time constant", name, kind), "tau", name, kind, node_dt
+    )
+    return decay, _uniform(
+        np.asarray(node.r, np.float64) * decay, "input gain r*dt/tau", name, kind
+    )
+
+
 def parameter_shape(node: nir.NIRNode) -> tuple[int, ...]:
     """The shape of a neuron node's parameters (its population, or () for a scalar)."""
     values = node.threshold if isinstance(node, nir.Threshold) else node.v_threshold

@@ -49,6 +49,8 @@ SUPPORTED = (
     nir.CubaLIF,
     nir.Threshold,
     nir.Scale,
+    nir.LI,
+    nir.I,
     nir.AvgPool2d,
     nir.SumPool2d,
     nir.Flatten,
@@ -173,7 +175,8 @@ def _flatten_out(node: nir.Flatten, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def _neuron_shape(node, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     """A neuron (or Scale) keeps its input's shape; its parameters must have that shape."""
-    field = {nir.Threshold: "threshold", nir.Scale: "scale"}.get(type(node), "v_threshold")
+    fields = {nir.Threshold: "threshold", nir.Scale: "scale", nir.LI: "r", nir.I: "r"}
+    field = fields.get(type(node), "v_threshold")
     p = np.asarray(getattr(node, field))
     if p.size != 1 and tuple(p.shape) != tuple(shape):
         raise NallnError(
@@ -197,7 +200,9 @@ def _out_shape(name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> tuple[in
                 f"[{node.weight.shape[1]}] but receives {list(shape)} (flatten first?)"
             )
         return (node.weight.shape[0],)
-    if isinstance(node, nir.LIF | nir.IF | nir.CubaLIF | nir.Threshold | nir.Scale):
+    if isinstance(
+        node, nir.LIF | nir.IF | nir.CubaLIF | nir.Threshold | nir.Scale | nir.LI | nir.I
+    ):
         return _neuron_shape(node, name, shape)
     if isinstance(node, nir.Output):
         declared = node.output_type.get("output")

@@ -14,6 +14,7 @@ Norse imports correctly to Norse's own per-node importer and fixes the rest (too
 * IF: Norse's ``IAFCell`` (``v <- v + I``), input times ``r`` (Norse ignores it), ``v_reset``.
 * CubaLIF: Norse's own importer (it applies ``w_in`` and ``r``) with the graph's ``dt``.
 * Threshold and Scale: small modules of ours (Norse imports neither).
+* LI: Norse's ``LIBoxCell`` with the graph's ``dt``, input times ``r``; Integrator (I): ours.
 
 Hybrid exports run segment by segment each time step, with the SE side-car gate in between.
 """
@@ -102,6 +103,16 @@ def node_map(node: nir.NIRNode, *, dt: float, norse_import) -> nn.Module | None:
         return ScaledLIF(ThresholdCell(_tensor(node.threshold)), torch.ones(()))
     if isinstance(node, nir.Scale):
         return _Scale(_tensor(node.scale))
+    if isinstance(node, nir.LI):
+        import norse.torch.module.leaky_integrator_box as li_box
+
+        node_dt = float(node_meta(node).get("dt", dt))
+        params = li_box.LIBoxParameters(
+            tau_mem_inv=1 / _tensor(node.tau), v_leak=_tensor(node.v_leak)
+        )
+        return GainedCell(li_box.LIBoxCell(params, dt=node_dt), _tensor(node.r))
+    if isinstance(node, nir.I):
+        return GainedCell(IntegratorCell(), _tensor(node.r))
     if isinstance(node, nir.Conv2d):
         groups = int(np.asarray(node.groups))
         w = np.asarray(node.weight)
@@ -154,6 +165,27 @@ class ThresholdCell(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None):
         return (x > self.threshold).to(x.dtype), state
+
+
+class GainedCell(nn.Module):
+    """A non-spiking cell (LI, Integrator) with the NIR input gain ``r``; not recorded as a
+    spiking population (its output is a membrane)."""
+
+    def __init__(self, cell: nn.Module, r: torch.Tensor) -> None:
+        super().__init__()
+        self.cell = cell
+        self.register_buffer("r", r)
+
+    def forward(self, x: torch.Tensor, state=None):
+        return self.cell(self.r * x, state)
+
+
+class IntegratorCell(nn.Module):
+    """NIR I: ``v <- v + I`` (the step as unit of time); Norse has no such cell."""
+
+    def forward(self, x: torch.Tensor, state=None):
+        v = x if state is None else state + x
+        return v, v
 
 
 class NorseNetwork(nn.Module):

@@ -24,11 +24,11 @@ from typing import Any
 import nir
 import numpy as np
 
-from nalln.conversion.neurons import NEURON_TYPES, neuron_params
+from nalln.conversion.neurons import NEURON_TYPES, READOUT_TYPES, neuron_params, readout_params
 from nalln.conversion.nir_io import Artefact, ChainNode, chain_of, conv_padding, node_meta
 from nalln.conversion.scale import scale_inputs, scale_outputs
 from nalln.errors import NallnError
-from nalln.ir.plan import Neuron, Plan, Stage, Synapse
+from nalln.ir.plan import Neuron, Plan, Readout, Stage, Synapse
 
 DT_FALLBACK = 1e-4  # snnTorch's exporter assumes this dt without writing it down (toolchain.md)
 
@@ -73,8 +73,14 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
                 "between them; nalln needs synapse -> neuron pairs"
             )
 
+    closed: str | None = None  # the readout (LI / Integrator) that must end the chain
     for item in chain[1:]:
         name, node, shape = item.name, item.node, item.in_shape
+        if closed is not None and not isinstance(node, nir.Output | nir.Flatten):
+            raise NallnError(
+                f"node {name!r} follows readout {closed!r}; nalln runs LI and Integrator nodes "
+                "only as the last layer before the Output"
+            )
         if isinstance(node, nir.Conv2d):
             need_no_synapse(name, "Conv2d")
             if flat_from is not None:
@@ -125,7 +131,7 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
             k = pool_params(node, name, shape)
             pool = (name, k, shape, isinstance(node, nir.AvgPool2d))
         elif isinstance(node, nir.Flatten):
-            if syn is not None:
+            if syn is not None or closed is not None:
                 continue  # flattening a current before the output: a reshape only
             flat_from = pool[2] if pool is not None else shape
         elif isinstance(node, nir.Affine | nir.Linear):
@@ -175,6 +181,18 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
                 syn = replace(syn, weight=syn.weight * params.gain, bias=syn.bias * params.gain)
             stages.append(Stage(name, syn, None, neuron))
             syn = None
+        elif isinstance(node, READOUT_TYPES):
+            kind = type(node).__name__
+            if syn is None or pre_scale is not None:
+                raise NallnError(
+                    f"{kind} node {name!r} needs a synapse right before it (nalln runs "
+                    f"{kind} as the readout integrating the last synapse's current)"
+                )
+            decay, gain = readout_params(node, name, dt)
+            if gain != 1.0:
+                syn = replace(syn, weight=syn.weight * gain, bias=syn.bias * gain)
+            stages.append(Stage(name, syn, None, None, Readout(name, decay, kind)))
+            syn, closed = None, name
         elif isinstance(node, nir.Scale):
             factors = np.asarray(node.scale, np.float64)
             if syn is not None:  # on the synapse's current

@@ -70,11 +70,23 @@ class Neuron:
 
 
 @dataclass(frozen=True)
+class Readout:
+    r"""A non-spiking readout integrating the last synapse's current: per step
+    :math:`v \leftarrow (1 - d) v + I`, output :math:`v` (an LI with ``d = dt/tau``, an
+    Integrator with ``d = 0``; the input gain is folded into the synapse)."""
+
+    name: str  # NIR node name
+    decay: float
+    nir_type: str = "LI"
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     synapse: Synapse | None
     gate: GateSpec | None = None
-    neuron: Neuron | None = None  # None: a readout (the current is the output)
+    neuron: Neuron | None = None  # None: a readout (the current, or ``readout``'s v, is the output)
+    readout: Readout | None = None  # the integrating readout after the last synapse, if any
 
 
 @dataclass

@@ -86,6 +86,11 @@ def run_plan(plan: Plan, x: torch.Tensor, dtype: torch.dtype = torch.float64) ->
                 cur = apply_gate(stage.gate, cur)
             n = stage.neuron
             if n is None:
+                ro = stage.readout
+                if ro is not None:  # LI / Integrator: the output is its membrane
+                    prev = v.get(ro.name)
+                    cur = cur if prev is None else (1.0 - ro.decay) * prev + cur
+                    v[ro.name] = cur
                 h = cur
                 continue
             cur = cur.reshape(x.shape[0], *n.shape)

@@ -154,7 +154,15 @@ def _calibrate_stage(
 
 def require_no_current_decay(plan: Plan) -> None:
     """nalln's Loihi arithmetic (emulator, calibration, netx) runs ``du = 4095`` (no current
-    memory); a CubaLIF's synaptic decay is not modelled there yet: refuse it by name."""
+    memory) and reads a readout's current: a CubaLIF's synaptic decay and an LI/Integrator
+    readout are not modelled there yet; refuse them by name."""
+    for st in plan.stages:
+        if st.readout is not None:
+            raise NallnError(
+                f"{st.readout.nir_type} node {st.readout.name!r} is a non-spiking readout; "
+                "nalln's Loihi fixed point has no readout membrane yet: run it in float "
+                "(--backend norse)"
+            )
     for n in plan.neurons:
         if n.current_decay != 1.0:
             raise NallnError(

@@ -29,13 +29,15 @@ def test_hdf5_without_graph(tmp_path):
 
 def test_unsupported_node_is_named(tmp_path, make_foreign):
     g = make_foreign()
-    g.nodes["lif2"] = nir.LI(tau=np.ones(6), r=np.ones(6), v_leak=np.zeros(6))
+    g.nodes["lif2"] = nir.CubaLI(
+        tau_syn=np.ones(6), tau_mem=np.ones(6), r=np.ones(6), v_leak=np.zeros(6)
+    )
     p = tmp_path / "g.nir"
     nir.write(p, g)
     with pytest.raises(NallnError) as exc:
         read_graph(p)
     msg = str(exc.value)
-    assert "node 'lif2' is an LI," in msg and SUPPORTED_NAMES in msg
+    assert "node 'lif2' is a CubaLI," in msg and SUPPORTED_NAMES in msg
 
 
 def test_shapes_that_do_not_chain(tmp_path, make_foreign):

@@ -41,9 +41,9 @@ def neuron(kind: str, shape: tuple[int, ...], th: float) -> nir.NIRNode:
     return nir.Threshold(threshold=full(th))
 
 
-def graph(kind: str, *, bias: bool = True, seed: int = 0) -> nir.NIRGraph:
+def graph(kind: str, *, bias: bool = True, seed: int = 0, readout: str = "") -> nir.NIRGraph:
     """Input [2, 8, 8] -> Scale -> Conv -> neuron -> SumPool -> Flatten -> Affine -> Scale ->
-    neuron -> Affine -> Output."""
+    neuron -> Affine [-> LI or I readout] -> Output."""
     rng = np.random.default_rng(seed)
     c = 4
     b = (lambda n: rng.normal(0, 0.1, n).astype(np.float32)) if bias else (lambda n: None)
@@ -77,6 +77,15 @@ def graph(kind: str, *, bias: bool = True, seed: int = 0) -> nir.NIRGraph:
         ),
         "output": nir.Output(output_type={"output": np.array([3])}),
     }
+    if readout:
+        output = nodes.pop("output")
+        ones = np.ones(3)
+        nodes["readout"] = (
+            nir.LI(tau=ones * 4e-4, r=ones * 2.0, v_leak=ones * 0, metadata={"dt": DT})
+            if readout == "LI"
+            else nir.I(r=ones * 0.5)
+        )
+        nodes["output"] = output
     names = list(nodes)
     return nir.NIRGraph(nodes, list(itertools.pairwise(names)), type_check=False)
 
@@ -110,6 +119,14 @@ def interpret(g: nir.NIRGraph, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.
                 h = h.reshape(h.shape[0], -1)
             elif isinstance(n, nir.Affine):
                 h = h @ np.asarray(n.weight, np.float64).T + np.asarray(n.bias, np.float64)
+            elif isinstance(n, nir.LI):
+                st["v"] = st.get("v", np.zeros_like(h)) + DT / n.tau * (
+                    n.v_leak - st.get("v", 0) + n.r * h
+                )
+                h = st["v"]
+            elif isinstance(n, nir.I):
+                st["v"] = st.get("v", np.zeros_like(h)) + n.r * h
+                h = st["v"]
             elif isinstance(n, nir.Threshold):
                 h = (h > n.threshold).astype(np.float64)
                 spikes.setdefault(name, []).append(h > 0)
@@ -204,6 +221,44 @@ def test_lava_fixed_point_equals_the_emulator(kind):
         assert agreement(em.spikes[k], ref.spikes[k]) >= 0.9, (kind, k)
 
 
+@pytest.mark.parametrize("readout", ["LI", "I"])
+def test_readouts_equal_the_nir_equations(readout):
+    g = graph("IF", readout=readout)
+    x = inputs()
+    trace = run_plan(lower(Artefact([g], [], {}), 6), x)
+    want_out, _ = interpret(g, x.double().numpy())
+    assert np.allclose(trace.outputs.numpy(), want_out, atol=1e-9)
+    assert float(np.abs(want_out).max()) > 0.1 and not np.allclose(want_out[-1], want_out[0])
+
+
+@pytest.mark.norse
+@pytest.mark.parametrize("readout", ["LI", "I"])
+def test_norse_readouts_equal_the_reference(readout):
+    from nalln.conversion.norse_backend import NorseNetwork
+
+    art = Artefact([graph("LIF", readout=readout)], [], {})
+    x = inputs()
+    want = run_plan(lower(art, 6), x)
+    got = NorseNetwork(art).run(x, 6)
+    assert set(got.spikes) == {"n1", "n2"}
+    assert torch.allclose(got.outputs.double(), want.outputs, atol=1e-4)
+
+
+def test_readout_refusals_name_the_node():
+    from nalln.conversion.lava_backend import lava_network
+    from nalln.loihi.calibration import calibrate
+
+    plan = lower(Artefact([graph("IF", readout="LI")], [], {}), 6)
+    with pytest.raises(NallnError, match="LI node 'readout' is a non-spiking readout"):
+        lava_network(plan)
+    with pytest.raises(NallnError, match="LI node 'readout' is a non-spiking readout"):
+        calibrate(plan, inputs(4))
+    g = graph("IF")
+    g.nodes["n2"] = nir.I(r=np.ones(6))
+    with pytest.raises(NallnError, match="node 'fc2' follows readout 'n2'"):
+        lower(Artefact([g], [], {}), 2)
+
+
 def test_cuba_lif_refusals_name_the_node():
     from nalln.conversion.lava_backend import lava_network
     from nalln.loihi.calibration import calibrate
@@ -233,7 +288,7 @@ def test_unsupported_node_message_reads_right(tmp_path):
     from nalln.conversion.nir_io import chain_of
 
     g = graph("IF")
-    g.nodes["n2"] = nir.LI(tau=np.ones(6), r=np.ones(6), v_leak=np.zeros(6))
-    with pytest.raises(NallnError, match="node 'n2' is an LI, which nalln cannot simulate"):
+    g.nodes["n2"] = nir.Delay(delay=np.ones(6))
+    with pytest.raises(NallnError, match="node 'n2' is a Delay, which nalln cannot simulate"):
         chain_of(g)
     assert [article(w) for w in ("IF", "CubaLIF", "Delay", "I")] == ["an", "a", "a", "an"]
