@@ -287,12 +287,14 @@ class LavaRequest:
 
 
 def _lava_files(source, artefact, out, req: LavaRequest, progress, summary):
+    from nalln.conversion.lava_backend import lava_network
     from nalln.loihi.calibration import require_no_current_decay
     from nalln.loihi.grid import fixed_point_plan
     from nalln.loihi.quant_plan import save_quant_plan
 
     fixed_point, data, calibration = req.fixed_point, req.data, req.calibration
     plan = lower(artefact, req.steps)
+    lava_network(plan)  # what nalln's Lava graph cannot run is refused here, by node
     files = {
         "lava_plan.json": write_json(
             out / "lava_plan.json",

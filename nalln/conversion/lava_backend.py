@@ -114,14 +114,21 @@ def lava_network(source: object) -> LavaNetwork:
     raise TypeError(f"cannot run {type(source).__name__} on Lava")
 
 
-def _check_current_bias(st: Stage) -> None:
-    """Lava adds a LIF's bias to ``v``; a CubaLIF's input bias must pass through ``u``. An
-    LI/Integrator readout's membrane is not recorded by nalln's Lava graph."""
+def _check_expressible(st: Stage) -> None:
+    """What nalln's Lava graph cannot run exactly, refused by name: an LI/Integrator readout
+    (its membrane is not recorded), recurrence (inputs stream back to back), a bias before a
+    CubaLIF (Lava adds bias to ``v``; it must pass through the decaying ``u``)."""
     if st.readout is not None:
         raise NallnError(
             f"{st.readout.nir_type} node {st.readout.name!r} is a non-spiking readout; nalln's "
             "Lava process graph records spikes and currents, not a readout membrane, yet: use "
             "--backend norse"
+        )
+    if st.recurrent is not None:
+        raise NallnError(
+            f"{st.neuron.nir_type} node {st.name!r} is recurrent (through "
+            f"{st.recurrent.source!r}); nalln's Lava graph streams inputs back to back, and a "
+            "recurrent spike would cross from one input into the next: use --backend norse"
         )
     n = st.neuron
     if n is not None and n.current_decay != 1.0 and np.any(st.synapse.bias != 0):
@@ -137,7 +144,7 @@ def _(plan: Plan) -> LavaNetwork:
     layers = []
     for st in plan.stages:
         n, g = st.neuron, st.gate
-        _check_current_bias(st)
+        _check_expressible(st)
         lif = (
             {"du": float(n.current_decay), "dv": float(n.decay), "vth": float(n.v_th)}
             | {"bias_exp": 0}

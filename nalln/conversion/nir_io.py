@@ -68,6 +68,23 @@ class ChainNode:
     node: nir.NIRNode
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
+    recurrent: tuple[str, nir.NIRNode] | None = None  # (name, Linear/Affine) feeding it back
+
+
+RECURRENT_NEURONS = (nir.LIF, nir.IF, nir.CubaLIF)
+
+
+def recurrent_loops(graph: nir.NIRGraph, succ: dict, pred: dict) -> dict[str, str]:
+    """neuron -> the Linear/Affine node ``w`` of a loop ``neuron -> w -> neuron`` (snnTorch's
+    RLeaky/RSynaptic, the NIR paper's recurrent CubaLIF): the neuron's own spikes, one step
+    late, weighted by ``w``, add to its input current (NIR's one-step delay on a cycle)."""
+    loops = {}
+    for w, node in graph.nodes.items():
+        if isinstance(node, nir.Linear | nir.Affine) and len(pred[w]) == 1 and succ[w] == pred[w]:
+            n = pred[w][0]
+            if isinstance(graph.nodes[n], RECURRENT_NEURONS) and n not in loops:
+                loops[n] = w
+    return loops
 
 
 @dataclass
@@ -271,6 +288,11 @@ def chain_of(graph: nir.NIRGraph, label: str = "graph") -> list[ChainNode]:
             raise NallnError(f"{label}: edge ({src!r}, {dst!r}) names a node that does not exist")
         succ[src].append(dst)
         pred[dst].append(src)
+    loops = recurrent_loops(graph, succ, pred)
+    loop_nodes = set(loops.values())
+    edges = [(a, b) for a, b in graph.edges if a not in loop_nodes and b not in loop_nodes]
+    nodes = [n for n in graph.nodes if n not in loop_nodes]
+    succ = {n: [b for a, b in edges if a == n] for n in nodes}
     inputs = [n for n, v in graph.nodes.items() if isinstance(v, nir.Input)]
     outputs = [n for n, v in graph.nodes.items() if isinstance(v, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
@@ -278,20 +300,21 @@ def chain_of(graph: nir.NIRGraph, label: str = "graph") -> list[ChainNode]:
             f"{label}: nalln simulates chains with one Input and one Output node; found "
             f"{len(inputs)} input(s) and {len(outputs)} output(s)"
         )
-    bad = first_non_chain_edge(graph.edges, succ)
+    bad = first_non_chain_edge(edges, succ)
     if bad is not None:
         edge, why = bad
         raise NallnError(
-            f"{label}: edge {edge!r} {why}; nalln simulates chains from Input to Output "
-            "(branches, merges and recurrence are not supported yet)"
+            f"{label}: edge {edge!r} {why}; nalln simulates chains from Input to Output, with "
+            "recurrence only as neuron -> Linear/Affine -> the same neuron (branches, merges and "
+            "other cycles are not supported yet)"
         )
     order = [inputs[0]]
     while succ[order[-1]]:
         order.append(succ[order[-1]][0])
-        if len(order) > len(graph.nodes):
+        if len(order) > len(nodes):
             raise NallnError(f"{label}: the graph has a cycle")
-    if order[-1] != outputs[0] or len(order) != len(graph.nodes):
-        missing = sorted(set(graph.nodes) - set(order))
+    if order[-1] != outputs[0] or len(order) != len(nodes):
+        missing = sorted(set(nodes) - set(order))
         raise NallnError(
             f"{label}: not every node lies on the path from input to output "
             f"(unreachable: {missing or 'none'}; path ends at {order[-1]!r})"
@@ -306,7 +329,21 @@ def chain_of(graph: nir.NIRGraph, label: str = "graph") -> list[ChainNode]:
         out = _out_shape(name, node, shape)
         node.input_type = {"input": np.array(shape)}
         node.output_type = {"output": np.array(out)}
-        chain.append(ChainNode(name, node, shape, out))
+        rec = None
+        if name in loops:
+            w_name = loops[name]
+            w = graph.nodes[w_name]
+            size = int(np.prod(out))
+            if len(out) != 1 or tuple(np.asarray(w.weight).shape) != (size, size):
+                raise NallnError(
+                    f"{label}: recurrent node {w_name!r} must map the {list(out)} outputs of "
+                    f"{name!r} back onto them (a [{size}, {size}] weight on a flat population); "
+                    f"it has weight {list(np.asarray(w.weight).shape)}"
+                )
+            w.input_type = {"input": np.array(out)}
+            w.output_type = {"output": np.array(out)}
+            rec = (w_name, w)
+        chain.append(ChainNode(name, node, shape, out, rec))
         shape = out
     try:
         graph.check_types()

@@ -14,6 +14,9 @@ Norse imports correctly to Norse's own per-node importer and fixes the rest (too
 * IF: Norse's ``IAFCell`` (``v <- v + I``), input times ``r`` (Norse ignores it), ``v_reset``.
 * CubaLIF: Norse's own importer (it applies ``w_in`` and ``r``) with the graph's ``dt``.
 * Threshold and Scale: small modules of ours (Norse imports neither).
+* Linear: ``nn.Linear(in, out)`` from the weight's shape (Norse swaps the two).
+* Recurrence (neuron -> Linear/Affine -> the same neuron): nirtorch's executor feeds the loop
+  the previous step's output (nothing at step 0), NIR's one-step delay.
 * LI: Norse's ``LIBoxCell`` with the graph's ``dt``, input times ``r``; Integrator (I): ours.
 
 Hybrid exports run segment by segment each time step, with the SE side-car gate in between.
@@ -130,6 +133,11 @@ def node_map(node: nir.NIRNode, *, dt: float, norse_import) -> nn.Module | None:
         if node.bias is not None:
             conv.bias.data = _tensor(node.bias)
         return conv
+    if isinstance(node, nir.Linear):  # Norse swaps in_features and out_features
+        w = np.asarray(node.weight)
+        lin = nn.Linear(w.shape[1], w.shape[0], bias=False)
+        lin.weight.data = _tensor(w)
+        return lin
     if isinstance(node, nir.AvgPool2d | nir.SumPool2d):
         k = tuple(np.atleast_1d(np.asarray(node.kernel_size)).astype(int).tolist() * 2)[:2]
         s = tuple(np.atleast_1d(np.asarray(node.stride)).astype(int).tolist() * 2)[:2]

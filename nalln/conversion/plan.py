@@ -58,6 +58,18 @@ def fold_pool_dense(w: np.ndarray, pooled: tuple[int, ...], full: tuple[int, ...
     return out.reshape(w.shape[0], -1)
 
 
+def _recurrent(item: ChainNode, gain: float) -> Synapse | None:
+    """The loop ``neuron -> w -> neuron`` as a dense synapse on the neuron's previous spikes;
+    its current enters the neuron like the forward one, so it gets the same gain."""
+    if item.recurrent is None:
+        return None
+    name, node = item.recurrent
+    w = np.asarray(node.weight, np.float64) * gain
+    bias = getattr(node, "bias", None)
+    b = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, np.float64) * gain
+    return Synapse("dense", w, b, item.out_shape, item.out_shape, source=name)
+
+
 def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
     stages: list[Stage] = []
     syn: Synapse | None = None
@@ -179,7 +191,7 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
                 continue
             if params.gain != 1.0:
                 syn = replace(syn, weight=syn.weight * params.gain, bias=syn.bias * params.gain)
-            stages.append(Stage(name, syn, None, neuron))
+            stages.append(Stage(name, syn, None, neuron, recurrent=_recurrent(item, params.gain)))
             syn = None
         elif isinstance(node, READOUT_TYPES):
             kind = type(node).__name__

@@ -87,6 +87,7 @@ class Stage:
     gate: GateSpec | None = None
     neuron: Neuron | None = None  # None: a readout (the current, or ``readout``'s v, is the output)
     readout: Readout | None = None  # the integrating readout after the last synapse, if any
+    recurrent: Synapse | None = None  # the neuron's own spikes of the previous step -> its input
 
 
 @dataclass

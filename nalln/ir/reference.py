@@ -94,6 +94,9 @@ def run_plan(plan: Plan, x: torch.Tensor, dtype: torch.dtype = torch.float64) ->
                 h = cur
                 continue
             cur = cur.reshape(x.shape[0], *n.shape)
+            if stage.recurrent is not None and spikes[stage.name]:  # one step late, as NIR
+                prev = spikes[stage.name][-1].to(dtype)
+                cur = cur + apply_synapse(stage.recurrent, prev).reshape(cur.shape)
             if n.current_decay != 1.0:
                 if u[stage.name] is not None:
                     cur = (1.0 - n.current_decay) * u[stage.name] + cur

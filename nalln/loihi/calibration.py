@@ -157,6 +157,12 @@ def require_no_current_decay(plan: Plan) -> None:
     memory) and reads a readout's current: a CubaLIF's synaptic decay and an LI/Integrator
     readout are not modelled there yet; refuse them by name."""
     for st in plan.stages:
+        if st.recurrent is not None:
+            raise NallnError(
+                f"{st.neuron.nir_type} node {st.name!r} is recurrent (through "
+                f"{st.recurrent.source!r}); nalln's Loihi fixed point has no recurrent synapse "
+                "yet: run it in float (--backend norse)"
+            )
         if st.readout is not None:
             raise NallnError(
                 f"{st.readout.nir_type} node {st.readout.name!r} is a non-spiking readout; "
