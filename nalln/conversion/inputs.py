@@ -47,9 +47,10 @@ def _open(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise NallnError(f"--inputs {path} does not exist; give an .npz file holding `x`")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise ValueError("a single .npy array")
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single array, not named arrays")
+        with loaded as f:
             keys = set(f.files)
             if "x" not in keys:
                 has = ", ".join(sorted(keys)) or "none"

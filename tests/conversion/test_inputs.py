@@ -77,6 +77,13 @@ def test_a_file_that_is_not_npz(tmp_path):
         load_inputs(bad, SHAPE)
     with pytest.raises(NallnError, match="does not exist"):
         load_inputs(tmp_path / "none.npz", SHAPE)
+    single = tmp_path / "x.npy"
+    np.save(single, np.zeros((2, *SHAPE), np.float32))
+    with pytest.raises(NallnError, match="holds a single array"):
+        load_inputs(single, SHAPE)
+    objects = _npz(tmp_path / "o.npz", x=np.array([object()], dtype=object))
+    with pytest.raises(NallnError, match="is not a readable .npz file"):
+        load_inputs(objects, SHAPE)
 
 
 def test_per_step_reference_is_an_independent_float64_loop(make_foreign):
