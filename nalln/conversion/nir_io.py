@@ -236,27 +236,41 @@ def _out_shape(name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> tuple[in
     raise AssertionError(type(node))  # pragma: no cover - filtered before
 
 
-def _reaches(succ: dict[str, list[str]], start: str, goal: str) -> bool:
-    seen, todo = set(), [start]
-    while todo:
-        n = todo.pop()
-        if n == goal:
-            return True
-        if n not in seen:
-            seen.add(n)
-            todo.extend(succ[n])
-    return False
+def _back_edge(succ: dict[str, list[str]]) -> tuple[str, str] | None:
+    """The first edge a depth-first walk (nodes and edges in file order) finds going back to a
+    node still on its path: the edge that closes a cycle."""
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    for root in succ:
+        if root in state:
+            continue
+        stack = [(root, iter(succ[root]))]
+        state[root] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return node, nxt
+            elif nxt not in state:
+                state[nxt] = 1
+                stack.append((nxt, iter(succ[nxt])))
+    return None
 
 
 def first_non_chain_edge(
     edges: list[tuple[str, str]], succ: dict[str, list[str]]
 ) -> tuple[tuple[str, str], str] | None:
-    """The first edge (in the file's order) that makes the graph more than a chain, and why."""
+    """The edge that makes the graph more than a chain, and why: the one closing a cycle, else
+    the first (in file order) that branches or merges."""
+    back = _back_edge(succ)
+    if back is not None:
+        src, dst = back
+        return (src, dst), f"closes a cycle ({dst!r} leads back to {src!r})"
     out: dict[str, str] = {}
     into: dict[str, str] = {}
     for src, dst in ((str(a), str(b)) for a, b in edges):
-        if _reaches(succ, dst, src):
-            return (src, dst), f"closes a cycle ({dst!r} leads back to {src!r}: recurrence)"
         if src in out:
             return (src, dst), f"branches: {src!r} already feeds {out[src]!r}"
         if dst in into:

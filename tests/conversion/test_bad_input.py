@@ -92,10 +92,12 @@ def test_node_type_nir_does_not_know_is_reported(tmp_path, make_foreign):
 
 
 def test_non_chain_graphs_name_the_first_offending_edge(make_foreign):
-    rec = make_foreign()
-    rec.nodes["w_rec"] = nir.Linear(weight=np.eye(6, dtype=np.float32))
-    rec.edges += [("lif2", "w_rec"), ("w_rec", "lif2")]  # snnTorch's RLeaky shape
-    with pytest.raises(NallnError, match=r"edge \('lif2', 'w_rec'\) closes a cycle .*recurrence"):
+    rec = make_foreign()  # a loop back to an earlier layer (not neuron -> w -> same neuron)
+    rec.nodes["w_back"] = nir.Linear(weight=np.ones((6, 6), dtype=np.float32))
+    rec.edges += [("lif2", "w_back"), ("w_back", "fc1")]
+    with pytest.raises(
+        NallnError, match=r"edge \('w_back', 'fc1'\) closes a cycle \('fc1' leads back"
+    ):
         lower(Artefact([rec], [], {"num_steps": 2}))
     branch = make_foreign()
     branch.edges.append(("lif2", "output"))
