@@ -266,3 +266,20 @@ def test_image_graph_of_one_channel_reads_folders_without_scoring_them(
 def test_event_graph_cannot_read_image_folders(run_cli, event_graph, synth_root, capsys):
     code = run_cli(["simulate", str(event_graph), "--backend", "norse", "--data", str(synth_root)])
     assert code == 2 and "pass --inputs X.npz" in capsys.readouterr().err
+
+
+@pytest.mark.lava
+def test_convert_to_lava_checks_netx_on_output_spikes(run_cli, make_foreign, tmp_path, capsys):
+    """A graph ending in a spiking LIF, per-step event inputs: netx written, loaded back and
+    equal to the fixed-point plan spike for spike (not read as a readout membrane)."""
+    g = make_foreign(spiking_output=True)
+    g.metadata = {}
+    path = tmp_path / "spiking.nir"
+    nir.write(path, g)
+    xs = _npz(tmp_path / "ev.npz", x=_events(16, 8) * 2.0)
+    out = tmp_path / "c"
+    code = run_cli(["convert", str(path), "--to", "lava", "--inputs", str(xs), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    netx = json.loads((out / "convert.json").read_text())["netx"]
+    assert netx["compared"].startswith("output spikes") and netx["spike_mismatches"] == 0
+    assert netx["output_spikes_netx"] > 0 and (out / "network.net").is_file()
