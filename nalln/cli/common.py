@@ -17,6 +17,7 @@ from nalln.textfmt import format_table
 __all__ = [
     "add_calibration_flag",
     "add_conversion_flags",
+    "add_graph_input_flags",
     "add_input",
     "add_json_flag",
     "add_output",
@@ -88,6 +89,23 @@ def add_conversion_flags(p: argparse.ArgumentParser, fixed_point_help: str) -> N
     p.add_argument("--fixed-point", action="store_true", help=fixed_point_help)
     add_input(p, "--data", help="data-set root (default: the one the run was trained on)")
     add_calibration_flag(p, "the fixed-point calibration")
+
+
+def add_graph_input_flags(p: argparse.ArgumentParser) -> None:
+    """``--inputs X.npz`` and ``--steps T`` for NIR graphs, shared by convert and simulate."""
+    add_input(
+        p,
+        "--inputs",
+        metavar="X.npz",
+        help="(NIR graph) inputs: x float32 [N, T, ...] (a value per step) or [N, ...] (held "
+        "at every step), any channel count; optional y (integer labels) and classes",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        metavar="T",
+        help="time steps for a NIR graph that does not record T (per-step inputs give their own)",
+    )
 
 
 def checked_calibration(args: argparse.Namespace) -> int:

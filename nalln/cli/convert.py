@@ -13,6 +13,7 @@ import argparse
 
 from nalln.cli.common import (
     add_conversion_flags,
+    add_graph_input_flags,
     add_input,
     add_json_flag,
     add_output,
@@ -39,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "right: depthwise convs dense (larger), pooling folded, r folded, dt 1e-4; implies "
         "--se static",
     )
+    add_graph_input_flags(p)
     add_json_flag(p, "convert.json")
     add_progress_flag(p)
     p.set_defaults(func=run)
@@ -58,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         calibration=checked_calibration(args),
         progress=show_progress(args),
         portable=args.portable,
+        steps=args.steps,
+        inputs=args.inputs,
     )
     s = res.summary
     if json_or_banner(args, s, s["synthetic"]):
@@ -74,10 +78,11 @@ def run(args: argparse.Namespace) -> int:
             f"{st['val_accuracy_change']:+.4f} on {st['val_images']} images (measured)"
         )
     if isinstance(s.get("netx"), dict):
+        nx = s["netx"]
         print(
-            f"netx: {s['netx']['file']} loads in lava.lib.dl.netx ({s['netx']['layers']} "
-            f"layers); one image, max logit difference to the fixed-point plan "
-            f"{s['netx']['max_abs_difference']:.2g} (measured)"
+            f"netx: {nx['file']} loads in lava.lib.dl.netx ({nx['layers']} layers); "
+            f"{nx['compared']}: max difference to the fixed-point plan "
+            f"{nx['max_abs_difference']:.2g} (measured)"
         )
     elif "netx" in s:
         print(f"netx: {s['netx']}")

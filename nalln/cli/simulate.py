@@ -1,7 +1,11 @@
-"""``nalln simulate``: run images through Norse or Lava and measure the fidelity to the torch model.
+"""``nalln simulate``: run a run's images or a NIR graph's inputs through Norse, Lava or the Loihi
+emulator and measure the fidelity to the reference (the torch model, or nalln's float64
+simulation of a NIR graph).
 
-Reports top-1 agreement, spike agreement (overall and per layer), accuracy, output spike-count
-difference and seconds per image, as report.json / report.md / spike_agreement.png.
+Reports top-1 agreement, spike agreement (overall and per layer), accuracy (only with labels:
+the run's split, or y in --inputs X.npz), output spike-count difference and seconds per input,
+as report.json / report.md / spike_agreement.png, and outputs.npz (back-end and reference
+output per input and step).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import argparse
 
 from nalln.cli.common import (
     add_conversion_flags,
+    add_graph_input_flags,
     add_input,
     add_json_flag,
     add_output,
@@ -46,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("train", "val", "test"),
         help="split of the run's manifest (default test)",
     )
-    p.add_argument("--steps", type=int, help="time steps for a NIR graph that does not record T")
+    add_graph_input_flags(p)
     add_output(
         p, "--out", kind="folder", help="report folder (default RUN/simulate-<backend>-<se>)"
     )
@@ -69,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         calibration=checked_calibration(args),
         steps=args.steps,
+        inputs=args.inputs,
         progress=show_progress(args),
     )
     m = res.metrics
@@ -76,13 +82,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{m['backend']} ({m['mode']}, SE {m['se_mode']}) vs {m['reference']} on "
-        f"{m['images']} images - measured:"
+        f"{m['images']} inputs - measured:"
     )
     rows = [
         ["top-1 agreement", m["top1_agreement"]],
         ["spike agreement (all layers)", m["spike_agreement"]["overall"]],
-        ["accuracy (back-end)", m["accuracy"]],
-        ["accuracy (reference)", m["reference_accuracy"]],
+        ["accuracy (back-end)", _or_none(m["accuracy"])],
+        ["accuracy (reference)", _or_none(m["reference_accuracy"])],
         ["seconds per image", m["seconds_per_image"]],
         ["build seconds", m["build_seconds"]],
     ]
@@ -91,3 +97,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(layers, ["layer", "spike agreement"], "lr"))
     print(f"reports in {res.out}: " + ", ".join(res.files))
     return 0
+
+
+def _or_none(value: float | None) -> float | str:
+    return "not measured (no labels)" if value is None else value

@@ -23,11 +23,14 @@ import numpy as np
 import torch
 
 from nalln.conversion.export import Exported
+from nalln.conversion.inputs import Inputs, load_inputs, steps_for
 from nalln.conversion.nir_io import GRAPH_FILE, Artefact, read_artefact, write_artefact
 from nalln.conversion.plan import lower
 from nalln.conversion.portable import check_portable_request, portable_export, portable_summary
 from nalln.conversion.sources import (
+    PASS_INPUTS,
     Source,
+    graph_input_shape,
     load_source,
     load_split,
     prepare,
@@ -96,6 +99,8 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
                 "input": "graded (24-bit)" if k == 0 else "binary spikes",
                 "se_gate": st.gate.name if st.gate else None,
                 "neuron": "lava.proc.lif.LIFReset" if st.neuron else "readout (recorded)",
+                "nir_neuron": st.neuron.nir_type if st.neuron else None,
+                "decay_du": st.neuron.current_decay if st.neuron else None,
                 "decay_dv": st.neuron.decay if st.neuron else None,
                 "v_th": st.neuron.v_th if st.neuron else None,
                 "first_lava_step": 2 + k,
@@ -105,10 +110,16 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
     return rows
 
 
-def _calibration_images(source: Source, data, n: int, progress: bool) -> torch.Tensor:
+def _calibration_images(
+    source: Source, data, inputs: Inputs | None, n: int, progress: bool
+) -> torch.Tensor:
+    """What calibrates the fixed point and checks the netx file: the run's training images,
+    the graph's ``--inputs``, or images of ``--data``."""
     if source.loaded is not None:
         index = run_index(source.loaded, data)
         return training_images(source.loaded, index, n, progress)[0]
+    if inputs is not None:
+        return inputs.x[:n]
     x, _, _ = load_split(source, data, "all", n, progress)
     return x
 
@@ -124,11 +135,15 @@ def convert(
     calibration: int = DEFAULT_CALIBRATION,
     progress: bool = False,
     portable: bool = False,
+    steps: int | None = None,
+    inputs: str | Path | None = None,
 ) -> ConvertResult:
     """Convert into a staging folder and move the files into ``out`` only when everything
     worked, so a failed conversion leaves nothing half-made behind."""
     if portable:
         check_portable_request(to, se)
+    if steps is not None and steps < 1:
+        raise NallnError("--steps must be at least 1")
     with staged_folder(out) as stage:
         res = _convert_into(
             source_path,
@@ -140,6 +155,8 @@ def convert(
             calibration=calibration,
             progress=progress,
             portable=portable,
+            steps=steps,
+            inputs=inputs,
         )
         moved = stage.publish(path.name for path in res.files.values())
         files = {name: moved[path.name] for name, path in res.files.items()}
@@ -159,12 +176,28 @@ def _convert_into(
     calibration: int = DEFAULT_CALIBRATION,
     progress: bool = False,
     portable: bool = False,
+    steps: int | None = None,
+    inputs: str | Path | None = None,
 ) -> ConvertResult:
     if to not in TARGETS:
         raise NallnError(f"unknown target {to!r}; use one of {', '.join(TARGETS)}")
     if fixed_point and to != "lava":
         raise NallnError("--fixed-point applies to --to lava (Loihi's fixed point)")
     source = load_source(source_path)
+    given = None
+    if inputs is not None:
+        if source.loaded is not None:
+            raise NallnError("--inputs is for NIR graphs; a run calibrates on its own split")
+        if data is not None:
+            raise NallnError("give --inputs X.npz or --data ROOT, not both")
+        given = load_inputs(inputs, graph_input_shape(source))
+    steps = steps_for(given, steps)
+    if source.loaded is None and to != "nir":
+        lower(source.artefact, steps)  # T known, graph lowerable: fail before writing
+    if source.loaded is None and fixed_point and given is None and data is None:
+        raise NallnError(
+            f"--fixed-point calibrates Loihi's fixed point on example inputs: {PASS_INPUTS}"
+        )
     out = Path(out)
     summary: dict[str, Any] = {
         "source": str(source.path),
@@ -193,27 +226,38 @@ def _convert_into(
             artefact = read_artefact(out)
         summary["nir_round_trip"] = "foreign graph re-written after checking"
     summary["se_mode"] = artefact.se_mode
+    if steps is not None:
+        summary["num_steps"] = steps
     summary["segments"] = len(artefact.segments)
     if portable:
         summary["portable"] = portable_summary(exported, files[GRAPH_FILE])
     if to == "norse":
-        files.update(_norse_files(artefact, out, summary))
+        files.update(_norse_files(artefact, out, summary, steps))
     elif to == "lava":
         files.update(
-            _lava_files(source, artefact, out, fixed_point, data, calibration, progress, summary)
+            _lava_files(
+                source,
+                artefact,
+                out,
+                LavaRequest(fixed_point, data, given, calibration, steps),
+                progress,
+                summary,
+            )
         )
     summary["files"] = {k: str(v) for k, v in files.items()}
     files["convert.json"] = write_json(out / "convert.json", summary)
     return ConvertResult(out, files, summary)
 
 
-def _norse_files(artefact: Artefact, out: Path, summary: dict) -> dict[str, Path]:
+def _norse_files(
+    artefact: Artefact, out: Path, summary: dict, steps: int | None
+) -> dict[str, Path]:
     from safetensors.torch import save as st_save
 
     from nalln.conversion.norse_backend import NorseNetwork
 
     net = NorseNetwork(artefact)
-    plan = lower(artefact)
+    plan = lower(artefact, steps)
     probe = net.run(torch.zeros(1, *plan.input_shape), 1)
     summary["norse"] = {
         "loader": "nirtorch.load(graph, nalln node map delegating to norse.torch.utils."
@@ -227,12 +271,30 @@ def _norse_files(artefact: Artefact, out: Path, summary: dict) -> dict[str, Path
     return {"norse_state.safetensors": write_bytes(out / "norse_state.safetensors", st_save(state))}
 
 
-def _lava_files(source, artefact, out, fixed_point, data, calibration, progress, summary):
-    from nalln.loihi.emulator import emulate
+@dataclass(frozen=True)
+class LavaRequest:
+    """What ``--to lava`` was asked for and may calibrate on."""
+
+    fixed_point: bool
+    data: str | Path | None
+    inputs: Inputs | None
+    calibration: int
+    steps: int | None
+
+    @property
+    def has_examples(self) -> bool:
+        return self.inputs is not None or self.data is not None
+
+
+def _lava_files(source, artefact, out, req: LavaRequest, progress, summary):
+    from nalln.conversion.lava_backend import lava_network
+    from nalln.loihi.calibration import require_no_current_decay
     from nalln.loihi.grid import fixed_point_plan
     from nalln.loihi.quant_plan import save_quant_plan
 
-    plan = lower(artefact)
+    fixed_point, data, calibration = req.fixed_point, req.data, req.calibration
+    plan = lower(artefact, req.steps)
+    lava_network(plan)  # what nalln's Lava graph cannot run is refused here, by node
     files = {
         "lava_plan.json": write_json(
             out / "lava_plan.json",
@@ -249,34 +311,31 @@ def _lava_files(source, artefact, out, fixed_point, data, calibration, progress,
     if not (fixed_point or native):
         summary["netx"] = "not written: netx cannot hold the hybrid SE side-car (use --se static)"
         return files
-    x = _calibration_images(source, data, calibration, progress)
+    if source.loaded is None and not req.has_examples:
+        summary["netx"] = (
+            "not written: netx holds Loihi fixed point, calibrated and checked on example "
+            "inputs; pass --inputs X.npz (or --data ROOT for an image graph)"
+        )
+        return files
+    try:
+        require_no_current_decay(plan)
+    except NallnError as exc:
+        if fixed_point:
+            raise
+        summary["netx"] = f"not written: netx holds Loihi fixed point, and {exc}"
+        return files
+    x = _calibration_images(source, data, req.inputs, calibration, progress)
     meta = source.loaded.run_meta if source.loaded is not None else None
     qp = fixed_point_plan(plan, x, meta, progress)  # the recorded grid, or calibration
     summary["fixed_point"] = {k: v for k, v in qp.report.items() if k != "layers"}
     if fixed_point:
         files.update(save_quant_plan(qp, out))
     if native:
-        from nalln.conversion.netx import describe_netx, run_netx, write_netx
+        from nalln.conversion.netx import check_netx, write_netx
 
         path = write_netx(qp, out / "network.net")
         files["network.net"] = path
-        table = describe_netx(path)
-        logits = run_netx(path, qp, x[:1])
-        expected = emulate(qp, x[:1]).trace.logits[0].double().numpy()
-        diff = float(np.abs(logits - expected).max())
-        summary["netx"] = {
-            "file": str(path),
-            "loaded_by": "lava.lib.dl.netx.hdf5.Network",
-            "layers": table.count("\n"),
-            "one_image_logits_netx": logits.tolist(),
-            "one_image_logits_emulator": expected.tolist(),
-            "max_abs_difference": diff,
-        }
-        if diff > 1e-6:
-            raise NallnError(
-                f"the netx network disagrees with the fixed-point plan (max logit "
-                f"difference {diff:.3g})"
-            )
+        summary["netx"] = check_netx(path, qp, x)
     else:
         summary["netx"] = "not written: netx cannot hold the hybrid SE side-car (use --se static)"
     return files

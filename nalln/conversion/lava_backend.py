@@ -38,6 +38,8 @@ import torch
 from tqdm.auto import tqdm
 
 from nalln.conversion import lava_compat
+from nalln.errors import NallnError
+from nalln.ir.drive import Drive
 from nalln.ir.plan import Plan, Stage
 from nalln.ir.reference import Trace
 from nalln.loihi.arithmetic import round_input
@@ -68,6 +70,22 @@ def _broadcast_bias(bias: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.asarray(bias).reshape(shape).copy()
 
 
+def input_frames(x: torch.Tensor, plan: Plan, input_scale: float | None) -> dict:
+    """``FrameSource`` arguments: each input in Lava's layout ((W, H, C) or (N,)), held for T
+    steps, or (a value per step, :class:`Drive`) one frame per step; fixed point: 24-bit
+    graded ``round(x * s)``."""
+    drive = Drive.of(x, plan.input_shape)
+    flat = drive.flat(x).double()
+    if input_scale is not None:
+        flat = round_input(flat, input_scale)[0]
+    a = flat.numpy()
+    if a.ndim == 4:
+        a = a.transpose(0, 3, 2, 1)  # N, W, H, C
+    a = a.astype(np.float64 if input_scale is None else np.int32)
+    steps = plan.num_steps if drive is Drive.HELD else 1
+    return {"frames": np.ascontiguousarray(a), "steps_per_frame": steps}
+
+
 @dataclass(frozen=True)
 class LavaLayer:
     """One stage as Lava receives it: the float stage's own values or the integer ones."""
@@ -96,12 +114,43 @@ def lava_network(source: object) -> LavaNetwork:
     raise TypeError(f"cannot run {type(source).__name__} on Lava")
 
 
+def _check_expressible(st: Stage) -> None:
+    """What nalln's Lava graph cannot run exactly, refused by name: an LI/Integrator readout
+    (its membrane is not recorded), recurrence (inputs stream back to back), a bias before a
+    CubaLIF (Lava adds bias to ``v``; it must pass through the decaying ``u``)."""
+    if st.readout is not None:
+        raise NallnError(
+            f"{st.readout.nir_type} node {st.readout.name!r} is a non-spiking readout; nalln's "
+            "Lava process graph records spikes and currents, not a readout membrane, yet: use "
+            "--backend norse"
+        )
+    if st.recurrent is not None:
+        raise NallnError(
+            f"{st.neuron.nir_type} node {st.name!r} is recurrent (through "
+            f"{st.recurrent.source!r}); nalln's Lava graph streams inputs back to back, and a "
+            "recurrent spike would cross from one input into the next: use --backend norse"
+        )
+    n = st.neuron
+    if n is not None and n.current_decay != 1.0 and np.any(st.synapse.bias != 0):
+        raise NallnError(
+            f"{n.nir_type} node {n.name!r} receives a bias (from {st.synapse.source!r}); Lava's "
+            "LIF adds bias to the membrane, not to the decaying synaptic current, so it cannot "
+            "run this exactly (use --backend norse, or a synapse without bias)"
+        )
+
+
 @lava_network.register
 def _(plan: Plan) -> LavaNetwork:
     layers = []
     for st in plan.stages:
         n, g = st.neuron, st.gate
-        lif = {"du": 1.0, "dv": float(n.decay), "vth": float(n.v_th), "bias_exp": 0} if n else {}
+        _check_expressible(st)
+        lif = (
+            {"du": float(n.current_decay), "dv": float(n.decay), "vth": float(n.v_th)}
+            | {"bias_exp": 0}
+            if n
+            else {}
+        )
         gcs = 0.0 if g is None or g.current_scale is None else float(g.current_scale)
         layers.append(LavaLayer(st, st.synapse.weight, st.synapse.bias, np.float64, lif, 1.0, gcs))
     return LavaNetwork(plan, tuple(layers), None, "floating_pt", False)
@@ -143,12 +192,7 @@ def run_lava(
     plan = net.plan
     T, N = plan.num_steps, int(x.shape[0])
     t0 = time.perf_counter()
-    if net.input_scale is None:
-        frames = x.double().numpy().transpose(0, 3, 2, 1)  # N, W, H, C
-    else:
-        xi = round_input(x, net.input_scale)[0]
-        frames = xi.numpy().transpose(0, 3, 2, 1).astype(np.int32)
-    src = FrameSource(frames=np.ascontiguousarray(frames), steps_per_frame=T)
+    src = FrameSource(**input_frames(x, plan, net.input_scale))
     procs: list = [src]
     port = src.s_out
     prev_shape = _whc(tuple(plan.input_shape))

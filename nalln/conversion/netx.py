@@ -17,6 +17,7 @@ gives layer ``i`` the reset offset ``2 + i``, exactly the window start of our pr
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import h5py
@@ -93,31 +94,99 @@ def write_netx(qp: QuantPlan, path: str | os.PathLike) -> Path:
 
 
 def run_netx(path: str | os.PathLike, qp: QuantPlan, x: torch.Tensor) -> np.ndarray:
-    """Load ``path`` with ``lava.lib.dl.netx.hdf5.Network`` and run one image ``x`` [1, C, H, W]
-    in Lava (fixed point); returns the mean logits read from the readout integrator."""
+    """Load ``path`` with ``lava.lib.dl.netx.hdf5.Network`` and run one input ``x`` ([1, ...]
+    held, or [1, T, ...] per step) in Lava (fixed point). A graph with a readout gives its mean
+    logits, read from the readout integrator's voltage; a graph that ends in spiking neurons
+    gives the output spikes [T, K], recorded from the network's output port."""
     lava_compat.import_lava("lava.lib.dl.netx")
     from lava.lib.dl.netx.hdf5 import Network
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
 
-    from nalln.conversion.lava_processes.processes import FrameSource, conv_model_map
+    from nalln.conversion.lava_backend import input_frames
+    from nalln.conversion.lava_processes.processes import FrameSource, Recorder, conv_model_map
 
     T = qp.plan.num_steps
     net = Network(net_config=str(path), input_message_bits=24, reset_interval=T, reset_offset=1)
-    frame = np.rint(x.double().numpy()[0].transpose(2, 1, 0) * qp.input_scale)
-    frame = np.clip(frame, -(2**23 - 1), 2**23 - 1).astype(np.int32)
-    src = FrameSource(frames=frame[None], steps_per_frame=T)
+    src = FrameSource(**input_frames(x[:1], qp.plan, qp.input_scale))
     src.s_out.connect(net.inp)
-    readout = net.layers[-1].neuron
     depth = len(qp.stages) - 1
-    cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=conv_model_map(True))
-    try:
-        src.run(condition=RunSteps(num_steps=depth + T + 1), run_cfg=cfg)
-        v = np.asarray(readout.v.get(), dtype=np.float64)
-    finally:
-        src.stop()
+    spiking = qp.stages[-1].neuron is not None
+    with tempfile.TemporaryDirectory(prefix="nalln-netx-") as tmp:
+        rec_path = Path(tmp) / "out.npy"
+        if spiking:
+            shape = tuple(net.out.shape)
+            rec = Recorder(
+                shape=shape, first_step=2 + depth, n_steps=T, path=str(rec_path), binary=True
+            )
+            net.out.connect(rec.a_in)
+        cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=conv_model_map(True))
+        try:
+            src.run(condition=RunSteps(num_steps=depth + T + 1), run_cfg=cfg)
+            if not spiking:
+                v = np.asarray(net.layers[-1].neuron.v.get(), dtype=np.float64)
+        finally:
+            src.stop()
+        if spiking:
+            bits = np.load(rec_path, allow_pickle=False)
+            size = int(np.prod(shape))
+            spikes = np.unpackbits(bits, axis=1, count=size).reshape(T, *shape)
+            if len(shape) == 3:  # (W, H, C) -> torch's (C, H, W) order
+                spikes = spikes.transpose(0, 3, 2, 1)
+            return spikes.reshape(T, -1).astype(np.float64)
     q = qp.stages[-1]
     return v / (64.0 * q.scale * T)
+
+
+def check_netx(path: str | os.PathLike, qp: QuantPlan, x: torch.Tensor) -> dict:
+    """Load the netx file back, run one input and compare it with the bit-exact emulator: the
+    readout's mean logits, or (a graph ending in spiking neurons) the output spikes per step,
+    never the last membrane as if it were a readout. One error line if they differ."""
+    from nalln.loihi.emulator import emulate
+
+    table = describe_netx(path)
+    summary = {
+        "file": str(path),
+        "loaded_by": "lava.lib.dl.netx.hdf5.Network",
+        "layers": table.count("\n"),
+    }
+    if qp.stages[-1].neuron is None:
+        got = run_netx(path, qp, x[:1])
+        expected = emulate(qp, x[:1]).trace.logits[0].double().numpy()
+        diff = float(np.abs(got - expected).max())
+        summary.update(
+            compared="readout logits (mean over T) of one input",
+            one_image_logits_netx=got.tolist(),
+            one_image_logits_emulator=expected.tolist(),
+            max_abs_difference=diff,
+        )
+        if diff > 1e-6:
+            raise NallnError(
+                f"the netx network disagrees with the fixed-point plan (max logit difference "
+                f"{diff:.3g})"
+            )
+        return summary
+    # a spiking output: check on the input (of the first 8) with the most output spikes, so the
+    # comparison is not vacuous when some inputs leave the output silent
+    many = emulate(qp, x[:8]).trace.outputs  # [T, N, K]
+    pick = int(many.sum((0, 2)).argmax())
+    got = run_netx(path, qp, x[pick : pick + 1])
+    want = many[:, pick].double().numpy()
+    got = got.reshape(want.shape)
+    mismatches = int((got != want).sum())
+    summary.update(
+        compared=f"output spikes of input {pick}, every step and neuron",
+        output_spikes_netx=int(got.sum()),
+        output_spikes_emulator=int(want.sum()),
+        spike_mismatches=mismatches,
+        max_abs_difference=float(np.abs(got - want).max()),
+    )
+    if mismatches:
+        raise NallnError(
+            f"the netx network disagrees with the fixed-point plan ({mismatches} of "
+            f"{want.size} output spikes differ)"
+        )
+    return summary
 
 
 def describe_netx(path: str | os.PathLike) -> str:

@@ -45,6 +45,12 @@ SUPPORTED = (
     nir.Affine,
     nir.Linear,
     nir.LIF,
+    nir.IF,
+    nir.CubaLIF,
+    nir.Threshold,
+    nir.Scale,
+    nir.LI,
+    nir.I,
     nir.AvgPool2d,
     nir.SumPool2d,
     nir.Flatten,
@@ -62,6 +68,23 @@ class ChainNode:
     node: nir.NIRNode
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
+    recurrent: tuple[str, nir.NIRNode] | None = None  # (name, Linear/Affine) feeding it back
+
+
+RECURRENT_NEURONS = (nir.LIF, nir.IF, nir.CubaLIF)
+
+
+def recurrent_loops(graph: nir.NIRGraph, succ: dict, pred: dict) -> dict[str, str]:
+    """neuron -> the Linear/Affine node ``w`` of a loop ``neuron -> w -> neuron`` (snnTorch's
+    RLeaky/RSynaptic, the NIR paper's recurrent CubaLIF): the neuron's own spikes, one step
+    late, weighted by ``w``, add to its input current (NIR's one-step delay on a cycle)."""
+    loops = {}
+    for w, node in graph.nodes.items():
+        if isinstance(node, nir.Linear | nir.Affine) and len(pred[w]) == 1 and succ[w] == pred[w]:
+            n = pred[w][0]
+            if isinstance(graph.nodes[n], RECURRENT_NEURONS) and n not in loops:
+                loops[n] = w
+    return loops
 
 
 @dataclass
@@ -168,7 +191,10 @@ def _flatten_out(node: nir.Flatten, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _neuron_shape(node, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    p = np.asarray(node.v_threshold)
+    """A neuron (or Scale) keeps its input's shape; its parameters must have that shape."""
+    fields = {nir.Threshold: "threshold", nir.Scale: "scale", nir.LI: "r", nir.I: "r"}
+    field = fields.get(type(node), "v_threshold")
+    p = np.asarray(getattr(node, field))
     if p.size != 1 and tuple(p.shape) != tuple(shape):
         raise NallnError(
             f"shapes do not chain at node {name!r} ({type(node).__name__}): its parameters have "
@@ -191,7 +217,9 @@ def _out_shape(name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> tuple[in
                 f"[{node.weight.shape[1]}] but receives {list(shape)} (flatten first?)"
             )
         return (node.weight.shape[0],)
-    if isinstance(node, nir.LIF):
+    if isinstance(
+        node, nir.LIF | nir.IF | nir.CubaLIF | nir.Threshold | nir.Scale | nir.LI | nir.I
+    ):
         return _neuron_shape(node, name, shape)
     if isinstance(node, nir.Output):
         declared = node.output_type.get("output")
@@ -208,12 +236,63 @@ def _out_shape(name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> tuple[in
     raise AssertionError(type(node))  # pragma: no cover - filtered before
 
 
+def _back_edge(succ: dict[str, list[str]]) -> tuple[str, str] | None:
+    """The first edge a depth-first walk (nodes and edges in file order) finds going back to a
+    node still on its path: the edge that closes a cycle."""
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    for root in succ:
+        if root in state:
+            continue
+        stack = [(root, iter(succ[root]))]
+        state[root] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return node, nxt
+            elif nxt not in state:
+                state[nxt] = 1
+                stack.append((nxt, iter(succ[nxt])))
+    return None
+
+
+def first_non_chain_edge(
+    edges: list[tuple[str, str]], succ: dict[str, list[str]]
+) -> tuple[tuple[str, str], str] | None:
+    """The edge that makes the graph more than a chain, and why: the one closing a cycle, else
+    the first (in file order) that branches or merges."""
+    back = _back_edge(succ)
+    if back is not None:
+        src, dst = back
+        return (src, dst), f"closes a cycle ({dst!r} leads back to {src!r})"
+    out: dict[str, str] = {}
+    into: dict[str, str] = {}
+    for src, dst in ((str(a), str(b)) for a, b in edges):
+        if src in out:
+            return (src, dst), f"branches: {src!r} already feeds {out[src]!r}"
+        if dst in into:
+            return (src, dst), f"merges: {dst!r} already receives {into[dst]!r}"
+        out[src], into[dst] = dst, src
+    return None
+
+
+def article(word: str) -> str:
+    """'an' before a vowel sound as read aloud (an IF, an LIF, a CubaLIF), else 'a'."""
+    spelled = word[:2].isupper() or len(word) == 1  # an acronym: read letter by letter
+    vowel = word[0] in ("AEFHILMNORSX" if spelled else "AEIOUaeiou")
+    return "an" if vowel else "a"
+
+
 def chain_of(graph: nir.NIRGraph, label: str = "graph") -> list[ChainNode]:
     """Check ``graph`` and return its nodes in order with their shapes; fix the node types."""
     for name, node in graph.nodes.items():
         if not isinstance(node, SUPPORTED):
+            kind = type(node).__name__
             raise NallnError(
-                f"{label}: node {name!r} is a {type(node).__name__}, which nalln cannot simulate; "
+                f"{label}: node {name!r} is {article(kind)} {kind}, which nalln cannot simulate; "
                 f"supported node types: {SUPPORTED_NAMES}"
             )
     succ: dict[str, list[str]] = {n: [] for n in graph.nodes}
@@ -223,6 +302,11 @@ def chain_of(graph: nir.NIRGraph, label: str = "graph") -> list[ChainNode]:
             raise NallnError(f"{label}: edge ({src!r}, {dst!r}) names a node that does not exist")
         succ[src].append(dst)
         pred[dst].append(src)
+    loops = recurrent_loops(graph, succ, pred)
+    loop_nodes = set(loops.values())
+    edges = [(a, b) for a, b in graph.edges if a not in loop_nodes and b not in loop_nodes]
+    nodes = [n for n in graph.nodes if n not in loop_nodes]
+    succ = {n: [b for a, b in edges if a == n] for n in nodes}
     inputs = [n for n, v in graph.nodes.items() if isinstance(v, nir.Input)]
     outputs = [n for n, v in graph.nodes.items() if isinstance(v, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
@@ -230,19 +314,21 @@ def chain_of(graph: nir.NIRGraph, label: str = "graph") -> list[ChainNode]:
             f"{label}: nalln simulates chains with one Input and one Output node; found "
             f"{len(inputs)} input(s) and {len(outputs)} output(s)"
         )
-    for n in graph.nodes:
-        if len(succ[n]) > 1 or len(pred[n]) > 1:
-            raise NallnError(
-                f"{label}: node {n!r} has {len(pred[n])} inputs and {len(succ[n])} outputs; "
-                "nalln simulates chains (no branches, merges or recurrence)"
-            )
+    bad = first_non_chain_edge(edges, succ)
+    if bad is not None:
+        edge, why = bad
+        raise NallnError(
+            f"{label}: edge {edge!r} {why}; nalln simulates chains from Input to Output, with "
+            "recurrence only as neuron -> Linear/Affine -> the same neuron (branches, merges and "
+            "other cycles are not supported yet)"
+        )
     order = [inputs[0]]
     while succ[order[-1]]:
         order.append(succ[order[-1]][0])
-        if len(order) > len(graph.nodes):
+        if len(order) > len(nodes):
             raise NallnError(f"{label}: the graph has a cycle")
-    if order[-1] != outputs[0] or len(order) != len(graph.nodes):
-        missing = sorted(set(graph.nodes) - set(order))
+    if order[-1] != outputs[0] or len(order) != len(nodes):
+        missing = sorted(set(nodes) - set(order))
         raise NallnError(
             f"{label}: not every node lies on the path from input to output "
             f"(unreachable: {missing or 'none'}; path ends at {order[-1]!r})"
@@ -257,7 +343,21 @@ def chain_of(graph: nir.NIRGraph, label: str = "graph") -> list[ChainNode]:
         out = _out_shape(name, node, shape)
         node.input_type = {"input": np.array(shape)}
         node.output_type = {"output": np.array(out)}
-        chain.append(ChainNode(name, node, shape, out))
+        rec = None
+        if name in loops:
+            w_name = loops[name]
+            w = graph.nodes[w_name]
+            size = int(np.prod(out))
+            if len(out) != 1 or tuple(np.asarray(w.weight).shape) != (size, size):
+                raise NallnError(
+                    f"{label}: recurrent node {w_name!r} must map the {list(out)} outputs of "
+                    f"{name!r} back onto them (a [{size}, {size}] weight on a flat population); "
+                    f"it has weight {list(np.asarray(w.weight).shape)}"
+                )
+            w.input_type = {"input": np.array(out)}
+            w.output_type = {"output": np.array(out)}
+            rec = (w_name, w)
+        chain.append(ChainNode(name, node, shape, out, rec))
         shape = out
     try:
         graph.check_types()

@@ -11,6 +11,13 @@ Norse imports correctly to Norse's own per-node importer and fixes the rest (too
   breaks depthwise convs).
 * AvgPool2d / SumPool2d: real pooling modules (Norse drops AvgPool2d silently).
 * Flatten: NIR dims exclude the batch dimension; torch's include it (Norse flattens the batch).
+* IF: Norse's ``IAFCell`` (``v <- v + I``), input times ``r`` (Norse ignores it), ``v_reset``.
+* CubaLIF: Norse's own importer (it applies ``w_in`` and ``r``) with the graph's ``dt``.
+* Threshold and Scale: small modules of ours (Norse imports neither).
+* Linear: ``nn.Linear(in, out)`` from the weight's shape (Norse swaps the two).
+* Recurrence (neuron -> Linear/Affine -> the same neuron): nirtorch's executor feeds the loop
+  the previous step's output (nothing at step 0), NIR's one-step delay.
+* LI: Norse's ``LIBoxCell`` with the graph's ``dt``, input times ``r``; Integrator (I): ours.
 
 Hybrid exports run segment by segment each time step, with the SE side-car gate in between.
 """
@@ -28,6 +35,7 @@ from torch import nn
 from nalln.conversion.nir_io import Artefact, conv_padding, node_meta
 from nalln.conversion.plan import DT_FALLBACK
 from nalln.errors import NallnError
+from nalln.ir.drive import Drive
 from nalln.ir.reference import Trace, apply_gate
 
 
@@ -45,7 +53,8 @@ def _require_norse():
 
 
 class ScaledLIF(nn.Module):
-    """Norse's LIF cell with the NIR input gain ``r`` applied to its input."""
+    """A spiking population nalln records: Norse's LIF/IF/CubaLIF cell (or our Threshold) with
+    the NIR input gain ``r`` applied to its input where Norse ignores it (LIF, IF)."""
 
     def __init__(self, cell: nn.Module, r: torch.Tensor) -> None:
         super().__init__()
@@ -84,6 +93,29 @@ def node_map(node: nir.NIRNode, *, dt: float, norse_import) -> nn.Module | None:
         cell = norse_import(node, ignore_warnings=True, reset_method=method, dt=node_dt)
         cell.p = cell.p._replace(v_reset=_tensor(node.v_reset), reset_method=method)
         return ScaledLIF(cell, _tensor(node.r))
+    if isinstance(node, nir.IF):
+        import norse.torch.module.iaf as iaf
+
+        params = iaf.IAFParameters(v_th=_tensor(node.v_threshold), v_reset=_tensor(node.v_reset))
+        return ScaledLIF(iaf.IAFCell(params, dt=dt), _tensor(node.r))  # Norse ignores r
+    if isinstance(node, nir.CubaLIF):
+        node_dt = float(node_meta(node).get("dt", dt))
+        cell = norse_import(node, ignore_warnings=True, dt=node_dt)  # applies w_in and r itself
+        return ScaledLIF(cell, torch.ones(()))
+    if isinstance(node, nir.Threshold):
+        return ScaledLIF(ThresholdCell(_tensor(node.threshold)), torch.ones(()))
+    if isinstance(node, nir.Scale):
+        return _Scale(_tensor(node.scale))
+    if isinstance(node, nir.LI):
+        import norse.torch.module.leaky_integrator_box as li_box
+
+        node_dt = float(node_meta(node).get("dt", dt))
+        params = li_box.LIBoxParameters(
+            tau_mem_inv=1 / _tensor(node.tau), v_leak=_tensor(node.v_leak)
+        )
+        return GainedCell(li_box.LIBoxCell(params, dt=node_dt), _tensor(node.r))
+    if isinstance(node, nir.I):
+        return GainedCell(IntegratorCell(), _tensor(node.r))
     if isinstance(node, nir.Conv2d):
         groups = int(np.asarray(node.groups))
         w = np.asarray(node.weight)
@@ -101,6 +133,11 @@ def node_map(node: nir.NIRNode, *, dt: float, norse_import) -> nn.Module | None:
         if node.bias is not None:
             conv.bias.data = _tensor(node.bias)
         return conv
+    if isinstance(node, nir.Linear):  # Norse swaps in_features and out_features
+        w = np.asarray(node.weight)
+        lin = nn.Linear(w.shape[1], w.shape[0], bias=False)
+        lin.weight.data = _tensor(w)
+        return lin
     if isinstance(node, nir.AvgPool2d | nir.SumPool2d):
         k = tuple(np.atleast_1d(np.asarray(node.kernel_size)).astype(int).tolist() * 2)[:2]
         s = tuple(np.atleast_1d(np.asarray(node.stride)).astype(int).tolist() * 2)[:2]
@@ -117,12 +154,46 @@ def node_map(node: nir.NIRNode, *, dt: float, norse_import) -> nn.Module | None:
 
 
 class _Scale(nn.Module):
-    def __init__(self, factor: float) -> None:
+    """NIR Scale (and SumPool2d = kh*kw x AvgPool2d): ``x * factor``, broadcast per sample."""
+
+    def __init__(self, factor: float | torch.Tensor) -> None:
         super().__init__()
         self.factor = factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.factor
+
+
+class ThresholdCell(nn.Module):
+    """NIR Threshold: ``z = H(x - threshold)``, stateless (Norse has no such node)."""
+
+    def __init__(self, threshold: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("threshold", threshold)
+
+    def forward(self, x: torch.Tensor, state=None):
+        return (x > self.threshold).to(x.dtype), state
+
+
+class GainedCell(nn.Module):
+    """A non-spiking cell (LI, Integrator) with the NIR input gain ``r``; not recorded as a
+    spiking population (its output is a membrane)."""
+
+    def __init__(self, cell: nn.Module, r: torch.Tensor) -> None:
+        super().__init__()
+        self.cell = cell
+        self.register_buffer("r", r)
+
+    def forward(self, x: torch.Tensor, state=None):
+        return self.cell(self.r * x, state)
+
+
+class IntegratorCell(nn.Module):
+    """NIR I: ``v <- v + I`` (the step as unit of time); Norse has no such cell."""
+
+    def forward(self, x: torch.Tensor, state=None):
+        v = x if state is None else state + x
+        return v, v
 
 
 class NorseNetwork(nn.Module):
@@ -156,11 +227,17 @@ class NorseNetwork(nn.Module):
             for name, mod in built.items():
                 self.lif_names[id(mod)] = name
         self.segments = nn.ModuleList(executors)
+        first = artefact.segments[0]
+        inp = next(n for n in first.nodes.values() if isinstance(n, nir.Input))
+        self.input_shape = tuple(int(s) for s in np.asarray(inp.input_type["input"]).reshape(-1))
         self.lifs = [m for m in self.modules() if isinstance(m, ScaledLIF)]
 
     @torch.no_grad()
     def run(self, x: torch.Tensor, num_steps: int) -> Trace:
-        """Direct coding: the same input ``x`` [B, ...] on each of ``num_steps`` steps."""
+        """``num_steps`` steps of inputs ``x``: ``[B, *input]`` held at every step (direct
+        coding) or ``[B, T, *input]`` a value per step (:class:`Drive`)."""
+        drive = Drive.of(x, self.input_shape)
+        drive.steps(x, num_steps)
         record: dict[str, list[torch.Tensor]] = {}
         handles = []
         for mod in self.lifs:
@@ -174,8 +251,8 @@ class NorseNetwork(nn.Module):
         states = [None] * len(self.segments)
         outputs = []
         try:
-            for _ in range(num_steps):
-                h = x.float()
+            for t in range(num_steps):
+                h = drive.at(x, t).float()
                 for i, seg in enumerate(self.segments):
                     h, states[i] = seg(h, states[i])
                     if i < len(self.gates):

@@ -24,21 +24,13 @@ from typing import Any
 import nir
 import numpy as np
 
+from nalln.conversion.neurons import NEURON_TYPES, READOUT_TYPES, neuron_params, readout_params
 from nalln.conversion.nir_io import Artefact, ChainNode, chain_of, conv_padding, node_meta
+from nalln.conversion.scale import scale_inputs, scale_outputs
 from nalln.errors import NallnError
-from nalln.ir.plan import Neuron, Plan, Stage, Synapse
+from nalln.ir.plan import Neuron, Plan, Readout, Stage, Synapse
 
 DT_FALLBACK = 1e-4  # snnTorch's exporter assumes this dt without writing it down (toolchain.md)
-
-
-def _uniform(values: np.ndarray, what: str, name: str) -> float:
-    v = np.asarray(values, dtype=np.float64)
-    if v.size and not np.allclose(v, v.reshape(-1)[0], rtol=1e-9, atol=0):
-        raise NallnError(
-            f"LIF node {name!r} has non-uniform {what}; Lava and Loihi hold one {what} per "
-            "population (split the layer or make it uniform)"
-        )
-    return float(v.reshape(-1)[0])
 
 
 def pool_params(node, name: str, shape: tuple[int, ...]) -> tuple[int, int]:
@@ -66,12 +58,25 @@ def fold_pool_dense(w: np.ndarray, pooled: tuple[int, ...], full: tuple[int, ...
     return out.reshape(w.shape[0], -1)
 
 
+def _recurrent(item: ChainNode, gain: float) -> Synapse | None:
+    """The loop ``neuron -> w -> neuron`` as a dense synapse on the neuron's previous spikes;
+    its current enters the neuron like the forward one, so it gets the same gain."""
+    if item.recurrent is None:
+        return None
+    name, node = item.recurrent
+    w = np.asarray(node.weight, np.float64) * gain
+    bias = getattr(node, "bias", None)
+    b = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, np.float64) * gain
+    return Synapse("dense", w, b, item.out_shape, item.out_shape, source=name)
+
+
 def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
     stages: list[Stage] = []
     syn: Synapse | None = None
     pool: tuple[str, tuple[int, int], tuple[int, ...], bool] | None = None  # name, k, full, avg
     flat_from: tuple[int, ...] | None = None
     opened = False  # a neuron before any synapse (second segment of a hybrid export)
+    pre_scale: tuple[str, np.ndarray, tuple[int, ...]] | None = None  # name, factors, shape
 
     def need_no_synapse(name: str, what: str) -> None:
         if syn is not None:
@@ -80,8 +85,14 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
                 "between them; nalln needs synapse -> neuron pairs"
             )
 
+    closed: str | None = None  # the readout (LI / Integrator) that must end the chain
     for item in chain[1:]:
         name, node, shape = item.name, item.node, item.in_shape
+        if closed is not None and not isinstance(node, nir.Output | nir.Flatten):
+            raise NallnError(
+                f"node {name!r} follows readout {closed!r}; nalln runs LI and Integrator nodes "
+                "only as the last layer before the Output"
+            )
         if isinstance(node, nir.Conv2d):
             need_no_synapse(name, "Conv2d")
             if flat_from is not None:
@@ -106,6 +117,13 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
                 stride = (stride[0] * k[0], stride[1] * k[1])
                 pad = (pad[0] * k[0], pad[1] * k[1])
                 in_shape, pool = full, None
+            if pre_scale is not None:
+                if pool is not None:
+                    raise NallnError(f"Scale {pre_scale[0]!r} before pooling is not supported")
+                w = scale_inputs(
+                    w, "conv", int(np.asarray(node.groups)), *pre_scale[1:], pre_scale[0]
+                )
+                pre_scale = None
             b = np.zeros(w.shape[0]) if node.bias is None else np.asarray(node.bias, np.float64)
             syn = Synapse(
                 "conv",
@@ -125,7 +143,7 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
             k = pool_params(node, name, shape)
             pool = (name, k, shape, isinstance(node, nir.AvgPool2d))
         elif isinstance(node, nir.Flatten):
-            if syn is not None:
+            if syn is not None or closed is not None:
                 continue  # flattening a current before the output: a reshape only
             flat_from = pool[2] if pool is not None else shape
         elif isinstance(node, nir.Affine | nir.Linear):
@@ -137,46 +155,74 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
                 pooled = (full[0], full[1] // k[0], full[2] // k[1])
                 w = fold_pool_dense(w, pooled, full, k, avg)
                 in_shape, pool = full, None
+            if pre_scale is not None:
+                pname, factors, scaled_shape = pre_scale
+                if pool is not None:
+                    raise NallnError(f"Scale {pname!r} before pooling is not supported")
+                w = scale_inputs(w, "dense", 1, factors, scaled_shape, pname)
+                pre_scale = None
             bias = getattr(node, "bias", None)
             b = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, np.float64)
             syn = Synapse(
                 "dense", w, b * np.ones(w.shape[0]), tuple(in_shape), item.out_shape, source=name
             )
             flat_from = None
-        elif isinstance(node, nir.LIF):
-            if pool is not None or flat_from is not None:
-                raise NallnError(f"LIF node {name!r} follows pooling/Flatten without a synapse")
-            meta = node_meta(node)
-            if str(meta.get("reset", "zero")) not in ("zero", "reset_to_zero", "to_zero"):
+        elif isinstance(node, NEURON_TYPES):
+            kind = type(node).__name__
+            if pool is not None or flat_from is not None or pre_scale is not None:
                 raise NallnError(
-                    f"LIF node {name!r} resets by {meta['reset']!r}; nalln's back-ends (like "
-                    "Lava's LIF) reset to zero"
+                    f"{kind} node {name!r} follows pooling, Flatten or Scale without a synapse"
                 )
-            node_dt = float(meta.get("dt", dt))
-            tau = _uniform(node.tau, "time constant", name)
-            v_th = _uniform(node.v_threshold, "threshold", name)
-            if np.any(np.asarray(node.v_leak) != 0) or np.any(np.asarray(node.v_reset) != 0):
-                raise NallnError(f"LIF node {name!r} has v_leak or v_reset != 0 (unsupported)")
-            decay = node_dt / tau
-            gain = np.asarray(node.r, np.float64) * decay
-            g = _uniform(gain, "input gain r*dt/tau", name)
-            if not 0 < decay <= 1:
-                raise NallnError(
-                    f"LIF node {name!r}: dt/tau = {decay:.3g} must lie in (0, 1] (tau {tau:g} s, "
-                    f"dt {node_dt:g} s); record the right dt in the node metadata"
-                )
-            neuron = Neuron(name, item.out_shape, decay, v_th, meta.get("module"))
+            params = neuron_params(node, name, dt)
+            neuron = Neuron(
+                name,
+                item.out_shape,
+                params.decay,
+                params.v_th,
+                node_meta(node).get("module"),
+                params.current_decay,
+                kind,
+            )
             if syn is None:
                 if stages or opened:
-                    raise NallnError(f"LIF node {name!r} has no synapse before it")
+                    raise NallnError(f"{kind} node {name!r} has no synapse before it")
                 opened = True
                 stages.append(Stage(name, None, None, neuron))
                 continue
-            if g != 1.0:
-                syn = replace(syn, weight=syn.weight * g, bias=syn.bias * g)
-            stages.append(Stage(name, syn, None, neuron))
+            if params.gain != 1.0:
+                syn = replace(syn, weight=syn.weight * params.gain, bias=syn.bias * params.gain)
+            stages.append(Stage(name, syn, None, neuron, recurrent=_recurrent(item, params.gain)))
             syn = None
+        elif isinstance(node, READOUT_TYPES):
+            kind = type(node).__name__
+            if syn is None or pre_scale is not None:
+                raise NallnError(
+                    f"{kind} node {name!r} needs a synapse right before it (nalln runs "
+                    f"{kind} as the readout integrating the last synapse's current)"
+                )
+            decay, gain = readout_params(node, name, dt)
+            if gain != 1.0:
+                syn = replace(syn, weight=syn.weight * gain, bias=syn.bias * gain)
+            stages.append(Stage(name, syn, None, None, Readout(name, decay, kind)))
+            syn, closed = None, name
+        elif isinstance(node, nir.Scale):
+            factors = np.asarray(node.scale, np.float64)
+            if syn is not None:  # on the synapse's current
+                w, b = scale_outputs(syn, factors, name)
+                syn = replace(syn, weight=w, bias=b)
+            elif pool is not None or pre_scale is not None or flat_from is not None:
+                raise NallnError(
+                    f"Scale node {name!r} follows pooling, Flatten or another Scale; nalln folds "
+                    "a Scale into the synapse right before or after it"
+                )
+            else:  # on the next synapse's input
+                pre_scale = (name, factors, shape)
         elif isinstance(node, nir.Output):
+            if pre_scale is not None:
+                raise NallnError(
+                    f"Scale node {pre_scale[0]!r} right before the output scales spikes; nalln "
+                    "folds a Scale into a synapse (put it before the last synapse)"
+                )
             if pool is not None:
                 raise NallnError(f"pooling {pool[0]!r} right before the output is not supported")
             if syn is not None:
@@ -190,7 +236,7 @@ def _graph_dt(graph: nir.NIRGraph, info: dict[str, Any]) -> float:
     if "dt" in info:
         return float(info["dt"])
     for node in graph.nodes.values():
-        if isinstance(node, nir.LIF) and "dt" in node_meta(node):
+        if isinstance(node, NEURON_TYPES) and "dt" in node_meta(node):
             return float(node_meta(node)["dt"])
     return DT_FALLBACK
 

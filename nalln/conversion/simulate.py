@@ -7,10 +7,12 @@ NIR semantics. Every figure in the report is measured on this machine in this ru
 
 JSON keys: ``top1_agreement`` (back-end argmax == reference argmax), ``spike_agreement``
 (``overall`` and ``per_layer``: fraction of (image, step, neuron) entries with the same spike /
-no-spike), ``accuracy`` (back-end vs labels), ``seconds_per_image`` (back-end wall time per
-image after the network is built), ``output_spike_count_difference`` (last spiking layer),
-``reference_accuracy``, ``build_seconds`` and, where they apply, ``static_se`` and
-``fixed_point``.
+no-spike), ``accuracy`` (back-end vs labels; null without labels: a NIR graph's inputs
+without ``y``, or image folders whose classes the graph does not record), ``seconds_per_image``
+(back-end wall time per image after the network is built), ``output_spike_count_difference``
+(last spiking layer), ``reference_accuracy``, ``build_seconds`` and, where they apply,
+``static_se`` and ``fixed_point``. ``outputs.npz`` holds the back-end's and the reference's
+output per input and step.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ import torch
 from tqdm.auto import tqdm
 
 from nalln.conversion.backend import BACKENDS, Backend
+from nalln.conversion.inputs import Inputs, load_inputs, steps_for
 from nalln.conversion.nir_io import read_artefact, write_artefact
 from nalln.conversion.plan import lower
 from nalln.conversion.reference import run_torch_model
 from nalln.conversion.sources import (
+    NEEDS_INPUTS,
     SE_GATE_IMAGES,
     Source,
+    graph_input_shape,
     load_source,
     load_split,
     prepare,
@@ -100,15 +105,23 @@ def spike_count_difference(ref: Trace, got: Trace, layer: str) -> dict[str, Any]
     }
 
 
-def fidelity(ref: Trace, got: Trace, labels: torch.Tensor, names: list[str]) -> dict[str, Any]:
+def fidelity(
+    ref: Trace, got: Trace, labels: torch.Tensor | None, names: list[str]
+) -> dict[str, Any]:
+    """Agreement always; accuracy only against labels that belong to the network's classes
+    (``None``: ``accuracy`` and ``reference_accuracy`` are null)."""
     ref_pred, got_pred = ref.logits.argmax(1), got.logits.argmax(1)
     agree = layer_agreement(ref, got, names)
+
+    def acc(pred: torch.Tensor) -> float | None:
+        return None if labels is None else float((pred == labels).double().mean())
+
     return {
         "top1_agreement": float((ref_pred == got_pred).double().mean()),
         "spike_agreement": {"overall": agree["overall"], "per_layer": agree["per_layer"]},
         "spike_layers": agree["per_layer_details"],
-        "accuracy": float((got_pred == labels).double().mean()),
-        "reference_accuracy": float((ref_pred == labels).double().mean()),
+        "accuracy": acc(got_pred),
+        "reference_accuracy": acc(ref_pred),
         "max_abs_logit_difference": float((ref.logits - got.logits).abs().max()),
         "output_spike_count_difference": spike_count_difference(ref, got, names[-1])
         if names
@@ -116,9 +129,9 @@ def fidelity(ref: Trace, got: Trace, labels: torch.Tensor, names: list[str]) -> 
     }
 
 
-def accuracy_interval(trace: Trace, labels: torch.Tensor) -> list[float] | None:
+def accuracy_interval(trace: Trace, labels: torch.Tensor | None) -> list[float] | None:
     """95% percentile-bootstrap interval of the accuracy (10,000 resamples, as ``evaluate``)."""
-    if len(labels) < 2:
+    if labels is None or len(labels) < 2:
         return None
     from nalln.evaluation.bootstrap import accuracy_interval as interval
 
@@ -152,8 +165,11 @@ def simulate(
     out: str | Path | None = None,
     calibration: int = 64,
     steps: int | None = None,
+    inputs: str | Path | None = None,
     progress: bool = True,
 ) -> SimulationResult:
+    """Simulate a run's split (``data``) or a NIR graph's ``inputs`` (X.npz) / images on
+    ``backend`` and measure it against the reference; everything is checked before any work."""
     se = SEMode.parse(se, SEMode.deployable())
     try:
         backend = Backend(backend)
@@ -177,13 +193,24 @@ def simulate(
     fixed_tag = "-fixed" if fixed_point and not backend.always_fixed_point else ""
     tag = f"{backend}{fixed_tag}-{se}"
     out_dir = Path(out) if out else _default_out(source, tag)
-    x, labels, _ = load_split(source, data, split, n, progress)
+    given = graph_inputs(source, inputs, data, steps)
+    steps = steps_for(given, steps)
+    if given is not None:
+        calib_x = given.x[:calibration]
+        given = given.first(n) if n is not None else given
+        x, labels = given.x, given.y
+        what = f"--inputs {given.path} ({given.drive.value})"
+    else:
+        x, labels, _ = load_split(source, data, split, n, progress)
+        what = split if source.loaded is not None else "all images of --data"
     metrics: dict[str, Any] = {
         "backend": backend.value,
         "mode": "fixed point (Loihi)" if fixed_point else "float",
         "se_mode": se,
         "images": int(len(x)),
-        "split": split if source.loaded is not None else "all images of --data",
+        "inputs": int(len(x)),
+        "split": what,
+        "labels": _label_note(source, given, labels),
         "synthetic": source.synthetic,
         "source": str(source.path),
     }
@@ -209,6 +236,8 @@ def simulate(
             metrics["se_mode"] = artefact.se_mode
             reference = None
             metrics["reference"] = "nalln float64 simulation of the NIR graph"
+            if given is not None:
+                train_x = calib_x  # fixed point calibrates on the given inputs
         plan = lower(artefact, steps)
         if reference is None:
             reference = batched(lambda b: run_plan(plan, b), x, 16)
@@ -235,7 +264,50 @@ def simulate(
         "and neuron"
     )
     files = write_report(out_dir, metrics)
+    files["outputs.npz"] = write_outputs(out_dir / "outputs.npz", reference, got)
     return SimulationResult(metrics, out_dir, files)
+
+
+def graph_inputs(
+    source: Source, inputs: str | Path | None, data: str | Path | None, steps: int | None
+) -> Inputs | None:
+    """The checked ``--inputs`` of a NIR graph (``None``: images from ``--data``)."""
+    if inputs is None:
+        if source.loaded is None and data is None:
+            raise NallnError(NEEDS_INPUTS)
+        return None
+    if source.loaded is not None:
+        raise NallnError(
+            "--inputs is for NIR graphs; a run is simulated on its own split (--data ROOT)"
+        )
+    if data is not None:
+        raise NallnError("give --inputs X.npz or --data ROOT, not both")
+    if steps is not None and steps < 1:
+        raise NallnError("--steps must be at least 1")
+    return load_inputs(inputs, graph_input_shape(source))
+
+
+def _label_note(source: Source, given: Inputs | None, labels: torch.Tensor | None) -> str:
+    if labels is not None:
+        return "y of --inputs" if given is not None else "the data set's classes"
+    if given is not None:
+        return "none (X.npz has no y): agreement only"
+    return "none: the graph does not record its classes, so --data's folders are not its labels"
+
+
+def write_outputs(path: Path, reference: Trace, got: Trace) -> Path:
+    """``outputs.npz``: ``backend`` and ``reference`` outputs [N, T, K] per input and step."""
+    import io
+
+    from nalln.io import write_bytes
+
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        backend=got.outputs.float().transpose(0, 1).numpy(),
+        reference=reference.outputs.float().transpose(0, 1).numpy(),
+    )
+    return write_bytes(path, buf.getvalue())
 
 
 def _quant_plan(plan, train_x, calibration, data, source, progress):
@@ -317,16 +389,17 @@ def report_markdown(m: dict[str, Any]) -> str:
     lines = [
         f"# Simulation on {m['backend']} ({m['mode']}, SE {m['se_mode']})",
         "",
-        syn + f"Reference: {m['reference']}. {m['images']} images ({m['split']}). "
+        syn + f"Reference: {m['reference']}. {m['images']} inputs ({m['split']}). "
         f"All figures measured on this machine in this run.",
         "",
         "| measure | value |",
         "|---|---|",
         f"| top-1 agreement with the reference | {m['top1_agreement']:.4f} |",
         f"| spike agreement (all layers) | {sa['overall']:.6f} |",
-        f"| accuracy on the back-end | {m['accuracy']:.4f}{_ci(m.get('accuracy_ci95'))} |",
-        f"| accuracy of the reference | {m['reference_accuracy']:.4f}"
-        f"{_ci(m.get('reference_accuracy_ci95'))} |",
+        f"| accuracy on the back-end | {_acc(m['accuracy'], m.get('accuracy_ci95'))} |",
+        f"| accuracy of the reference | "
+        f"{_acc(m['reference_accuracy'], m.get('reference_accuracy_ci95'))} |",
+        f"| labels | {m['labels']} |",
         f"| max abs logit difference | {m['max_abs_logit_difference']:.3g} |",
         f"| seconds per image (after build) | {m['seconds_per_image']:.4f} |",
         f"| build seconds | {m['build_seconds']:.2f} |",
@@ -385,6 +458,10 @@ def report_markdown(m: dict[str, Any]) -> str:
                 "spike, tests/conversion/test_fixed_point.py)."
             )
     return "\n".join(lines) + "\n"
+
+
+def _acc(value: float | None, interval: list[float] | None) -> str:
+    return "not measured (no labels)" if value is None else f"{value:.4f}{_ci(interval)}"
 
 
 def _ci(interval: list[float] | None) -> str:

@@ -91,15 +91,41 @@ def normalised(source: Source, images: torch.Tensor, batch: int = 64) -> torch.T
     return torch.cat([pre(images[i : i + batch]) for i in range(0, len(images), batch)])
 
 
-def input_size(source: Source) -> int:
+def graph_input_shape(source: Source) -> tuple[int, ...]:
+    """The shape one input of the network has (without batch and time)."""
     if source.loaded is not None:
-        return source.loaded.image_size
+        return (3, source.loaded.image_size, source.loaded.image_size)
     from nalln.conversion.plan import lower
 
-    shape = lower(source.artefact, num_steps=1).input_shape
-    if len(shape) != 3 or shape[1] != shape[2]:
-        raise NallnError(f"the graph's input {list(shape)} is not a square [C, S, S] image")
+    return tuple(lower(source.artefact, num_steps=1).input_shape)
+
+
+IMAGE_CHANNELS = {1: "grayscale", 3: "RGB"}
+
+
+def input_size(source: Source) -> int:
+    """The side of the square images a run or an image graph ([1 or 3, S, S]) takes."""
+    if source.loaded is not None:
+        return source.loaded.image_size
+    shape = graph_input_shape(source)
+    if len(shape) != 3 or shape[1] != shape[2] or shape[0] not in IMAGE_CHANNELS:
+        raise NallnError(
+            f"the graph's input {list(shape)} is not a square grayscale or RGB image "
+            "([1 or 3, S, S]), so image folders cannot feed it: pass --inputs X.npz"
+        )
     return int(shape[1])
+
+
+def as_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """RGB uint8 images [N, 3, S, S] -> ``channels`` (1: ITU-R 601-2 luma, rounded)."""
+    if channels == 3:
+        return images
+    luma = torch.tensor([299, 587, 114], dtype=torch.int32).view(1, 3, 1, 1)
+    return (
+        ((images.to(torch.int32) * luma).sum(1, keepdim=True) + 500)
+        .div(1000, rounding_mode="floor")
+        .to(torch.uint8)
+    )
 
 
 def load_split(
@@ -109,20 +135,35 @@ def load_split(
     n: int | None,
     progress: bool,
     seed: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor, DatasetIndex]:
+) -> tuple[torch.Tensor, torch.Tensor | None, DatasetIndex]:
     """(normalised images, labels, index) for ``n`` images of a run's split, or of ``--data``
-    (a NIR graph has no split: a pseudo-random subset chosen by ``seed``)."""
+    (a NIR graph has no split: a pseudo-random subset chosen by ``seed``). Labels are ``None``
+    for a graph that does not record its classes: the folders' classes are not its classes."""
     if source.loaded is not None:
         index = run_index(source.loaded, data)
         records = subset(split_records(source.loaded, index, split), n, seed)
     else:
         if data is None:
-            raise NallnError("simulating a NIR graph needs images: pass --data ROOT")
+            raise NallnError(NEEDS_INPUTS)
+        size = input_size(source)  # before scanning: an event graph cannot take images
         index = scan(data)
         records = subset(list(index.records), n, seed)
-    size = input_size(source)
+    if source.loaded is not None:
+        size = input_size(source)
     images = load_images(index, records, size, progress, f"loading {len(records)} images")
-    return normalised(source, images), labels_of(records, source.class_names, index), index
+    if source.loaded is None:
+        images = as_channels(images, graph_input_shape(source)[0])
+        labels = labels_of(records, source.class_names, index) if source.class_names else None
+    else:
+        labels = labels_of(records, source.class_names, index)
+    return normalised(source, images), labels, index
+
+
+PASS_INPUTS = (
+    "pass --inputs X.npz (any input shape) or --data ROOT (image folders, for a grayscale or RGB "
+    "image graph)"
+)
+NEEDS_INPUTS = f"a NIR graph runs on example inputs: {PASS_INPUTS}"
 
 
 @dataclass

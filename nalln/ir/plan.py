@@ -54,11 +54,30 @@ class Synapse:
 
 @dataclass(frozen=True)
 class Neuron:
+    r"""A population: per step :math:`u \leftarrow (1 - d_u) u + I`,
+    :math:`v \leftarrow (1 - d_v) v + u`, spike if :math:`v > v_{th}`, then :math:`v \leftarrow 0`
+    (Lava's LIF with ``du``, ``dv``). ``current_decay = 1`` (no current memory) is a LIF
+    (``decay = dt/tau``), an IF (``decay = 0``) or a Threshold (``decay = 1``); below 1 a
+    CubaLIF (``current_decay = dt/tau_syn``)."""
+
     name: str  # NIR node name
     shape: tuple[int, ...]
-    decay: float  # dt / tau: v <- (1 - decay) v + I
+    decay: float  # dv = dt / tau: v <- (1 - decay) v + u
     v_th: float
     module: str | None = None  # torch module it came from (our exports)
+    current_decay: float = 1.0  # du = dt / tau_syn: u <- (1 - du) u + I
+    nir_type: str = "LIF"  # the NIR node it was lowered from (for messages)
+
+
+@dataclass(frozen=True)
+class Readout:
+    r"""A non-spiking readout integrating the last synapse's current: per step
+    :math:`v \leftarrow (1 - d) v + I`, output :math:`v` (an LI with ``d = dt/tau``, an
+    Integrator with ``d = 0``; the input gain is folded into the synapse)."""
+
+    name: str  # NIR node name
+    decay: float
+    nir_type: str = "LI"
 
 
 @dataclass(frozen=True)
@@ -66,7 +85,9 @@ class Stage:
     name: str
     synapse: Synapse | None
     gate: GateSpec | None = None
-    neuron: Neuron | None = None  # None: a readout (the current is the output)
+    neuron: Neuron | None = None  # None: a readout (the current, or ``readout``'s v, is the output)
+    readout: Readout | None = None  # the integrating readout after the last synapse, if any
+    recurrent: Synapse | None = None  # the neuron's own spikes of the previous step -> its input
 
 
 @dataclass

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nalln.ir.drive import Drive
 from nalln.ir.plan import GateSpec, Plan, Synapse
 
 
@@ -68,22 +69,38 @@ def apply_gate(gate: GateSpec, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def run_plan(plan: Plan, x: torch.Tensor, dtype: torch.dtype = torch.float64) -> Trace:
-    """Simulate the plan on normalised images ``x`` [B, C, H, W] (direct coding, T steps)."""
+    """Simulate the plan on inputs ``x``: ``[B, *input_shape]`` held at each of the T steps
+    (direct coding), or ``[B, T, *input_shape]`` with a value per step (:class:`Drive`)."""
+    drive = Drive.of(x, plan.input_shape)
+    drive.steps(x, plan.num_steps)
     x = x.to(dtype)
     v = {s.name: None for s in plan.stages if s.neuron is not None}
+    u = dict(v)  # synaptic current state (CubaLIF); unused where current_decay == 1
     spikes: dict[str, list[torch.Tensor]] = {n: [] for n in v}
     outputs = []
-    for _ in range(plan.num_steps):
-        h = x
+    for t in range(plan.num_steps):
+        h = drive.at(x, t)
         for stage in plan.stages:
             cur = apply_synapse(stage.synapse, h)
             if stage.gate is not None:
                 cur = apply_gate(stage.gate, cur)
             n = stage.neuron
             if n is None:
+                ro = stage.readout
+                if ro is not None:  # LI / Integrator: the output is its membrane
+                    prev = v.get(ro.name)
+                    cur = cur if prev is None else (1.0 - ro.decay) * prev + cur
+                    v[ro.name] = cur
                 h = cur
                 continue
             cur = cur.reshape(x.shape[0], *n.shape)
+            if stage.recurrent is not None and spikes[stage.name]:  # one step late, as NIR
+                prev = spikes[stage.name][-1].to(dtype)
+                cur = cur + apply_synapse(stage.recurrent, prev).reshape(cur.shape)
+            if n.current_decay != 1.0:
+                if u[stage.name] is not None:
+                    cur = (1.0 - n.current_decay) * u[stage.name] + cur
+                u[stage.name] = cur
             mem = cur if v[stage.name] is None else (1.0 - n.decay) * v[stage.name] + cur
             s = mem > n.v_th
             v[stage.name] = mem.masked_fill(s, 0.0)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nalln.ir.drive import Drive
 from nalln.ir.se_gate import se_gate_numpy
 
 if TYPE_CHECKING:
@@ -128,9 +129,13 @@ def stage_inputs(prev: torch.Tensor, q: QStage) -> torch.Tensor:
 
 
 def run_stage(q: QStage, inp: torch.Tensor, static: bool, T: int) -> torch.Tensor:
-    """Synaptic input per step [T, N, ...] (the static image is computed once)."""
+    """Synaptic input per step [T, N, ...]. ``static``: the graded network input, ``[N, ...]``
+    held at every step (computed once) or ``[N, T, ...]`` a value per step (float64, exact)."""
     if static:
-        a = synaptic_current(q, inp)
+        drive = Drive.of(inp, q.in_shape)
+        a = synaptic_current(q, drive.flat(inp).double())
+        if drive is Drive.PER_STEP:
+            return a.reshape(inp.shape[0], T, *a.shape[1:]).transpose(0, 1)
         return a.unsqueeze(0).expand(T, *a.shape)
     a = synaptic_current(q, stage_inputs(inp, q))
     return a.reshape(T, -1, *a.shape[1:])

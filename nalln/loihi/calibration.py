@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from nalln.errors import NallnError
+from nalln.ir.drive import Drive
 from nalln.ir.plan import Plan, Stage
 from nalln.ir.reference import run_plan
 from nalln.loihi.arithmetic import (
@@ -41,17 +42,22 @@ from nalln.loihi.quant_plan import QStage, QuantPlan
 STEM_HEADROOM = 2.0  # calibration max of the stem current uses half the 17-bit input range
 
 
-def _stem_scale(stage: Stage, x: torch.Tensor) -> float:
-    """Largest stem scale S keeping the calibration current within half the 17-bit range."""
+def _stem_scale(stage: Stage, x: torch.Tensor, T: int) -> float:
+    """Largest stem scale S keeping the calibration current within half the 17-bit range, and
+    the membrane within 24 bits: a slowly decaying neuron (dt/tau < 1/2) driven by its peak
+    current for T steps reaches ``peak * sum_t (1 - dt/tau)^t``, more than twice the peak."""
     s = stage.synapse
     w = torch.from_numpy(s.weight)
+    x = Drive.of(x, s.in_shape).flat(x)  # every value the stem receives
     cur = (
         F.conv2d(x.double(), w, None, stride=s.stride, padding=s.padding, groups=s.groups)
         if s.kind == "conv"
         else F.linear(x.double().flatten(1), w)
     )
     peak = float(cur.abs().max()) or 1.0
-    scale = A_MAX / (STEM_HEADROOM * peak)
+    decay = stage.neuron.decay if stage.neuron is not None else 1.0
+    build_up = float(sum((1.0 - decay) ** t for t in range(T)))
+    scale = A_MAX / (max(STEM_HEADROOM, build_up) * peak)
     bmax = float(np.abs(s.bias).max())
     if bmax > 0:
         scale = min(scale, BIAS_MAX / bmax)
@@ -146,13 +152,40 @@ def _calibrate_stage(
     return best[1], best[2]
 
 
+def require_no_current_decay(plan: Plan) -> None:
+    """nalln's Loihi arithmetic (emulator, calibration, netx) runs ``du = 4095`` (no current
+    memory) and reads a readout's current: a CubaLIF's synaptic decay and an LI/Integrator
+    readout are not modelled there yet; refuse them by name."""
+    for st in plan.stages:
+        if st.recurrent is not None:
+            raise NallnError(
+                f"{st.neuron.nir_type} node {st.name!r} is recurrent (through "
+                f"{st.recurrent.source!r}); nalln's Loihi fixed point has no recurrent synapse "
+                "yet: run it in float (--backend norse)"
+            )
+        if st.readout is not None:
+            raise NallnError(
+                f"{st.readout.nir_type} node {st.readout.name!r} is a non-spiking readout; "
+                "nalln's Loihi fixed point has no readout membrane yet: run it in float "
+                "(--backend norse)"
+            )
+    for n in plan.neurons:
+        if n.current_decay != 1.0:
+            raise NallnError(
+                f"{n.nir_type} node {n.name!r} has a synaptic current decay (dt/tau_syn = "
+                f"{n.current_decay:.3g}); nalln's Loihi fixed point models none yet: run it in "
+                "float (--backend norse, or lava without --fixed-point)"
+            )
+
+
 @torch.no_grad()
 def calibrate(plan: Plan, x: torch.Tensor, progress: bool = False) -> QuantPlan:
     """Quantise ``plan`` for Loihi, calibrating every layer on normalised images ``x``."""
+    require_no_current_decay(plan)
     T = plan.num_steps
     ref = run_plan(plan, x, dtype=torch.float32)  # the torch model's precision
     ref_logits = ref.outputs.mean(0).double()
-    stem_scale = _stem_scale(plan.stages[0], x)
+    stem_scale = _stem_scale(plan.stages[0], x, T)
     stages: list[QStage] = []
     inp: torch.Tensor = x.double()
     input_scale = 1.0

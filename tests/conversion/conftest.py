@@ -28,9 +28,12 @@ def run_cli(monkeypatch: pytest.MonkeyPatch):
     return cli_main.main
 
 
-def foreign_graph(size: int = 8, seed: int = 0, channels: int = 2) -> nir.NIRGraph:
+def foreign_graph(
+    size: int = 8, seed: int = 0, channels: int = 2, spiking_output: bool = False
+) -> nir.NIRGraph:
     """What another tool (snnTorch-style) might write: Conv -> LIF -> SumPool -> Flatten ->
-    Affine -> LIF -> Affine, dt = 1e-4 in node metadata, scalar-free full-shape parameters."""
+    Affine -> LIF -> Affine, dt = 1e-4 in node metadata, scalar-free full-shape parameters;
+    ``spiking_output``: the last Affine feeds a LIF, whose spikes are the output."""
     rng = np.random.default_rng(seed)
     dt, tau = 1e-4, 5e-4  # 5 steps
 
@@ -70,6 +73,13 @@ def foreign_graph(size: int = 8, seed: int = 0, channels: int = 2) -> nir.NIRGra
         ),
         "output": nir.Output(output_type={"output": np.array([4])}),
     }
+    if spiking_output:
+        nodes["fc2"] = nir.Affine(
+            weight=rng.normal(0, 2, (4, 6)).astype(np.float32), bias=np.full(4, 0.3, np.float32)
+        )
+        output = nodes.pop("output")
+        nodes["lif3"] = lif((4,))
+        nodes["output"] = output
     names = list(nodes)
     return nir.NIRGraph(
         nodes, list(itertools.pairwise(names)), metadata={"num_steps": 3}, type_check=False

@@ -29,19 +29,15 @@ def test_hdf5_without_graph(tmp_path):
 
 def test_unsupported_node_is_named(tmp_path, make_foreign):
     g = make_foreign()
-    g.nodes["lif2"] = nir.CubaLIF(
-        tau_syn=np.ones(6),
-        tau_mem=np.ones(6),
-        r=np.ones(6),
-        v_leak=np.zeros(6),
-        v_threshold=np.ones(6),
+    g.nodes["lif2"] = nir.CubaLI(
+        tau_syn=np.ones(6), tau_mem=np.ones(6), r=np.ones(6), v_leak=np.zeros(6)
     )
     p = tmp_path / "g.nir"
     nir.write(p, g)
     with pytest.raises(NallnError) as exc:
         read_graph(p)
     msg = str(exc.value)
-    assert "'lif2'" in msg and "CubaLIF" in msg and SUPPORTED_NAMES in msg
+    assert "node 'lif2' is a CubaLI," in msg and SUPPORTED_NAMES in msg
 
 
 def test_shapes_that_do_not_chain(tmp_path, make_foreign):
@@ -93,3 +89,18 @@ def test_node_type_nir_does_not_know_is_reported(tmp_path, make_foreign):
     with pytest.raises(NallnError, match="a node has a type that nir .* does not know") as exc:
         read_graph(p)
     assert SUPPORTED_NAMES in str(exc.value)
+
+
+def test_non_chain_graphs_name_the_first_offending_edge(make_foreign):
+    rec = make_foreign()  # a loop back to an earlier layer (not neuron -> w -> same neuron)
+    rec.nodes["w_back"] = nir.Linear(weight=np.ones((6, 6), dtype=np.float32))
+    rec.edges += [("lif2", "w_back"), ("w_back", "fc1")]
+    with pytest.raises(
+        NallnError, match=r"edge \('w_back', 'fc1'\) closes a cycle \('fc1' leads back"
+    ):
+        lower(Artefact([rec], [], {"num_steps": 2}))
+    branch = make_foreign()
+    branch.edges.append(("lif2", "output"))
+    with pytest.raises(NallnError) as exc:
+        lower(Artefact([branch], [], {"num_steps": 2}))
+    assert "edge ('lif2', 'output') branches: 'lif2' already feeds 'fc2'" in str(exc.value)
