@@ -15,6 +15,7 @@ from nalln.energy.plots import (
 )
 from nalln.energy.report import RULES, EnergyReport, headline
 from nalln.io import write_frame, write_json, write_text
+from nalln.provenance import Origin, notes
 from nalln.textfmt import format_table
 
 
@@ -231,8 +232,7 @@ def where_rows(rep: dict[str, Any]) -> list[str]:
 def terminal_text(rep: dict[str, Any], files: dict[str, Path] | None = None) -> str:
     src = rep["source"]
     lines = []
-    if rep["synthetic"]:
-        lines.append("[SYNTHETIC DATA - pipeline check only, not clinical evidence]")
+    lines.extend(f"[{n}]" for n in notes(rep["synthetic"], rep.get("synthetic_model", False)))
     lines.append(
         f"{src['model']} {src['image_size']}x{src['image_size']}, T={src['num_steps']}: counted "
         f"on {src['n_images']} images ({src['subset']}); per inference, summed over T"
@@ -259,8 +259,8 @@ def markdown(rep: dict[str, Any]) -> str:
     src = rep["source"]
     t = rep["snn"]["totals"]
     md = ["# Energy report: spikes, synaptic operations and energy per inference", ""]
-    if rep["synthetic"]:
-        md += [f"> **{rep['data_note']}**", ""]
+    for n in notes(rep["synthetic"], rep.get("synthetic_model", False)):
+        md += [f"> **{n}**", ""]
     md += [
         f"- checkpoint: `{src['checkpoint']}` ({src['model']}, {src['image_size']} px, "
         f"T = {src['num_steps']})",
@@ -376,7 +376,7 @@ def write_report(report: EnergyReport, out: str | Path) -> dict[str, Path]:
     for name, frame in tables.frames(rep).items():
         files[f"{name}.csv"] = write_frame(out / f"{name}.csv", frame)
     files["energy.md"] = write_text(out / "energy.md", markdown(rep))
-    synthetic = rep["synthetic"]
+    synthetic = Origin(rep["synthetic"], rep.get("synthetic_model", False))  # the figures' tag
     groups = _groups(rep)
     series: dict[str, dict[str, dict[str, float]]] = {}
     baselines: dict[str, dict[str, dict[str, float]]] = {}

@@ -27,6 +27,7 @@ from nalln.errors import DataError, NallnError
 from nalln.hardware_targets.registry import TargetRegistry, load_registry
 from nalln.hardware_targets.schema import Target
 from nalln.inference import pick_device
+from nalln.provenance import notes, provenance_fields
 from nalln.runs import LoadedModel, load_model
 
 SCHEMA = 1
@@ -37,10 +38,6 @@ DAMPFHOFFER_RANGE = (0.15, 1.38)  # synaptic events per synapse per inference fo
 MEASURED_NOTE = (
     "No measured energy beside the estimate: RAPL was not readable where this was developed "
     "(no /sys/class/powercap) and no GPU was lent to measure with NVML."
-)
-SYNTHETIC_NOTE = (
-    "SYNTHETIC DATA: counted on images drawn by `nalln data synth`; firing rates and energies "
-    "check the pipeline and say nothing about the real data set."
 )
 RULES = {
     "normalisation": (
@@ -299,13 +296,14 @@ def memory_access_counts(snn: NetworkCounts, registry: TargetRegistry) -> dict[s
     return out
 
 
-def caveats(snn: NetworkCounts, ann: NetworkCounts, plan: Plan, synthetic: bool) -> list[str]:
+def caveats(
+    snn: NetworkCounts, ann: NetworkCounts, plan: Plan, synthetic: bool, synthetic_model: bool
+) -> list[str]:
     T = snn.num_steps
     stem = [L for L in snn.layers if L.once]
     head_fc1 = next((L for L in snn.layers if L.role == "head" and not L.spike_input), None)
     out = []
-    if synthetic:
-        out.append(SYNTHETIC_NOTE)
+    out.extend(notes(synthetic, synthetic_model))
     out.append(
         "Estimates, not measurements: operation counts are counted on these images; energies are "
         "those counts times cited per-operation constants (see each target's constants)."
@@ -426,7 +424,8 @@ def build_report(
     t3 = time.perf_counter()
     if snn.n == 0:
         raise DataError("no images were counted; the data set is empty")
-    synthetic = bool(index.synthetic or loaded.synthetic)
+    # two facts (issue 15, finding 3): the images counted, and the data the model learnt from
+    synthetic, synthetic_model = bool(index.synthetic), bool(loaded.synthetic)
     targets, summary = price(snn, ann, plan)
     mem = memory_access_counts(snn, plan.registry)
     layers = layer_rows(snn, ann)
@@ -435,8 +434,7 @@ def build_report(
     cfg = dict(loaded.run_meta.model_config)
     report: dict[str, Any] = {
         "schema": SCHEMA,
-        "synthetic": synthetic,
-        **({"data_note": SYNTHETIC_NOTE} if synthetic else {}),
+        **provenance_fields(synthetic, synthetic_model),
         "source": {
             "checkpoint": str(loaded.checkpoint.path),
             "model": loaded.run_meta.model_name,
@@ -497,7 +495,7 @@ def build_report(
         },
         "targets": targets,
         "summary": summary,
-        "caveats": caveats(snn, ann, plan, synthetic),
+        "caveats": caveats(snn, ann, plan, synthetic, synthetic_model),
     }
     t4 = time.perf_counter()
     report["timing_s"] = {

@@ -13,14 +13,16 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from nalln.io import save_figure
-from nalln.provenance import DATA_TAG, plot_tag
+from nalln.provenance import DATA_TAG, Origin, plot_tag
 
 SYNTHETIC_TAG = DATA_TAG
 
 
-def stamp_provenance(fig: plt.Figure, synthetic: bool, synthetic_model: bool = False) -> None:
+def stamp_provenance(
+    fig: plt.Figure, synthetic: bool | Origin, synthetic_model: bool = False
+) -> None:
     """Red tag: SYNTHETIC DATA, or MODEL TRAINED ON SYNTHETIC DATA for real images."""
-    tag = plot_tag(synthetic, synthetic_model)
+    tag = synthetic.tag if isinstance(synthetic, Origin) else plot_tag(synthetic, synthetic_model)
     if tag:
         fig.text(
             0.99,

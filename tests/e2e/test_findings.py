@@ -338,3 +338,25 @@ def test_robustness_rows_become_a_dataframe_in_csv_column_order(tmp_path: Path) 
     path = write_frame(tmp_path / "r.csv", frame)
     assert path.read_text().splitlines()[0] == ",".join(CSV_FIELDS)
     pd.testing.assert_frame_equal(pd.read_csv(path), frame)
+
+
+def test_energy_report_keeps_the_two_facts_apart(
+    tiny_run: Path, synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Finding 3 in the energy report: counting a synthetic-trained model on unmarked images
+    says the model was trained on synthetic data and does not call the images synthetic."""
+    from nalln.data.dataset import SYNTHETIC_MARKER
+    from nalln.provenance import SYNTHETIC_DATA_NOTE, SYNTHETIC_MODEL_NOTE
+
+    real = tmp_path / "real" / "data"
+    shutil.copytree(synth_root, real, ignore=shutil.ignore_patterns(SYNTHETIC_MARKER))
+    out = tmp_path / "energy"
+    args = ("--data", real, "--split", "all", "--n", "4", "--targets", "loihi", "--out", out, "-q")
+    code, printed, err = _nalln(capsys, "energy", "report", tiny_run, *args)
+    assert code == 0, err
+    rep = json.loads((out / "energy.json").read_text())
+    assert rep["synthetic"] is False and rep["synthetic_model"] is True
+    assert SYNTHETIC_MODEL_NOTE in rep["caveats"] and SYNTHETIC_DATA_NOTE not in rep["caveats"]
+    md = (out / "energy.md").read_text()
+    assert SYNTHETIC_MODEL_NOTE in md and SYNTHETIC_DATA_NOTE not in md
+    assert "[MODEL TRAINED ON SYNTHETIC DATA" in printed and "[SYNTHETIC DATA" not in printed
