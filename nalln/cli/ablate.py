@@ -7,15 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import (
-    add_input,
-    add_json_flag,
-    add_output,
-    add_progress_flag,
-    format_table,
-    json_or_banner,
-    show_progress,
-)
+from nalln.cli import common as cc
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     from nalln.models.registry import ABLATION_VARIANTS
 
     p = sub.add_parser("ablate", help="ablation study of NeurALLNet", description=__doc__)
-    add_input(p, "--data", required=True, help="data-set root")
-    add_output(
+    cc.add_input(p, "--data", required=True, help="data-set root")
+    cc.add_output(
         p, "--out", kind="folder", required=True, help="study folder (one run folder per variant)"
     )
     p.add_argument(
@@ -32,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=",".join(ABLATION_VARIANTS),
         help="comma-separated registry names (default all: " + ", ".join(ABLATION_VARIANTS) + ")",
     )
-    add_input(p, "--config", help="TOML or JSON file with training settings")
+    cc.add_input(p, "--config", help="TOML or JSON file with training settings")
     p.add_argument(
         "--set",
         action="append",
@@ -47,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--photometric", action="store_true", help="add photometric augmentation")
     p.add_argument("--clahe", action="store_true", help="CLAHE as fixed preprocessing")
     p.add_argument("--n-resamples", type=int, default=10_000, help="bootstrap resamples")
-    add_json_flag(p, "ablation.json")
-    add_progress_flag(p)
+    cc.add_json_flag(p, "ablation.json")
+    cc.add_progress_flag(p)
     p.set_defaults(func=run)
 
 
@@ -66,10 +58,10 @@ def run(args: argparse.Namespace) -> int:
         base,
         variants,
         n_resamples=args.n_resamples,
-        progress=show_progress(args),
+        progress=cc.show_progress(args),
         echo=(lambda _m: None) if args.json else print,
     )
-    if json_or_banner(args, res.data, res.data["synthetic"]):
+    if cc.json_or_banner(args, res.data, res.data["synthetic"]):
         return 0
     rows = [
         [
@@ -82,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
         ]
         for r in res.rows
     ]
-    print(format_table(rows, ["variant", "test acc", "95% CI", "parameters", "train s", "epochs"]))
+    print(
+        cc.format_table(rows, ["variant", "test acc", "95% CI", "parameters", "train s", "epochs"])
+    )
     print("accuracy measured on the test split; parameters counted; time measured")
     print(f"files in {res.out}: " + ", ".join(sorted(res.files)))
     return 0

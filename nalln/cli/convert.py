@@ -11,27 +11,19 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import (
-    add_conversion_flags,
-    add_graph_input_flags,
-    add_input,
-    add_json_flag,
-    add_output,
-    add_progress_flag,
-    checked_calibration,
-    json_or_banner,
-    show_progress,
-)
+from nalln.cli import common as cc
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert", help="export a trained model to NIR / Norse / Lava", description=__doc__
     )
-    add_input(p, "run", help="run folder, checkpoint, or a .nir file from any tool")
+    cc.add_input(p, "run", help="run folder, checkpoint, or a .nir file from any tool")
     p.add_argument("--to", required=True, choices=("nir", "lava", "norse"), help="target")
-    add_output(p, "--out", kind="folder", required=True, help="output folder")
-    add_conversion_flags(p, "(--to lava) calibrate Loihi fixed point: 8-bit weights, 24-bit state")
+    cc.add_output(p, "--out", kind="folder", required=True, help="output folder")
+    cc.add_conversion_flags(
+        p, "(--to lava) calibrate Loihi fixed point: 8-bit weights, 24-bit state"
+    )
     p.set_defaults(se=None)  # hybrid, or static with --portable
     p.add_argument(
         "--portable",
@@ -40,9 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "right: depthwise convs dense (larger), pooling folded, r folded, dt 1e-4; implies "
         "--se static",
     )
-    add_graph_input_flags(p)
-    add_json_flag(p, "convert.json")
-    add_progress_flag(p)
+    cc.add_graph_input_flags(p)
+    cc.add_json_flag(p, "convert.json")
+    cc.add_progress_flag(p)
     p.set_defaults(func=run)
 
 
@@ -57,14 +49,14 @@ def run(args: argparse.Namespace) -> int:
         se=se,
         fixed_point=args.fixed_point,
         data=args.data,
-        calibration=checked_calibration(args),
-        progress=show_progress(args),
+        calibration=cc.checked_calibration(args),
+        progress=cc.show_progress(args),
         portable=args.portable,
         steps=args.steps,
         inputs=args.inputs,
     )
     s = res.summary
-    if json_or_banner(args, s, s["synthetic"]):
+    if cc.json_or_banner(args, s, s["synthetic"]):
         return 0
     print(
         f"{s['target']}: SE {s['se_mode']}, {s['segments']} NIR segment(s); "

@@ -5,15 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nalln.cli.common import (
-    add_input,
-    add_json_flag,
-    add_output,
-    add_progress_flag,
-    format_table,
-    json_or_banner,
-    show_progress,
-)
+from nalln.cli import common as cc
 from nalln.errors import NallnError
 
 
@@ -23,19 +15,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub.required = True
 
     s = dsub.add_parser("synth", help="generate a SYNTHETIC blood-smear data set (primary layout)")
-    add_output(s, "out", kind="folder", help="folder to create")
+    cc.add_output(s, "out", kind="folder", help="folder to create")
     s.add_argument("--n-per-class", type=int, default=200)
     s.add_argument("--size", type=int, default=224, help="image side in pixels")
     s.add_argument("--seed", type=int, default=42)
     s.add_argument("--spread", type=float, default=1.0, help="within-class variation (overlap)")
-    add_progress_flag(s)
+    cc.add_progress_flag(s)
     s.set_defaults(func=run_synth)
 
     c = dsub.add_parser("check", help="integrity, formats and duplicates of a data set")
-    add_input(c, "root", help="data-set root")
-    add_input(c, "--against", help="second data set to look for shared images (e.g. external)")
-    add_input(c, "--splits", help="split manifest CSV or run folder: check across train/val/test")
-    add_input(
+    cc.add_input(c, "root", help="data-set root")
+    cc.add_input(c, "--against", help="second data set to look for shared images (e.g. external)")
+    cc.add_input(
+        c, "--splits", help="split manifest CSV or run folder: check across train/val/test"
+    )
+    cc.add_input(
         c,
         "--groups",
         help="with --splits: CSV path,group (patient or slide id); check no group straddles splits",
@@ -44,14 +38,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--against-layout", default="auto")
     c.add_argument("--variant", help="sub-folder of the primary set (Original or Segmented)")
     c.add_argument("--threshold", type=int, default=6, help="near-duplicate pHash distance (bits)")
-    add_output(c, "--out", kind="folder", help="folder for check.json, files.csv, duplicates.csv")
-    add_json_flag(c, "the check report")
-    add_progress_flag(c)
+    cc.add_output(
+        c, "--out", kind="folder", help="folder for check.json, files.csv, duplicates.csv"
+    )
+    cc.add_json_flag(c, "the check report")
+    cc.add_progress_flag(c)
     c.set_defaults(func=run_check)
 
     sp = dsub.add_parser("split", help="write a stratified split manifest (CSV)")
-    add_input(sp, "root", help="data-set root")
-    add_output(sp, "--out", kind="file", required=True, help="CSV file to write")
+    cc.add_input(sp, "root", help="data-set root")
+    cc.add_output(sp, "--out", kind="file", required=True, help="CSV file to write")
     sp.add_argument("--train", type=float, default=0.8)
     sp.add_argument("--val", type=float, default=0.1)
     sp.add_argument("--test", type=float, default=0.1)
@@ -64,7 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=6,
         help="near-duplicate pHash distance (bits) for grouping, as data check (default 6)",
     )
-    add_input(sp, "--groups", help="CSV path,group (patient or slide id): each group in one split")
+    cc.add_input(
+        sp, "--groups", help="CSV path,group (patient or slide id): each group in one split"
+    )
     sp.add_argument(
         "--no-group-duplicates",
         action="store_true",
@@ -77,7 +75,7 @@ def run_synth(args: argparse.Namespace) -> int:
     from nalln.data.synth import SynthSpec, generate
 
     spec = SynthSpec(args.n_per_class, args.size, args.seed, args.spread)
-    root = generate(args.out, spec, progress=show_progress(args))
+    root = generate(args.out, spec, progress=cc.show_progress(args))
     n = spec.n_per_class * 4
     print(f"wrote {n} SYNTHETIC images ({spec.size}x{spec.size}) to {root / spec.variant}")
     return 0
@@ -107,7 +105,7 @@ def run_check(args: argparse.Namespace) -> int:
         against_layout=args.against_layout,
         splits=_load_splits(args.splits),
         threshold=args.threshold,
-        progress=show_progress(args),
+        progress=cc.show_progress(args),
         quality_fn=quality_flags,
     )
     data = rep.to_json()
@@ -159,14 +157,14 @@ def run_check(args: argparse.Namespace) -> int:
             ],
             ["kind", "scope", "a", "b", "hamming_bits", "a_split", "b_split"],
         )
-    if json_or_banner(args, data):
+    if cc.json_or_banner(args, data):
         return 0
     tag = "SYNTHETIC data set" if rep.synthetic else "data set"
     print(f"{tag} {rep.root} (layout {rep.layout}); counted from every file")
-    print(format_table([[c, n] for c, n in rep.counts.items()], ["class", "readable images"]))
+    print(cc.format_table([[c, n] for c, n in rep.counts.items()], ["class", "readable images"]))
     print()
     status = [[s, n] for s, n in sorted(rep.status_counts.items())]
-    print(format_table(status, ["file status", "count"]))
+    print(cc.format_table(status, ["file status", "count"]))
     for f in rep.problems()[:20]:
         print(f"  {f.status}: {f.path} {('- ' + f.detail) if f.detail else ''}")
     if len(rep.problems()) > 20:

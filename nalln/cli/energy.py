@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import (
-    add_input,
-    add_json_flag,
-    add_output,
-    add_progress_flag,
-    json_or_banner,
-    show_progress,
-)
+from nalln.cli import common as cc
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -33,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "energy.json, CSV tables, energy.md and PNG plots into --out."
         ),
     )
-    add_input(r, "run", help="run folder (or checkpoint file)")
-    add_input(r, "--data", help="data-set root (default: the one the run was trained on)")
+    cc.add_input(r, "run", help="run folder (or checkpoint file)")
+    cc.add_input(r, "--data", help="data-set root (default: the one the run was trained on)")
     r.add_argument(
         "--targets",
         type=_csv,
@@ -42,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated target ids or .toml paths (default: every known target; "
         "see `nalln hardware list`)",
     )
-    add_output(r, "--out", kind="folder", required=True, help="output folder")
+    cc.add_output(r, "--out", kind="folder", required=True, help="output folder")
     r.add_argument("--n", type=int, default=100, help="images to count (default 100)")
     r.add_argument(
         "--split",
@@ -67,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="asic45-int8",
         help="ASIC target that runs what a neuromorphic chip cannot (analog-input layers)",
     )
-    add_input(
+    cc.add_input(
         r, "--targets-dir", action="append", default=[], help="extra folder of target .toml files"
     )
     r.add_argument("--checkpoint", default="best", choices=("best", "last"))
@@ -75,8 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     r.add_argument("--layout", default="auto", help="data layout (auto, primary, external, FILE)")
     r.add_argument("--seed", type=int, default=0, help="seed for picking --n images")
-    add_json_flag(r, "energy.json")
-    add_progress_flag(r)
+    cc.add_json_flag(r, "energy.json")
+    cc.add_progress_flag(r)
     r.set_defaults(func=run_report)
 
 
@@ -98,8 +91,8 @@ def run_report(args: argparse.Namespace) -> int:
         layout=args.layout,
         seed=args.seed,
     )
-    report = build_report(args.run, args.data, opts, progress=show_progress(args))
+    report = build_report(args.run, args.data, opts, progress=cc.show_progress(args))
     files = write_report(report, args.out)
-    if not json_or_banner(args, report.data):  # terminal_text carries its own SYNTHETIC line
+    if not cc.json_or_banner(args, report.data):  # terminal_text carries its own SYNTHETIC line
         print(terminal_text(report.data, files))
     return 0

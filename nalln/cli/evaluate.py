@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import (
-    add_input,
-    add_json_flag,
-    add_output,
-    add_progress_flag,
-    format_table,
-    json_or_banner,
-    show_progress,
-)
+from nalln.cli import common as cc
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a trained run", description=__doc__)
-    add_input(p, "run", help="run folder (or checkpoint file with --external)")
-    add_input(p, "--data", help="data-set root (default: the one the run was trained on)")
+    cc.add_input(p, "run", help="run folder (or checkpoint file with --external)")
+    cc.add_input(p, "--data", help="data-set root (default: the one the run was trained on)")
     g = p.add_mutually_exclusive_group()
     g.add_argument(
         "--split",
@@ -26,13 +18,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("train", "val", "test"),
         help="split of the run's manifest",
     )
-    add_input(g, "--external", metavar="ROOT2", help="evaluate every image of another data set")
+    cc.add_input(g, "--external", metavar="ROOT2", help="evaluate every image of another data set")
     p.add_argument(
         "--layout",
         default="auto",
         help="layout of the data set (auto, primary, external, FILE.toml)",
     )
-    add_output(p, "--out", kind="folder", help="output folder (default RUN/eval-<split|external>)")
+    cc.add_output(
+        p, "--out", kind="folder", help="output folder (default RUN/eval-<split|external>)"
+    )
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument(
         "--n-resamples", type=int, default=10_000, help="bootstrap resamples (paper: 10,000)"
@@ -44,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave out images that cannot be decoded (listed in metrics.json) instead of stopping",
     )
-    add_json_flag(p, "metrics.json")
-    add_progress_flag(p)
+    cc.add_json_flag(p, "metrics.json")
+    cc.add_progress_flag(p)
     p.set_defaults(func=run)
 
 
@@ -66,11 +60,11 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         bootstrap=BootstrapSpec(n_resamples=args.n_resamples, seed=args.seed),
         device=args.device,
-        progress=show_progress(args),
+        progress=cc.show_progress(args),
         skip_unreadable=args.skip_unreadable,
     )
     m = res.metrics
-    if json_or_banner(args, m, m["synthetic"], m["synthetic_model"]):
+    if cc.json_or_banner(args, m, m["synthetic"], m["synthetic_model"]):
         return 0
     ci = m["accuracy_ci"]
     print(
@@ -85,6 +79,6 @@ def run(args: argparse.Namespace) -> int:
         rows.append(
             [f"{avg} avg", a["precision"]["value"], a["recall"]["value"], a["f1"]["value"], m["n"]]
         )
-    print(format_table(rows, ["class", "precision", "recall", "F1", "support"]))
+    print(cc.format_table(rows, ["class", "precision", "recall", "F1", "support"]))
     print(f"reports in {res.out}: " + ", ".join(res.files))
     return 0

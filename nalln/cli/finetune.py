@@ -11,16 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import (
-    add_calibration_flag,
-    add_input,
-    add_json_flag,
-    add_output,
-    add_progress_flag,
-    format_table,
-    json_or_banner,
-    show_progress,
-)
+from nalln.cli import common as cc
 from nalln.ir.se_mode import SEMode
 
 
@@ -30,11 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fine-tune a trained run for Loihi fixed point (quantisation-aware)",
         description=__doc__,
     )
-    add_input(p, "run", help="trained run folder")
-    add_output(
+    cc.add_input(p, "run", help="trained run folder")
+    cc.add_output(
         p, "--out", kind="folder", required=True, help="new run folder for the fine-tuned model"
     )
-    add_input(p, "--data", help="data-set root (default: the one the run was trained on)")
+    cc.add_input(p, "--data", help="data-set root (default: the one the run was trained on)")
     p.add_argument(
         "--se",
         default=SEMode.STATIC,
@@ -48,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
     p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
-    add_calibration_flag(p, "choosing the fixed-point grid")
+    cc.add_calibration_flag(p, "choosing the fixed-point grid")
     p.add_argument(
         "--train-images",
         type=int,
@@ -65,8 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="weight of distillation from the trained float model, 0-1 (default 0: "
         "cross-entropy only)",
     )
-    add_json_flag(p, "finetune_report.json")
-    add_progress_flag(p)
+    cc.add_json_flag(p, "finetune_report.json")
+    cc.add_progress_flag(p)
     p.set_defaults(func=run)
 
 
@@ -90,11 +81,11 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         args.data,
         cfg,
-        progress=show_progress(args),
+        progress=cc.show_progress(args),
         echo=(lambda _m: None) if quiet else print,
     )
     r = res.report
-    if json_or_banner(args, r, r["synthetic"]):
+    if cc.json_or_banner(args, r, r["synthetic"]):
         return 0
     for split in ("test", "val"):
         if split not in r:
@@ -105,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             [f"top-1 agreement: {k.replace('_', ' ')}", v] for k, v in s["top1_agreement"].items()
         ]
         print(f"{split} split, {s['images']} images (measured):")
-        print(format_table(rows, ["measure", "value"], "lr"))
+        print(cc.format_table(rows, ["measure", "value"], "lr"))
     print(
         f"fine-tuned run: {res.run.path} (best epoch {r['best_epoch']}); files: "
         + ", ".join(res.files)

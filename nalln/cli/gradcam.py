@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import add_input, add_json_flag, add_output, format_table, json_or_banner
+from nalln.cli import common as cc
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gradcam", help="Grad-CAM heat maps of a trained run", description=__doc__)
-    add_input(p, "run", help="run folder or checkpoint")
-    add_input(p, "images", nargs="*", help="image files and/or folders to explain")
+    cc.add_input(p, "run", help="run folder or checkpoint")
+    cc.add_input(p, "images", nargs="*", help="image files and/or folders to explain")
     p.add_argument(
         "--layer",
         help="layer to explain (default 'auto': the deepest conv with a map of at least 7x7, "
@@ -34,12 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also draw a grid of N images per class from --split",
     )
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    add_input(p, "--data", help="data-set root for --per-class (default: the run's)")
-    add_output(p, "--out", kind="folder", help="output folder (default RUN/gradcam)")
+    cc.add_input(p, "--data", help="data-set root for --per-class (default: the run's)")
+    cc.add_output(p, "--out", kind="folder", help="output folder (default RUN/gradcam)")
     p.add_argument("--seed", type=int, default=0, help="seed for picking the grid images")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--device", default="cpu")
-    add_json_flag(p, "gradcam.json")
+    cc.add_json_flag(p, "gradcam.json")
     p.set_defaults(func=run)
 
 
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     d = res.data
-    if json_or_banner(args, d, d["synthetic"], d["synthetic_model"]):
+    if cc.json_or_banner(args, d, d["synthetic"], d["synthetic_model"]):
         return 0
     print(
         f"Grad-CAM of layer {d['layer']} (feature map {d['feature_map']}, T={d['num_steps']}), "
@@ -82,6 +82,6 @@ def run(args: argparse.Namespace) -> int:
         [e["image"], e["true"] or "-", e["predicted"], round(e["probability"], 3), e["target"]]
         for e in d["images"]
     ]
-    print(format_table(rows, ["image", "true", "predicted", "probability", "explained"]))
+    print(cc.format_table(rows, ["image", "true", "predicted", "probability", "explained"]))
     print(f"files in {res.out}: " + ", ".join(sorted(res.files)))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import add_input, add_json_flag, format_table, json_or_banner
+from nalln.cli import common as cc
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,22 +15,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     hsub = p.add_subparsers(dest="hardware_command", metavar="COMMAND")
     hsub.required = True
     ls = hsub.add_parser("list", help="every known target id")
-    add_json_flag(ls, "the targets")
+    cc.add_json_flag(ls, "the targets")
     ls.set_defaults(func=run_list)
     sh = hsub.add_parser("show", help="a target's constants with units and citations")
     sh.add_argument("target", help="target id or path of a .toml file")
-    add_json_flag(sh, "the target")
+    cc.add_json_flag(sh, "the target")
     sh.set_defaults(func=run_show)
     va = hsub.add_parser("validate", help="check target .toml files (for adding your own)")
-    add_input(va, "files", nargs="+", help="target files")
+    cc.add_input(va, "files", nargs="+", help="target files")
     va.set_defaults(func=run_validate)
     fi = hsub.add_parser(
         "fit", help="cores and chips a run needs on a neuromorphic target, limits cited"
     )
-    add_input(fi, "run", help="run folder (or checkpoint file)")
+    cc.add_input(fi, "run", help="run folder (or checkpoint file)")
     fi.add_argument("--target", required=True, help="neuromorphic target id (e.g. loihi2)")
     fi.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    add_json_flag(fi, "the fit")
+    cc.add_json_flag(fi, "the fit")
     fi.set_defaults(func=run_fit)
 
 
@@ -62,9 +62,9 @@ def run_list(args: argparse.Namespace) -> int:
             ]
         )
     keys = ["id", "kind", "energy_models", "fit", "energy", "name", "file"]
-    if json_or_banner(args, [dict(zip(keys, r, strict=True)) for r in rows]):
+    if cc.json_or_banner(args, [dict(zip(keys, r, strict=True)) for r in rows]):
         return 0
-    print(format_table(rows, ["id", "kind", "energy models", "fit", "energy", "name", "file"]))
+    print(cc.format_table(rows, ["id", "kind", "energy models", "fit", "energy", "name", "file"]))
     return 0
 
 
@@ -73,7 +73,7 @@ def run_show(args: argparse.Namespace) -> int:
     t = reg.get(args.target)
     consts = dict(t.constants)
     proxy = reg.energy_source(t) if t.energy_proxy else None
-    if json_or_banner(
+    if cc.json_or_banner(
         args,
         {
             "id": t.id,
@@ -105,7 +105,7 @@ def run_show(args: argparse.Namespace) -> int:
         [k, f"{c.value:g}", c.unit, c.status, c.source + (f" [{c.note}]" if c.note else "")]
         for k, c in consts.items()
     ]
-    print(format_table(rows, ["constant", "value", "unit", "status", "source"], align="lrlll"))
+    print(cc.format_table(rows, ["constant", "value", "unit", "status", "source"], align="lrlll"))
     if proxy is not None:
         print(
             f"energy: no published per-operation figures; models use {proxy.id}'s as a labelled "
@@ -139,7 +139,7 @@ def run_fit(args: argparse.Namespace) -> int:
     loaded = load_model(args.run, args.checkpoint, "cpu")
     counts = structure(loaded.model, loaded.image_size)
     res = fit_network(counts, target)
-    if json_or_banner(args, res.to_dict()):
+    if cc.json_or_banner(args, res.to_dict()):
         return 0
     rows = [
         [
@@ -155,7 +155,7 @@ def run_fit(args: argparse.Namespace) -> int:
         for L in res.layers
     ]
     print(
-        format_table(
+        cc.format_table(
             rows,
             ["population", "input", "neurons", "fan-in", "synapses", "per core", "cores", "limit"],
             align="llrrrrrl",

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import add_input, add_json_flag, add_output, format_table, json_or_banner
+from nalln.cli import common as cc
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify image files or folders", description=__doc__)
-    add_input(p, "run", help="run folder or checkpoint")
-    add_input(p, "images", nargs="+", help="image files and/or folders")
-    add_output(p, "--out", kind="file", help="CSV file to write (default: print only)")
+    cc.add_input(p, "run", help="run folder or checkpoint")
+    cc.add_input(p, "images", nargs="+", help="image files and/or folders")
+    cc.add_output(p, "--out", kind="file", help="CSV file to write (default: print only)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-unreadable", action="store_true", help="report unreadable files, go on")
-    add_json_flag(p, "the predictions")
+    cc.add_json_flag(p, "the predictions")
     p.set_defaults(func=run)
 
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     if args.out:
         write_csv(args.out, rows, header)
-    if json_or_banner(
+    if cc.json_or_banner(
         args,
         {
             "synthetic_model": loaded.synthetic,
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         for r, p in zip(rows, preds, strict=True)
     ]
-    print(format_table(shown, ["image", "predicted", "probability", "review", "quality"]))
+    print(cc.format_table(shown, ["image", "predicted", "probability", "review", "quality"]))
     review = sum(p.needs_review for p in preds)
     if review:
         print(f"{review} image(s) need manual review (quality flags or unreadable)")

@@ -9,15 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nalln.cli.common import (
-    add_input,
-    add_json_flag,
-    add_output,
-    add_progress_flag,
-    format_table,
-    json_or_banner,
-    show_progress,
-)
+from nalln.cli import common as cc
 
 MODEL_FLAGS = {
     "--image-size": ("image_size", int, "input side in pixels (default 224)"),
@@ -33,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_input(p, "run", nargs="?", help="run folder or checkpoint (omit: a fresh model)")
+    cc.add_input(p, "run", nargs="?", help="run folder or checkpoint (omit: a fresh model)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--model", help="registered model name for a fresh model (default neurallnet)")
     for flag, (_, typ, help_) in MODEL_FLAGS.items():
@@ -57,14 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="inference implementation: fast (BN folded, default) or the reference model",
     )
     p.add_argument("--no-cuda", action="store_true", help="skip CUDA even when a GPU is present")
-    add_output(
+    cc.add_output(
         p,
         "--out",
         kind="folder",
         help="output folder (default RUN/profile; none for a fresh model)",
     )
-    add_json_flag(p, "profile.json")
-    add_progress_flag(p)
+    cc.add_json_flag(p, "profile.json")
+    cc.add_progress_flag(p)
     p.set_defaults(func=run)
 
 
@@ -99,10 +91,10 @@ def run(args: argparse.Namespace) -> int:
         overrides=overrides,
         spec=spec,
         out=args.out,
-        progress=show_progress(args),
+        progress=cc.show_progress(args),
     )
     s = res.summary
-    if json_or_banner(args, s, bool(s["source"]["synthetic"])):
+    if cc.json_or_banner(args, s, bool(s["source"]["synthetic"])):
         return 0
     src = s["source"]
     print(
@@ -113,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         f"parameters {s['parameters']:,} (counted); FP32 size {s['fp32_size_mb']:.2f} MB "
         f"(parameters x 4 bytes)"
     )
-    print(format_table(profile_rows(s), PROFILE_TABLE_HEADERS))
+    print(cc.format_table(profile_rows(s), PROFILE_TABLE_HEADERS))
     mem = s["memory"]["cpu"]
     line = (
         f"peak memory (measured): CPU RSS +{mem['rss_delta_mb']:.1f} MB during single-image "

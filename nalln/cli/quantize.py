@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import add_input, add_json_flag, add_output, json_or_banner
+from nalln.cli import common as cc
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quantize", help="INT8 weight quantisation of a run", description=__doc__)
-    add_input(p, "run", help="run folder")
-    add_output(p, "--out", kind="folder", help="new run folder (default RUN-int8 beside RUN)")
-    add_input(p, "--data", help="data-set root (default: the one the run was trained on)")
+    cc.add_input(p, "run", help="run folder")
+    cc.add_output(p, "--out", kind="folder", help="new run folder (default RUN-int8 beside RUN)")
+    cc.add_input(p, "--data", help="data-set root (default: the one the run was trained on)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--no-compare", action="store_true", help="skip the accuracy comparison")
     p.add_argument(
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-resamples", type=int, default=10_000, help="bootstrap resamples")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--device", default="cpu")
-    add_json_flag(p, "quantization.json")
+    cc.add_json_flag(p, "quantization.json")
     p.set_defaults(func=run)
 
 
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         n_resamples=args.n_resamples,
         device=args.device,
     )
-    if json_or_banner(args, res.data, res.data["synthetic"]):
+    if cc.json_or_banner(args, res.data, res.data["synthetic"]):
         return 0
     print((res.out / "quantization.md").read_text(), end="")
     print(f"quantised run: {res.out} (use it with nalln evaluate / predict / profile)")

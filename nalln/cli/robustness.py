@@ -5,15 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import (
-    add_input,
-    add_json_flag,
-    add_output,
-    add_progress_flag,
-    format_table,
-    json_or_banner,
-    show_progress,
-)
+from nalln.cli import common as cc
 
 
 def _grid(text: str) -> tuple[float, ...]:
@@ -33,10 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="accuracy under image perturbations (noise, blur, occlusion, rotation, brightness)",
         description=__doc__,
     )
-    add_input(p, "run", help="run folder")
-    add_input(p, "--data", help="data-set root (default: the one the run was trained on)")
+    cc.add_input(p, "run", help="run folder")
+    cc.add_input(p, "--data", help="data-set root (default: the one the run was trained on)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    add_output(p, "--out", kind="folder", help="output folder (default RUN/robustness)")
+    cc.add_output(p, "--out", kind="folder", help="output folder (default RUN/robustness)")
     p.add_argument(
         "--only",
         help="comma-separated perturbations to run (default all: " + ", ".join(PERTURBATIONS) + ")",
@@ -58,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also run the sweep with CLAHE switched on at the model input (a model trained "
         "without CLAHE sees a distribution shift; compare with --compare-run for a fair test)",
     )
-    add_input(
+    cc.add_input(
         p,
         "--compare-run",
         action="append",
@@ -79,8 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--device", default="auto")
-    add_json_flag(p, "robustness.json")
-    add_progress_flag(p)
+    cc.add_json_flag(p, "robustness.json")
+    cc.add_progress_flag(p)
     p.set_defaults(func=run)
 
 
@@ -131,10 +123,10 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         checkpoint=args.checkpoint,
         device=args.device,
-        progress=show_progress(args),
+        progress=cc.show_progress(args),
     )
     d = res.data
-    if json_or_banner(args, d, d["synthetic"], d["synthetic_model"]):
+    if cc.json_or_banner(args, d, d["synthetic"], d["synthetic_model"]):
         return 0
     print(
         f"{d['source']['n_images']} {d['source']['subset']} images; accuracy measured per "
@@ -158,6 +150,6 @@ def run(args: argparse.Namespace) -> int:
         review = "-" if r["flagged_for_review"] is None else round(r["flagged_for_review"], 3)
         rows.append([r["perturbation"], r["severity"], round(r["accuracy"], 4), *others, review])
     headers = ["perturbation", "severity", labels[0], *labels[1:], "flagged for review"]
-    print(format_table(rows, headers))
+    print(cc.format_table(rows, headers))
     print(f"files in {res.out}: " + ", ".join(sorted(res.files)))
     return 0

@@ -12,18 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from nalln.cli.common import (
-    add_conversion_flags,
-    add_graph_input_flags,
-    add_input,
-    add_json_flag,
-    add_output,
-    add_progress_flag,
-    checked_calibration,
-    format_table,
-    json_or_banner,
-    show_progress,
-)
+from nalln.cli import common as cc
 from nalln.conversion.backend import BACKENDS
 
 
@@ -31,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "simulate", help="simulate a converted model on Norse or Lava", description=__doc__
     )
-    add_input(p, "run", help="run folder, checkpoint, or a .nir file / converted folder")
+    cc.add_input(p, "run", help="run folder, checkpoint, or a .nir file / converted folder")
     p.add_argument(
         "--backend",
         required=True,
@@ -39,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="norse, lava, or loihi-emulator (bit-exact Loihi 2 fixed point, batched; always "
         "fixed point)",
     )
-    add_conversion_flags(p, "(Lava) Loihi fixed point: the recorded grid or a calibration")
+    cc.add_conversion_flags(p, "(Lava) Loihi fixed point: the recorded grid or a calibration")
     p.add_argument(
         "--n",
         type=int,
@@ -51,12 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("train", "val", "test"),
         help="split of the run's manifest (default test)",
     )
-    add_graph_input_flags(p)
-    add_output(
+    cc.add_graph_input_flags(p)
+    cc.add_output(
         p, "--out", kind="folder", help="report folder (default RUN/simulate-<backend>-<se>)"
     )
-    add_json_flag(p, "report.json")
-    add_progress_flag(p)
+    cc.add_json_flag(p, "report.json")
+    cc.add_progress_flag(p)
     p.set_defaults(func=run)
 
 
@@ -72,13 +61,13 @@ def run(args: argparse.Namespace) -> int:
         n=args.n,
         split=args.split,
         out=args.out,
-        calibration=checked_calibration(args),
+        calibration=cc.checked_calibration(args),
         steps=args.steps,
         inputs=args.inputs,
-        progress=show_progress(args),
+        progress=cc.show_progress(args),
     )
     m = res.metrics
-    if json_or_banner(args, m, m["synthetic"]):
+    if cc.json_or_banner(args, m, m["synthetic"]):
         return 0
     print(
         f"{m['backend']} ({m['mode']}, SE {m['se_mode']}) vs {m['reference']} on "
@@ -92,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
         ["seconds per image", m["seconds_per_image"]],
         ["build seconds", m["build_seconds"]],
     ]
-    print(format_table(rows, ["measure", "value"], "lr"))
+    print(cc.format_table(rows, ["measure", "value"], "lr"))
     layers = [[k, v] for k, v in m["spike_agreement"]["per_layer"].items()]
-    print(format_table(layers, ["layer", "spike agreement"], "lr"))
+    print(cc.format_table(layers, ["layer", "spike agreement"], "lr"))
     print(f"reports in {res.out}: " + ", ".join(res.files))
     return 0
 

@@ -5,13 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nalln.cli.common import (
-    add_input,
-    add_output,
-    add_progress_flag,
-    show_progress,
-    synthetic_banner,
-)
+from nalln.cli import common as cc
 from nalln.config import TrainConfig, apply_overrides, load_config_file
 
 # flag -> (config path, type, help)
@@ -33,9 +27,9 @@ FLAGS: dict[str, tuple[str, type, str]] = {
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train NeurALLNet on a data set", description=__doc__)
-    add_input(p, "--data", required=True, help="data-set root (e.g. the Kaggle ALL folder)")
-    add_output(p, "--out", kind="folder", required=True, help="run folder to create (or resume)")
-    add_input(p, "--config", help="TOML or JSON file with training settings")
+    cc.add_input(p, "--data", required=True, help="data-set root (e.g. the Kaggle ALL folder)")
+    cc.add_output(p, "--out", kind="folder", required=True, help="run folder to create (or resume)")
+    cc.add_input(p, "--config", help="TOML or JSON file with training settings")
     p.add_argument(
         "--set",
         action="append",
@@ -45,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     for flag, (_, typ, help_) in FLAGS.items():
         p.add_argument(flag, type=typ, help=help_)
-    add_input(p, "--splits", help="reuse an existing split manifest (CSV) instead of making one")
-    add_input(
+    cc.add_input(p, "--splits", help="reuse an existing split manifest (CSV) instead of making one")
+    cc.add_input(
         p,
         "--groups",
         help="CSV with columns path,group (patient or slide id): each group's images share one "
@@ -65,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--clahe", action="store_true", help="CLAHE as fixed preprocessing (train and inference)"
     )
-    add_progress_flag(p)
+    cc.add_progress_flag(p)
     p.set_defaults(func=run)
 
 
@@ -120,11 +114,11 @@ def run(args: argparse.Namespace) -> int:
         cfg,
         resume=args.resume,
         splits_file=args.splits,
-        progress=show_progress(args),
+        progress=cc.show_progress(args),
         echo=print,
         skip_unreadable=args.skip_unreadable,
     )
-    print(synthetic_banner(res.synthetic), end="")
+    print(cc.synthetic_banner(res.synthetic), end="")
     best = f"{res.best_val_accuracy:.4f}" if res.best_val_accuracy is not None else "n/a"
     print(
         f"best validation accuracy {best} (measured) at epoch {res.best_epoch}; "

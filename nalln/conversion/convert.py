@@ -145,19 +145,11 @@ def convert(
     if steps is not None and steps < 1:
         raise NallnError("--steps must be at least 1")
     with staged_folder(out) as stage:
-        res = _convert_into(
-            source_path,
-            to=to,
-            out=stage.path,
-            se=SEMode.parse(se, SEMode.deployable()),
-            fixed_point=fixed_point,
-            data=data,
-            calibration=calibration,
-            progress=progress,
-            portable=portable,
-            steps=steps,
-            inputs=inputs,
+        opts = ConvertOptions(
+            to, SEMode.parse(se, SEMode.deployable()), fixed_point, data, calibration, progress
         )
+        opts = dataclasses.replace(opts, portable=portable, steps=steps, inputs=inputs)
+        res = _convert_into(source_path, stage.path, opts)
         moved = stage.publish(path.name for path in res.files.values())
         files = {name: moved[path.name] for name, path in res.files.items()}
         summary = stage.relocate(res.summary)
@@ -165,20 +157,30 @@ def convert(
         return ConvertResult(stage.final, files, summary)
 
 
-def _convert_into(
-    source_path: str | Path,
-    *,
-    to: str,
-    out: str | Path,
-    se: SEMode | str = SEMode.HYBRID,
-    fixed_point: bool = False,
-    data: str | Path | None = None,
-    calibration: int = DEFAULT_CALIBRATION,
-    progress: bool = False,
-    portable: bool = False,
-    steps: int | None = None,
-    inputs: str | Path | None = None,
-) -> ConvertResult:
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What :func:`convert` was asked for (checked there), handed to the staged conversion."""
+
+    to: str
+    se: SEMode = SEMode.HYBRID
+    fixed_point: bool = False
+    data: str | Path | None = None
+    calibration: int = DEFAULT_CALIBRATION
+    progress: bool = False
+    portable: bool = False
+    steps: int | None = None
+    inputs: str | Path | None = None
+
+
+def _convert_into(source_path: str | Path, out: Path, opts: ConvertOptions) -> ConvertResult:
+    to, se, fixed_point, data = opts.to, opts.se, opts.fixed_point, opts.data
+    calibration, progress, portable, steps = (
+        opts.calibration,
+        opts.progress,
+        opts.portable,
+        opts.steps,
+    )
+    inputs = opts.inputs
     if to not in TARGETS:
         raise NallnError(f"unknown target {to!r}; use one of {', '.join(TARGETS)}")
     if fixed_point and to != "lava":
