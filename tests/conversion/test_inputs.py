@@ -180,7 +180,7 @@ def test_simulate_events_with_and_without_labels(run_cli, event_graph, tmp_path,
         ([], "--inputs X.npz"),
         (["--inputs", "BAD"], "do not fit the graph's input [2, 8, 8]"),
         (["--inputs", "GOOD", "--steps", "3"], "--steps 3 disagrees with the 5 time steps"),
-        (["--inputs", "GOOD", "--data", "somewhere"], "not both"),
+        (["--inputs", "GOOD", "--data", "DIR"], "not both"),
     ],
 )
 def test_simulate_bad_inputs_exit_2_and_write_nothing(
@@ -188,7 +188,7 @@ def test_simulate_bad_inputs_exit_2_and_write_nothing(
 ):
     good = _npz(tmp_path / "good.npz", x=_events(2, 5))
     bad = _npz(tmp_path / "bad.npz", x=np.zeros((2, 3, 8, 8), np.float32))
-    extra = [{"BAD": str(bad), "GOOD": str(good)}.get(a, a) for a in extra]
+    extra = [{"BAD": str(bad), "GOOD": str(good), "DIR": str(tmp_path)}.get(a, a) for a in extra]
     out = tmp_path / "s"
     code = run_cli(["simulate", str(event_graph), "--backend", "norse", "--out", str(out), *extra])
     err = capsys.readouterr().err
