@@ -77,7 +77,7 @@ def build_config(args: argparse.Namespace, base: dict | None = None) -> TrainCon
         sets.append("augment.photometric=true")
     if args.clahe:
         sets.append("preprocess.clahe=true")
-    if args.groups:
+    if getattr(args, "groups", None):  # ablate shares build_config without --groups
         sets.append(f"split_groups_file={str(Path(args.groups).resolve())!r}")
     return TrainConfig.from_dict(apply_overrides(raw, [s.replace("'", '"') for s in sets]))
 
@@ -92,7 +92,7 @@ def _merged(base: dict, top: dict) -> dict:
 
 def _gives_settings(args: argparse.Namespace) -> bool:
     flags = (getattr(args, f.lstrip("-").replace("-", "_")) for f in FLAGS)
-    switches = (args.no_augment, args.photometric, args.clahe, args.groups)
+    switches = (args.no_augment, args.photometric, args.clahe, getattr(args, "groups", None))
     return bool(args.config or args.set or any(v is not None for v in flags) or any(switches))
 
 
