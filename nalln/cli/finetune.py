@@ -35,9 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "side-car (its integer rounding makes it inexact)",
     )
     p.add_argument(
-        "--epochs", type=int, default=3, help="fine-tuning epochs (default 3; 0: quantise only)"
+        "--epochs", type=int, default=12, help="fine-tuning epochs (default 12; 0: quantise only)"
     )
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
     p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
     cc.add_calibration_flag(p, "choosing the fixed-point grid")
     p.add_argument(
@@ -51,9 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--distill",
         type=float,
-        default=0.0,
+        default=0.7,
         metavar="ALPHA",
-        help="weight of distillation from the trained float model, 0-1 (default 0: "
+        help="weight of distillation from the trained float model, 0-1 (default 0.7; 0: "
         "cross-entropy only)",
     )
     cc.add_json_flag(p, "finetune_report.json")
