@@ -52,9 +52,9 @@ def _require_norse():
     return nirtorch, reset, _import_norse_module
 
 
-class ScaledLIF(nn.Module):
-    """A spiking population nalln records: Norse's LIF/IF/CubaLIF cell (or our Threshold) with
-    the NIR input gain ``r`` applied to its input where Norse ignores it (LIF, IF)."""
+class GainedCell(nn.Module):
+    """A cell with the NIR input gain ``r`` applied to its input (Norse ignores ``r``). As such
+    it is a non-spiking cell (LI, Integrator), not recorded: its output is a membrane."""
 
     def __init__(self, cell: nn.Module, r: torch.Tensor) -> None:
         super().__init__()
@@ -63,6 +63,11 @@ class ScaledLIF(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None):
         return self.cell(self.r * x, state)
+
+
+class ScaledLIF(GainedCell):
+    """A spiking population nalln records: Norse's LIF/IF/CubaLIF cell (or our Threshold) with
+    the NIR input gain ``r`` applied to its input where Norse ignores it (LIF, IF)."""
 
 
 class Flatten(nn.Module):
@@ -173,19 +178,6 @@ class ThresholdCell(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None):
         return (x > self.threshold).to(x.dtype), state
-
-
-class GainedCell(nn.Module):
-    """A non-spiking cell (LI, Integrator) with the NIR input gain ``r``; not recorded as a
-    spiking population (its output is a membrane)."""
-
-    def __init__(self, cell: nn.Module, r: torch.Tensor) -> None:
-        super().__init__()
-        self.cell = cell
-        self.register_buffer("r", r)
-
-    def forward(self, x: torch.Tensor, state=None):
-        return self.cell(self.r * x, state)
 
 
 class IntegratorCell(nn.Module):
