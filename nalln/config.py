@@ -72,6 +72,8 @@ class TrainConfig:
     patience: int = 5
     lif_backend: str = "fused"  # "fused": one autograd node for all T steps; "snntorch": Leaky
     precise_bn_images: int = 0  # >0: re-estimate BatchNorm statistics per epoch on N images
+    # under torchrun: BatchNorm statistics of the global batch, not of each rank's share
+    sync_batchnorm: bool = False
     seed: int = 42
     device: str = "auto"
     layout: str = "auto"

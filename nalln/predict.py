@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 from nalln.data.images import is_image_name, load_image
 from nalln.data.quality import quality_flags
+from nalln.distributed.collect import agree, gather_shards, sequence_shard, world_fits
+from nalln.distributed.world import current
 from nalln.errors import DataError, NallnError
 from nalln.inference import pick_device, predict_logits
 from nalln.runs import LoadedModel, load_model
@@ -105,8 +107,15 @@ def predict_paths(
     device: str = "auto",
     skip_unreadable: bool = False,
 ) -> tuple[LoadedModel, list[Prediction]]:
-    dev = pick_device(device)
-    loaded = load_model(run, checkpoint, dev)
-    return loaded, predict_files(
-        loaded, collect_images(paths), device=dev, skip_unreadable=skip_unreadable
+    """Under torchrun each rank classifies a contiguous share of the files; every rank gets
+    all predictions, in the order one process gives."""
+    world = current()
+    dev = world.device(pick_device(device))
+    loaded = agree(lambda: load_model(run, checkpoint, dev), world)
+    files = agree(lambda: collect_images(paths), world)
+    world_fits(len(files), world, "images")
+    mine = sequence_shard(files, world)
+    preds = agree(
+        lambda: predict_files(loaded, mine, device=dev, skip_unreadable=skip_unreadable), world
     )
+    return loaded, gather_shards(preds, world)

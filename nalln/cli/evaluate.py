@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     cc.add_json_flag(p, "metrics.json")
     cc.add_progress_flag(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, distributed=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from nalln import __version__
 from nalln.cli.common import check_paths, os_error_message
+from nalln.cli.parallel import join_world, leave_world
 from nalln.errors import NallnError
 
 # Each module defines register(subparsers); the order is the order in `nalln --help`.
@@ -66,6 +67,12 @@ def _install_sigterm():
         return None
 
 
+def _speaks(world) -> bool:
+    if world is not None:
+        return world.main
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nalln",
@@ -88,11 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     previous = _install_sigterm()
+    world = None
     try:
+        world = join_world(args)
         check_paths(args)
         code = args.func(args)
     except NallnError as exc:
-        sys.stderr.write(f"nalln: error: {exc}\n")
+        if _speaks(world):  # under torchrun rank 0 speaks for every rank
+            sys.stderr.write(f"nalln: error: {exc}\n")
         return exc.exit_code
     except BrokenPipeError:
         return 141
@@ -100,9 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = os_error_message(exc, getattr(args, "interrupt_hint", None))
         if message is None:
             raise
-        sys.stderr.write(f"nalln: error: {message}\n")
+        if _speaks(world):
+            sys.stderr.write(f"nalln: error: {message}\n")
         return NallnError.exit_code
     except KeyboardInterrupt as exc:
+        if world is not None and not world.main:
+            return 143 if isinstance(exc, Terminated) else 130
         hint = getattr(args, "interrupt_hint", None)
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         sys.stderr.write(f"nalln: {what}" + (f"; {hint}" if hint else "") + "\n")
@@ -110,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        leave_world()
     return int(code or 0)
 
 

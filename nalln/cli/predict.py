@@ -16,10 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-unreadable", action="store_true", help="report unreadable files, go on")
     cc.add_json_flag(p, "the predictions")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, distributed=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    from nalln.distributed import current
     from nalln.io import write_csv
     from nalln.predict import predict_paths
 
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         for p in preds
     ]
-    if args.out:
+    if args.out and current().main:  # under torchrun rank 0 writes the merged file
         write_csv(args.out, rows, header)
     if cc.json_or_banner(
         args,

@@ -54,13 +54,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave out images that cannot be decoded (named once) instead of stopping",
     )
+    p.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="under torchrun: BatchNorm statistics over the global batch (as one process "
+        "computes them), not each rank's share",
+    )
     p.add_argument("--no-augment", action="store_true", help="disable training augmentation")
     p.add_argument("--photometric", action="store_true", help="add photometric augmentation")
     p.add_argument(
         "--clahe", action="store_true", help="CLAHE as fixed preprocessing (train and inference)"
     )
     cc.add_progress_flag(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, distributed=True)
 
 
 def build_config(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
@@ -77,6 +83,8 @@ def build_config(args: argparse.Namespace, base: dict | None = None) -> TrainCon
         sets.append("augment.photometric=true")
     if args.clahe:
         sets.append("preprocess.clahe=true")
+    if getattr(args, "sync_bn", False):
+        sets.append("sync_batchnorm=true")
     if getattr(args, "groups", None):  # ablate shares build_config without --groups
         sets.append(f"split_groups_file={str(Path(args.groups).resolve())!r}")
     return TrainConfig.from_dict(apply_overrides(raw, [s.replace("'", '"') for s in sets]))
@@ -92,7 +100,13 @@ def _merged(base: dict, top: dict) -> dict:
 
 def _gives_settings(args: argparse.Namespace) -> bool:
     flags = (getattr(args, f.lstrip("-").replace("-", "_")) for f in FLAGS)
-    switches = (args.no_augment, args.photometric, args.clahe, getattr(args, "groups", None))
+    switches = (
+        args.no_augment,
+        args.photometric,
+        args.clahe,
+        getattr(args, "sync_bn", False),
+        getattr(args, "groups", None),
+    )
     return bool(args.config or args.set or any(v is not None for v in flags) or any(switches))
 
 

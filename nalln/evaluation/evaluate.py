@@ -15,6 +15,8 @@ import torch.nn.functional as F
 
 from nalln.data.dataset import DatasetIndex, Record, load_readable, scan, skipped_message
 from nalln.data.splits import check_manifest, read_manifest
+from nalln.distributed.collect import agree, gather_shards, sequence_shard, world_fits
+from nalln.distributed.world import current
 from nalln.errors import DataError, NallnError
 from nalln.evaluation.bootstrap import BootstrapSpec, bootstrap_metrics
 from nalln.evaluation.metrics import confusion_matrix, metrics_from_confusion
@@ -114,27 +116,43 @@ def evaluate(
 ) -> EvalResult:
     """Metrics of ``run`` on a split or an ``external`` data set; ``skip_unreadable``: leave
     undecodable images out (listed in ``source.skipped_unreadable``) instead of stopping."""
-    dev = pick_device(device)
-    loaded = load_model(run, checkpoint, dev)
-    index, records, subset = select_records(loaded, data, split, external, layout)
-    class_labels(records, loaded.class_names, index)  # unknown classes: before decoding
-    images, records, bad = load_readable(
-        index,
-        records,
-        loaded.image_size,
-        progress,
-        f"loading {subset} images",
-        skip_unreadable=skip_unreadable,
-        can_skip=True,
+    world = current()
+    progress = progress and world.main
+    dev = world.device(pick_device(device))
+    loaded = agree(lambda: load_model(run, checkpoint, dev), world)
+    index, records, subset = agree(
+        lambda: select_records(loaded, data, split, external, layout), world
     )
-    if bad:
+    class_labels(records, loaded.class_names, index)  # unknown classes: before decoding
+    world_fits(len(records), world, f"images in {subset}")
+
+    def my_share() -> tuple[list[Record], list, torch.Tensor | None]:
+        """Under torchrun each rank decodes and predicts its contiguous share of the images."""
+        images, mine, bad = load_readable(
+            index,
+            sequence_shard(records, world),
+            loaded.image_size,
+            progress,
+            f"loading {subset} images",
+            skip_unreadable=skip_unreadable,
+            can_skip=True,
+        )
+        if not mine:
+            return mine, bad, None
+        logits = predict_logits(
+            loaded.model, loaded.preprocess, images, batch_size, dev, progress, "evaluating"
+        )
+        return mine, bad, logits.cpu()
+
+    shares = gather_shards([agree(my_share, world)], world)  # in rank order: one process's
+    records = [r for mine, _, _ in shares for r in mine]
+    bad = [b for _, bad_, _ in shares for b in bad_]
+    if bad and world.main:
         log.warning("%s", skipped_message(index.root, bad))
     if not records:
         raise DataError(f"none of the {len(bad)} images of {subset} can be read")
     y_true = class_labels(records, loaded.class_names, index)
-    logits = predict_logits(
-        loaded.model, loaded.preprocess, images, batch_size, dev, progress, "evaluating"
-    )
+    logits = torch.cat([lg for _, _, lg in shares if lg is not None])
     probs = F.softmax(logits, dim=1).numpy()
     y_pred = probs.argmax(1)
     k = len(loaded.class_names)
@@ -166,6 +184,8 @@ def evaluate(
         title += " (SYNTHETIC data)"
     elif synthetic_model:
         title += " (model trained on SYNTHETIC data)"
+    if not world.main:  # rank 0 writes for the job
+        return EvalResult(metrics, out_dir, {})
     files = {
         "metrics.json": write_json(out_dir / "metrics.json", metrics),
         "metrics.md": write_text(out_dir / "metrics.md", metrics_markdown(metrics, title)),

@@ -33,6 +33,9 @@ from nalln.data.groups import split_groups
 from nalln.data.quality import reference_stats
 from nalln.data.splits import SplitSpec, check_manifest, make_splits, read_manifest, write_manifest
 from nalln.data.transforms import Preprocess, build_augmentation, fit_preprocess, to_float
+from nalln.distributed.collect import agree, all_equal, broadcast, gather_shards, shard_range
+from nalln.distributed.sync_bn import convert_global_batch_norm
+from nalln.distributed.world import SINGLE, World, current
 from nalln.errors import DataError, NallnError
 from nalln.evaluation.plots import plot_learning_curves
 from nalln.inference import pick_device, predict_logits
@@ -73,8 +76,18 @@ def _seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def _evaluate_split(model, pre, images, labels, device, batch_size) -> tuple[float, float]:
-    logits = predict_logits(model, pre, images, batch_size, device)
+def _evaluate_split(
+    model, pre, images, labels, device, batch_size, world: World = SINGLE
+) -> tuple[float, float]:
+    """Loss and accuracy; under torchrun each rank predicts its share and all get all logits."""
+    r = shard_range(len(images), world)
+    part = None
+    if r:
+        part = predict_logits(model, pre, images[r.start : r.stop], batch_size, device).cpu()
+    if world.distributed:
+        logits = torch.cat([p for p in gather_shards([part], world) if p is not None])
+    else:
+        logits = part
     loss = F.cross_entropy(logits, labels).item()
     acc = (logits.argmax(1) == labels).float().mean().item()
     return loss, acc
@@ -273,6 +286,52 @@ def _epoch_line(row: dict[str, Any], improved: bool, has_val: bool) -> str:
     )
 
 
+def _same_job(world: World, cfg: TrainConfig, data_root: str | Path, out: str | Path) -> None:
+    """Every rank must train the same run: same settings, data and folder as rank 0."""
+
+    def differs(a: dict[str, Any], b: dict[str, Any]) -> str:
+        fa, fb = _flatten(a), _flatten(b)
+        key = next(k for k in sorted(fa.keys() | fb.keys()) if fa.get(k) != fb.get(k))
+        return f"{key} (rank 0: {fa.get(key)!r}, this rank: {fb.get(key)!r})"
+
+    job = {
+        "train_config": {k: v for k, v in cfg.to_dict().items() if k not in RESUME_MAY_CHANGE},
+        "data": str(Path(data_root).resolve()),
+        "out": str(Path(out).resolve()),
+    }
+    all_equal(job, world, "settings", differs)
+
+
+def _check_world(world: World, n_train: int, batch_size: int) -> None:
+    if not world.distributed:
+        return
+    if world.size > n_train:
+        raise NallnError(
+            f"{world.size} processes for {n_train} training images: the world size is larger "
+            "than the data; start fewer processes (torchrun --nproc-per-node)"
+        )
+    if batch_size < world.size:
+        raise NallnError(
+            f"--batch-size {batch_size} is the global batch and {world.size} processes would "
+            f"leave some without an image; pass --batch-size {world.size} or more"
+        )
+
+
+def _parallel(
+    model: torch.nn.Module, cfg: TrainConfig, world: World, device: torch.device
+) -> torch.nn.Module:
+    """The network the epochs run: ``model`` itself in one process, else DDP around it (rank 0's
+    weights are broadcast to all); checkpoints always hold ``model``'s own state dict."""
+    if not world.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    if cfg.sync_batchnorm:
+        convert_global_batch_norm(model)
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
 def train(
     data_root: str | Path,
     out: str | Path,
@@ -286,43 +345,62 @@ def train(
 ) -> TrainResult:
     """Train a model on ``data_root`` into the run folder ``out``; ``skip_unreadable``: leave
     undecodable images out (named once) instead of stopping."""
+    world = current()
+    if not world.main:  # rank 0 alone prints and writes
+        echo, progress = (lambda _m: None), False
     run = RunDir(Path(out))
-    cfg, last = _start(run, config, resume, echo)
-    device = pick_device(cfg.device)
+    cfg, last = agree(lambda: _start(run, config, resume, echo), world)
+    _same_job(world, cfg, data_root, out)
+    world.barrier()  # every rank has checked the folder before rank 0 writes into it
+    device = world.device(pick_device(cfg.device))
     _seed_everything(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
-    index = scan(data_root, cfg.layout, cfg.variant)
+    index = agree(lambda: scan(data_root, cfg.layout, cfg.variant), world)
     mcfg = model_config(cfg.model, **cfg.model_config)
     size = mcfg.image_size
     if skip_unreadable:  # before splitting: the manifest lists only images that can be used
         index, bad = drop_unreadable(index, size, progress)
         if bad:
             echo(skipped_message(index.root, bad))
-    splits = _prepare_splits(index, run, cfg, Path(splits_file) if splits_file else None, echo)
+    splits_path = Path(splits_file) if splits_file else None
+    # rank 0 makes (or reads) the split; every rank trains on that same manifest
+    splits = agree(
+        lambda: _prepare_splits(index, run, cfg, splits_path, echo) if world.main else None,
+        world,
+    )
+    splits = broadcast(splits, world)
+    _check_world(world, len(splits["train"]), cfg.batch_size)
     echo(index.describe())
     echo(
         f"split: train {len(splits['train'])}, val {len(splits['val'])}, "
         f"test {len(splits['test'])} -> {run.splits}"
     )
+
     # every unreadable file of both splits is named in one message, not the first alone
-    train_x, _, bad = load_readable(
-        index, splits["train"], size, progress, "loading train images", skip_unreadable=True
-    )
+    def load() -> tuple[torch.Tensor, torch.Tensor]:
+        train_x, _, bad = load_readable(
+            index, splits["train"], size, progress, "loading train images", skip_unreadable=True
+        )
+        val_x, _, bad_val = load_readable(
+            index, splits["val"], size, progress, "loading val images", skip_unreadable=True
+        )
+        if bad or bad_val:
+            raise DataError(unreadable_message(index.root, bad + bad_val, can_skip=True))
+        return train_x, val_x
+
+    train_x, val_x = agree(load, world)
     train_y = index.labels(splits["train"])
-    val_x, _, bad_val = load_readable(
-        index, splits["val"], size, progress, "loading val images", skip_unreadable=True
-    )
-    if bad or bad_val:
-        raise DataError(unreadable_message(index.root, bad + bad_val, can_skip=True))
     val_y = index.labels(splits["val"])
     # Nothing is written before every image has loaded: a bad file leaves no half-made run.
-    run.path.mkdir(parents=True, exist_ok=True)
-    if not run.splits.is_file():
-        write_manifest(run.splits, splits)
+    if world.main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        if not run.splits.is_file():
+            write_manifest(run.splits, splits)
 
     state = _initial_state(cfg, mcfg, train_x, last, device, run, echo)
     model, pre, stopper = state.model, state.pre, state.stopper
+    net = _parallel(model, cfg, world, device)
     if last is not None and "image_reference" in last.meta:
         image_reference = last.meta["image_reference"]
     else:
@@ -345,8 +423,8 @@ def train(
         image_reference=image_reference,
         train_config=cfg.to_dict(),
     ).to_dict()
-    if last is None:
-        write_json(run.config, {**meta_base, "device": str(device)})
+    if last is None and world.main:
+        write_json(run.config, {**meta_base, "device": str(device), "world_size": world.size})
 
     stopped_early = stopper.should_stop
     for epoch in range(state.start_epoch, cfg.epochs):
@@ -362,7 +440,7 @@ def train(
             len(train_x), generator=torch.Generator().manual_seed(cfg.seed + epoch)
         )
         stats = train_epoch(
-            model,
+            net,
             state.optimizer,
             train_x,
             train_y,
@@ -375,6 +453,7 @@ def train(
             ),
             device=device,
             progress=progress,
+            world=world,
         )
         if cfg.precise_bn_images > 0:
             gen = torch.Generator().manual_seed(cfg.seed + 10_000 + epoch)
@@ -389,7 +468,7 @@ def train(
         }
         if len(val_x):
             row["val_loss"], row["val_accuracy"] = _evaluate_split(
-                model, pre, val_x, val_y, device, 64
+                model, pre, val_x, val_y, device, 64, world
             )
             improved = stopper.update(row["val_accuracy"], epoch + 1)
         else:
@@ -404,14 +483,16 @@ def train(
             "history": state.history,
             "early_stopping": dataclasses.asdict(stopper) | {"patience": cfg.patience},
         }
-        save_epoch(run, state, meta, improved, index.synthetic)
+        if world.main:
+            save_epoch(run, state, meta, improved, index.synthetic)
         if stopper.should_stop:
             stopped_early = True
             echo(f"early stopping: no improvement in {cfg.patience} epochs")
             break
 
     history = state.history
-    if history:
+    world.barrier()  # the last checkpoint is written before any rank reports the end
+    if history and world.main:
         write_csv(
             run.metrics_csv, [[h[k] for k in HISTORY_FIELDS] for h in history], HISTORY_FIELDS
         )
@@ -424,7 +505,8 @@ def train(
         "stopped_early": stopped_early,
         "synthetic": index.synthetic,
     }
-    write_json(run.path / "train_summary.json", summary)
+    if world.main:
+        write_json(run.path / "train_summary.json", summary)
     return TrainResult(
         run,
         stopper.best_epoch,
