@@ -22,6 +22,8 @@ from nalln.analysis.plots import plot_ablation
 from nalln.config import TrainConfig
 from nalln.data.dataset import scan
 from nalln.data.splits import SplitSpec, check_manifest, make_splits, read_manifest, write_manifest
+from nalln.distributed.collect import agree, gather_shards
+from nalln.distributed.world import SINGLE, current
 from nalln.errors import NallnError
 from nalln.evaluation.bootstrap import BootstrapSpec
 from nalln.evaluation.evaluate import evaluate
@@ -120,38 +122,47 @@ def run_ablation(
 ) -> AblationResult:
     from nalln.training.loop import train
 
+    world = current()
+    if not world.main:
+        echo, progress = (lambda _m: None), False
     variants = list(dict.fromkeys(variants))
     for v in variants:
         variant_settings(v)  # validates the name
     out = Path(out)
     data_root = Path(data_root)
-    index = scan(data_root, base.layout, base.variant)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_protocol(out / "ablation_protocol.json", _protocol(base, variants, data_root))
+    index = agree(lambda: scan(data_root, base.layout, base.variant), world)
     manifest = out / "splits.csv"
-    if manifest.is_file():
-        check_manifest(index, read_manifest(manifest), manifest)
-    else:
-        from nalln.data.groups import split_groups
 
-        spec = SplitSpec(base.split_train, base.split_val, base.split_test, base.seed)
-        write_manifest(manifest, make_splits(index, spec, split_groups(index, base, echo)))
+    def prepare() -> None:  # rank 0 alone writes the shared protocol and split
+        if not world.main:
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        _check_protocol(out / "ablation_protocol.json", _protocol(base, variants, data_root))
+        if manifest.is_file():
+            check_manifest(index, read_manifest(manifest), manifest)
+        else:
+            from nalln.data.groups import split_groups
+
+            spec = SplitSpec(base.split_train, base.split_val, base.split_test, base.seed)
+            write_manifest(manifest, make_splits(index, spec, split_groups(index, base, echo)))
+
+    agree(prepare, world)
     if "neurallnet_small_head" in variants:
         full_head = model_config("neurallnet", **base.model_config).head_hidden
         small = variant_settings("neurallnet_small_head")["head_hidden"]
         if full_head <= small:
             echo(f"note: the full model's head ({full_head}) is not larger than the small head")
 
-    rows: list[dict[str, Any]] = []
     descriptions = describe_models()
-    for i, name in enumerate(variants, 1):
+
+    def variant_row(i: int, name: str) -> dict[str, Any]:
         vdir = RunDir(out / name)
         echo(f"== [{i}/{len(variants)}] {name}: {descriptions.get(name, '')}")
         t0 = time.perf_counter()
         if (vdir.path / "train_summary.json").is_file():
             echo(f"already trained in {vdir.path}; skipped")
         elif vdir.last.is_file():
-            train(data_root, vdir.path, resume=True, progress=progress, echo=echo)
+            train(data_root, vdir.path, resume=True, progress=progress, echo=echo, world=SINGLE)
         else:
             train(
                 data_root,
@@ -160,6 +171,7 @@ def run_ablation(
                 splits_file=manifest,
                 progress=progress,
                 echo=echo,
+                world=SINGLE,
             )
         metrics_path = vdir.path / "eval-test" / "metrics.json"
         if metrics_path.is_file() and metrics_path.stat().st_mtime >= vdir.best.stat().st_mtime:
@@ -171,31 +183,39 @@ def run_ablation(
                 split="test",
                 bootstrap=BootstrapSpec(n_resamples=n_resamples, seed=base.seed),
                 progress=progress,
+                world=SINGLE,
             ).metrics
         loaded = load_model(vdir.path)
         summary = read_json(vdir.path / "train_summary.json")
-        rows.append(
-            {
-                "variant": name,
-                "accuracy": metrics["accuracy"],
-                "ci_low": metrics["accuracy_ci"][0],
-                "ci_high": metrics["accuracy_ci"][1],
-                "macro_f1": metrics["macro"]["f1"]["value"],
-                "parameters": count_parameters(loaded.model),
-                "train_seconds": _train_seconds(vdir),
-                "epochs_run": summary["epochs_run"],
-                "best_epoch": summary["best_epoch"],
-                "best_val_accuracy": summary["best_val_accuracy"],
-                "description": descriptions.get(name, ""),
-                "settings": variant_settings(name),
-                "synthetic": bool(metrics.get("synthetic")),
-                "n_test": metrics["n"],
-            }
-        )
+        row = {
+            "variant": name,
+            "accuracy": metrics["accuracy"],
+            "ci_low": metrics["accuracy_ci"][0],
+            "ci_high": metrics["accuracy_ci"][1],
+            "macro_f1": metrics["macro"]["f1"]["value"],
+            "parameters": count_parameters(loaded.model),
+            "train_seconds": _train_seconds(vdir),
+            "epochs_run": summary["epochs_run"],
+            "best_epoch": summary["best_epoch"],
+            "best_val_accuracy": summary["best_val_accuracy"],
+            "description": descriptions.get(name, ""),
+            "settings": variant_settings(name),
+            "synthetic": bool(metrics.get("synthetic")),
+            "n_test": metrics["n"],
+        }
         echo(
             f"{name}: test accuracy {metrics['accuracy']:.4f} (measured) "
             f"({time.perf_counter() - t0:.0f}s)"
         )
+        return row
+
+    # under torchrun, variant i runs on rank i mod W (each a one-process training); the rows
+    # come back in the variants' order, the table one process would write
+    mine = [(i, v) for i, v in enumerate(variants, 1) if (i - 1) % world.size == world.rank]
+    done = agree(lambda: [(i, variant_row(i, v)) for i, v in mine], world)
+    rows = [row for _, row in sorted(gather_shards(done, world), key=lambda p: p[0])]
+    if not world.main:
+        return AblationResult({}, rows, out, {})
     synthetic = index.synthetic or any(r["synthetic"] for r in rows)
     data = {
         "synthetic": synthetic,

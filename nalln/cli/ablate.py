@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-resamples", type=int, default=10_000, help="bootstrap resamples")
     cc.add_json_flag(p, "ablation.json")
     cc.add_progress_flag(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, distributed=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         progress=cc.show_progress(args),
         echo=(lambda _m: None) if args.json else print,
     )
+    if not res.data:  # a rank other than 0 under torchrun: rank 0 reports for the job
+        return 0
     if cc.json_or_banner(args, res.data, res.data["synthetic"]):
         return 0
     rows = [

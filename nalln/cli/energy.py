@@ -36,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "see `nalln hardware list`)",
     )
     cc.add_output(r, "--out", kind="folder", required=True, help="output folder")
-    r.add_argument("--n", type=int, default=100, help="images to count (default 100)")
+    r.add_argument(
+        "--n-images", "--n", dest="n", type=int, default=100, help="images to count (default 100)"
+    )
     r.add_argument(
         "--split",
         default="test",
@@ -70,10 +72,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--seed", type=int, default=0, help="seed for picking --n images")
     cc.add_json_flag(r, "energy.json")
     cc.add_progress_flag(r)
-    r.set_defaults(func=run_report)
+    r.set_defaults(func=run_report, distributed=True)
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from nalln.distributed import current
     from nalln.energy.render import terminal_text, write_report
     from nalln.energy.report import ReportOptions, build_report
 
@@ -92,6 +95,8 @@ def run_report(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     report = build_report(args.run, args.data, opts, progress=cc.show_progress(args))
+    if not current().main:  # under torchrun rank 0 writes the merged report
+        return 0
     files = write_report(report, args.out)
     if not cc.json_or_banner(args, report.data):  # terminal_text carries its own SYNTHETIC line
         print(terminal_text(report.data, files))

@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     cc.add_conversion_flags(p, "(Lava) Loihi fixed point: the recorded grid or a calibration")
     p.add_argument(
+        "--n-images",
         "--n",
+        dest="n",
         type=int,
         help="number of images (default 50; loihi-emulator: the whole split)",
     )
@@ -46,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     cc.add_json_flag(p, "report.json")
     cc.add_progress_flag(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, distributed=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,9 +44,11 @@ from nalln.conversion.sources import (
     run_index,
     training_images,
 )
+from nalln.distributed.collect import broadcast, gather_shards, shard_range, world_fits
+from nalln.distributed.world import SINGLE, World, current
 from nalln.errors import NallnError
 from nalln.io import save_figure, write_json, write_text
-from nalln.ir.reference import Trace, batched, run_plan
+from nalln.ir.reference import Trace, batched, concat, run_plan
 from nalln.ir.se_mode import SEMode
 
 EMULATOR_BATCH = 32
@@ -181,6 +184,12 @@ def simulate(
             "--fixed-point applies to --backend lava or loihi-emulator (Loihi's fixed point)"
         )
     fixed_point = fixed_point or backend.always_fixed_point
+    world = current()
+    if world.distributed and backend is not Backend.LOIHI_EMULATOR:
+        raise NallnError(
+            f"under torchrun `simulate` shards only --backend loihi-emulator; --backend "
+            f"{backend.value} runs its simulator in one process: start it without torchrun"
+        )
     if n is None:
         n = backend.default_images
     if n is not None and n < 1:
@@ -225,7 +234,11 @@ def simulate(
             prepared = prepare(source.loaded, se, data, progress, train_x)
             write_artefact(tmp, prepared.exported)
             artefact = read_artefact(tmp)  # back-ends read what a file holds
-            reference = batched(lambda b: run_torch_model(prepared.reference, b), x, 16)
+            reference = sharded(
+                lambda xs: batched(lambda b: run_torch_model(prepared.reference, b), xs, 16),
+                x,
+                world,
+            )
             metrics["se_mode"] = prepared.exported.se_mode  # "none" for a model without SE
             kind = {"static": "static SE gates", "hybrid": "dynamic SE", "none": "no SE blocks"}
             metrics["reference"] = f"torch model ({kind[metrics['se_mode']]})"
@@ -240,7 +253,7 @@ def simulate(
                 train_x = calib_x  # fixed point calibrates on the given inputs
         plan = lower(artefact, steps)
         if reference is None:
-            reference = batched(lambda b: run_plan(plan, b), x, 16)
+            reference = sharded(lambda xs: batched(lambda b: run_plan(plan, b), xs, 16), x, world)
         T = plan.num_steps
         names = [nn.name for nn in plan.neurons]
         if backend is Backend.NORSE:
@@ -251,7 +264,7 @@ def simulate(
             )
         else:
             got, build, run_s = _run_emulator(
-                plan, x, train_x, calibration, data, source, metrics, progress
+                plan, x, train_x, calibration, data, source, metrics, progress, world
             )
     metrics.update(fidelity(reference, got, labels, names))
     metrics["accuracy_ci95"] = accuracy_interval(got, labels)
@@ -263,9 +276,21 @@ def simulate(
         "measured: wall-clock on this machine (CPU); agreement counted over every image, step "
         "and neuron"
     )
+    if not world.main:  # rank 0 writes the merged result
+        return SimulationResult(metrics, out_dir, {})
     files = write_report(out_dir, metrics)
     files["outputs.npz"] = write_outputs(out_dir / "outputs.npz", reference, got)
     return SimulationResult(metrics, out_dir, files)
+
+
+def sharded(run: Callable[[torch.Tensor], Trace], x: torch.Tensor, world: World) -> Trace:
+    """``run(x)``, each rank taking a contiguous share of the inputs under torchrun; the
+    traces are joined in rank order, so they equal one process's."""
+    if not world.distributed:
+        return run(x)
+    world_fits(len(x), world, "inputs")
+    r = shard_range(len(x), world)
+    return concat(gather_shards([run(x[r.start : r.stop])], world))
 
 
 def graph_inputs(
@@ -332,15 +357,29 @@ def _fixed_point_summary(qp, em) -> dict[str, Any]:
     }
 
 
-def _run_emulator(plan, x, train_x, calibration, data, source, metrics, progress):
+def _run_emulator(plan, x, train_x, calibration, data, source, metrics, progress, world=SINGLE):
     from nalln.inference import pick_device
-    from nalln.loihi.emulator import check_overflow, emulate_batched
+    from nalln.loihi.emulator import Emulation, check_overflow, emulate_batched
 
     t0 = time.perf_counter()
-    qp = _quant_plan(plan, train_x, calibration, data, source, progress)
+    # every rank calibrates on the same images; rank 0's plan is used by all, to be certain
+    qp = broadcast(_quant_plan(plan, train_x, calibration, data, source, progress), world)
     t1 = time.perf_counter()
-    device = pick_device("auto")
-    em = emulate_batched(qp, x, EMULATOR_BATCH, device, progress=progress)
+    device = world.device(pick_device("auto"))
+    if world.distributed:
+        world_fits(len(x), world, "inputs")
+        r = shard_range(len(x), world)
+        part = emulate_batched(qp, x[r.start : r.stop], EMULATOR_BATCH, device)
+        parts = gather_shards([part], world)
+        overflow: dict[str, dict[str, int]] = {}
+        for p in parts:
+            for layer, kinds in p.overflow.items():
+                acc = overflow.setdefault(layer, {})
+                for kind, count in kinds.items():
+                    acc[kind] = acc.get(kind, 0) + count
+        em = Emulation(concat([p.trace for p in parts]), overflow)
+    else:
+        em = emulate_batched(qp, x, EMULATOR_BATCH, device, progress=progress)
     t2 = time.perf_counter()
     check_overflow(em, f"the {len(x)} simulated images")
     metrics["fixed_point"] = _fixed_point_summary(qp, em)

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -405,3 +405,46 @@ def count_model(
         counter.close()
         model.train(was_training)
     return counter.result()
+
+
+def merge_counts(parts: Sequence[NetworkCounts]) -> NetworkCounts:
+    """One network's counts over several disjoint image sets (torchrun shards), as if counted
+    in one pass: every count is a sum over samples, so the parts add up. The counts are
+    integers held in float64 (exact below 2**53), so the sum does not depend on the order."""
+    first = parts[0]
+    for p in parts[1:]:
+        same = [L.name for L in p.layers] == [L.name for L in first.layers]
+        if not same or p.network != first.network or p.num_steps != first.num_steps:
+            raise ValueError("merge_counts: the parts come from different networks")
+
+    def total(values: list[Any]) -> Any:
+        out = values[0]
+        for v in values[1:]:
+            out = out + v
+        return out
+
+    layers = [
+        replace(
+            L,
+            **{
+                k: total([getattr(p.layers[i], k) for p in parts])
+                for k in ("ac", "mac", "dense", "in_nonzero", "calls_binary", "calls_analog")
+            },
+        )
+        for i, L in enumerate(first.layers)
+    ]
+    populations = [
+        replace(pop, spikes=total([p.populations[i].spikes for p in parts]))
+        for i, pop in enumerate(first.populations)
+    ]
+    extras = [
+        replace(
+            e,
+            adds=total([p.extras[i].adds for p in parts]),
+            muls=total([p.extras[i].muls for p in parts]),
+        )
+        for i, e in enumerate(first.extras)
+    ]
+    return replace(
+        first, n=sum(p.n for p in parts), layers=layers, populations=populations, extras=extras
+    )

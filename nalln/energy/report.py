@@ -18,9 +18,11 @@ import numpy as np
 
 from nalln import __version__
 from nalln.data.dataset import DatasetIndex, Record, load_images, scan
+from nalln.distributed.collect import agree, gather_shards, sequence_shard, world_fits
+from nalln.distributed.world import current
 from nalln.energy.baseline import relu_twin
 from nalln.energy.cost_models import MODELS, availability, estimate, group_of
-from nalln.energy.counting import NetworkCounts, count_model
+from nalln.energy.counting import NetworkCounts, count_model, merge_counts
 from nalln.energy.pricing import events_per_weight, price
 from nalln.energy.validation import validation_note
 from nalln.errors import DataError, NallnError
@@ -395,10 +397,17 @@ def build_report(
     """Count and price; returns the report data (nothing written yet)."""
     t0 = time.perf_counter()
     plan = make_plan(opts)  # bad targets / models fail before anything heavy
-    dev = pick_device(opts.device)
-    loaded = load_model(run, opts.checkpoint, dev)
-    index, records, subset = select_images(loaded, data, opts)
-    images = load_images(index, records, loaded.image_size, progress, "loading images")
+    world = current()
+    progress = progress and world.main
+    dev = world.device(pick_device(opts.device))
+    loaded = agree(lambda: load_model(run, opts.checkpoint, dev), world)
+    index, records, subset = agree(lambda: select_images(loaded, data, opts), world)
+    world_fits(len(records), world, "images to count")
+    # under torchrun each rank counts a contiguous share; counts are sums, so they add up
+    mine = sequence_shard(records, world)
+    images = agree(
+        lambda: load_images(index, mine, loaded.image_size, progress, "loading images"), world
+    )
     t1 = time.perf_counter()
     snn = count_model(
         loaded.model,
@@ -421,6 +430,8 @@ def build_report(
         progress=progress,
         desc="counting ANN twin",
     )
+    if world.distributed:
+        snn, ann = (merge_counts(gather_shards([c], world)) for c in (snn, ann))
     t3 = time.perf_counter()
     if snn.n == 0:
         raise DataError("no images were counted; the data set is empty")

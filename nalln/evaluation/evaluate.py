@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from nalln.data.dataset import DatasetIndex, Record, load_readable, scan, skipped_message
 from nalln.data.splits import check_manifest, read_manifest
 from nalln.distributed.collect import agree, gather_shards, sequence_shard, world_fits
-from nalln.distributed.world import current
+from nalln.distributed.world import World, current
 from nalln.errors import DataError, NallnError
 from nalln.evaluation.bootstrap import BootstrapSpec, bootstrap_metrics
 from nalln.evaluation.metrics import confusion_matrix, metrics_from_confusion
@@ -113,10 +113,11 @@ def evaluate(
     device: str = "auto",
     progress: bool = True,
     skip_unreadable: bool = False,
+    world: World | None = None,
 ) -> EvalResult:
     """Metrics of ``run`` on a split or an ``external`` data set; ``skip_unreadable``: leave
     undecodable images out (listed in ``source.skipped_unreadable``) instead of stopping."""
-    world = current()
+    world = current() if world is None else world
     progress = progress and world.main
     dev = world.device(pick_device(device))
     loaded = agree(lambda: load_model(run, checkpoint, dev), world)

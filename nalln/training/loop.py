@@ -342,10 +342,13 @@ def train(
     progress: bool = True,
     echo: Callable[[str], None] = tqdm.write,
     skip_unreadable: bool = False,
+    world: World | None = None,
 ) -> TrainResult:
     """Train a model on ``data_root`` into the run folder ``out``; ``skip_unreadable``: leave
-    undecodable images out (named once) instead of stopping."""
-    world = current()
+    undecodable images out (named once) instead of stopping. ``world``: the ranks to train
+    with (default: the torchrun job this process joined; ``SINGLE`` for one process, as a
+    sweep gives each rank its own runs)."""
+    world = current() if world is None else world
     if not world.main:  # rank 0 alone prints and writes
         echo, progress = (lambda _m: None), False
     run = RunDir(Path(out))
