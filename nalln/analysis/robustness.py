@@ -34,6 +34,8 @@ from nalln.analysis.plots import plot_examples, plot_robustness, plot_robustness
 from nalln.data.quality import quality_flags
 from nalln.data.splits import read_manifest
 from nalln.data.transforms import Preprocess
+from nalln.distributed.collect import agree, gather_shards
+from nalln.distributed.world import SINGLE, World, current
 from nalln.errors import NallnError
 from nalln.inference import pick_device, predict_logits
 from nalln.io import write_frame, write_json, write_text
@@ -216,33 +218,60 @@ def sweep(
     options: PerturbOptions,
     device: torch.device,
     progress: bool = False,
+    world: World = SINGLE,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Accuracy (with CI) and review-flag fraction for every variant, perturbation, severity;
-    and the clean accuracy of every variant."""
-    total = sum(len(g) for g in spec.grids.values()) * len(variants)
-    bar = tqdm(total=total, desc="robustness", unit="point", disable=not progress, leave=False)
+    and the clean accuracy of every variant.
+
+    Each distinct (variant, perturbed image set) is one point of work; under torchrun point j
+    runs on rank j mod W and every rank gets all points back, so the rows are one process's
+    (perturbations are seeded by ``spec.seed``, not by the rank)."""
+    points: list[tuple[int, str, str | None, Any]] = []
+    for vi, _v in enumerate(variants):
+        keys: set[str] = set()
+        for name, grid in spec.grids.items():
+            for sev in grid:
+                key = "clean" if sev == PERTURBATIONS[name].identity else f"{name}:{sev}"
+                if key not in keys:
+                    keys.add(key)
+                    points.append((vi, key, name, sev))
+        if "clean" not in keys:
+            points.append((vi, "clean", None, None))
+    mine = points[world.rank :: world.size]
+    bar = tqdm(
+        total=len(mine),
+        desc="robustness",
+        unit="point",
+        disable=not progress or not world.main,
+        leave=False,
+    )
+    y = evalset.labels
+    done: dict[tuple[int, str], tuple[np.ndarray, float | None]] = {}
+    images: dict[int, torch.Tensor] = {}
+    for vi, key, name, sev in mine:
+        v = variants[vi]
+        if vi not in images:
+            images[vi] = evalset.images(v.loaded.image_size).float().div_(255.0)
+        x = images[vi] if name is None else apply(name, images[vi], sev, spec.seed, options)
+        logits = predict_logits(v.loaded.model, v.preprocess, x, spec.batch_size, device)
+        correct = (logits.argmax(1).numpy() == y).astype(np.int64)
+        reference = v.loaded.run_meta.image_reference
+        done[(vi, key)] = (correct, _flag_fraction(x, reference) if spec.quality else None)
+        bar.update()
+    bar.close()
+    done = dict(gather_shards(list(done.items()), world))
+
     rows: list[dict[str, Any]] = []
     clean_accuracy: dict[str, float] = {}
-    y = evalset.labels
-    for v in variants:
-        images = evalset.images(v.loaded.image_size).float().div_(255.0)
-        reference = v.loaded.run_meta.image_reference
-        cache: dict[str, tuple[np.ndarray, float | None]] = {}
+    for vi, v in enumerate(variants):
+        mine_rows = []
         for name, grid in spec.grids.items():
             pert = PERTURBATIONS[name]
             for sev in grid:
                 key = "clean" if sev == pert.identity else f"{name}:{sev}"
-                if key not in cache:
-                    x = apply(name, images, sev, spec.seed, options)
-                    logits = predict_logits(
-                        v.loaded.model, v.preprocess, x, spec.batch_size, device
-                    )
-                    correct = (logits.argmax(1).numpy() == y).astype(np.int64)
-                    flagged = _flag_fraction(x, reference) if spec.quality else None
-                    cache[key] = (correct, flagged)
-                correct, flagged = cache[key]
+                correct, flagged = done[(vi, key)]
                 lo, hi = accuracy_ci(correct, spec.n_resamples, spec.confidence, spec.seed)
-                rows.append(
+                mine_rows.append(
                     {
                         "variant": v.label,
                         "perturbation": name,
@@ -256,17 +285,10 @@ def sweep(
                         "flagged_for_review": flagged,
                     }
                 )
-                bar.update()
-        if "clean" not in cache:
-            x = images
-            logits = predict_logits(v.loaded.model, v.preprocess, x, spec.batch_size, device)
-            flagged = _flag_fraction(x, reference) if spec.quality else None
-            cache["clean"] = ((logits.argmax(1).numpy() == y).astype(np.int64), flagged)
-        clean = clean_accuracy[v.label] = float(cache["clean"][0].mean())
-        for r in rows:
-            if r["variant"] == v.label:
-                r["drop_vs_clean"] = clean - r["accuracy"]
-    bar.close()
+        clean = clean_accuracy[v.label] = float(done[(vi, "clean")][0].mean())
+        for r in mine_rows:
+            r["drop_vs_clean"] = clean - r["accuracy"]
+        rows += mine_rows
     return rows, clean_accuracy
 
 
@@ -342,12 +364,19 @@ def robustness(
     device: str = "auto",
     progress: bool = False,
 ) -> RobustnessResult:
-    dev = pick_device(device)
-    loaded = load_model(run, checkpoint, dev)
-    evalset = eval_set(
-        loaded, data, split, max_images=spec.max_images, seed=spec.seed, progress=progress
+    world = current()
+    progress = progress and world.main
+    dev = world.device(pick_device(device))
+    loaded = agree(lambda: load_model(run, checkpoint, dev), world)
+    evalset = agree(
+        lambda: eval_set(
+            loaded, data, split, max_images=spec.max_images, seed=spec.seed, progress=progress
+        ),
+        world,
     )
-    variants = build_variants(run, loaded, clahe_compare, compare_runs, checkpoint, dev)
+    variants = agree(
+        lambda: build_variants(run, loaded, clahe_compare, compare_runs, checkpoint, dev), world
+    )
     padding = loaded.run_meta.train_setting("augment", "padding", default="zeros")
     options = spec.options or PerturbOptions(rotation_padding=padding)
     overlaps = {}
@@ -364,7 +393,7 @@ def robustness(
                 n_overlap,
                 len(evalset.records),
             )
-    rows, clean = sweep(variants, evalset, spec, options, dev, progress)
+    rows, clean = sweep(variants, evalset, spec, options, dev, progress, world)
     out_dir = Path(out) if out else default_out(loaded, run, "robustness")
     from nalln.provenance import provenance_fields
 
@@ -396,6 +425,8 @@ def robustness(
         "clean_accuracy": clean,
         "results": rows,
     }
+    if not world.main:  # rank 0 writes for the job
+        return RobustnessResult(result, rows, out_dir, {})
     files = _write(result, rows, out_dir, evalset, spec, options, variants, loaded)
     return RobustnessResult(result, rows, out_dir, files)
 

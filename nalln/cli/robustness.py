@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     cc.add_json_flag(p, "robustness.json")
     cc.add_progress_flag(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, distributed=True)
 
 
 def build_spec(args: argparse.Namespace):
