@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     cc.add_json_flag(p, "finetune_report.json")
     cc.add_progress_flag(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, distributed=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         echo=(lambda _m: None) if quiet else print,
     )
     r = res.report
+    if not r:  # a rank other than 0 under torchrun: rank 0 reports for the job
+        return 0
     if cc.json_or_banner(args, r, r["synthetic"]):
         return 0
     for split in ("test", "val"):

@@ -35,7 +35,7 @@ def join_world(args: argparse.Namespace) -> dist_world.World | None:
         raise NallnError(
             f"`nalln {name}` does not run under torchrun (WORLD_SIZE="
             f"{os.environ.get('WORLD_SIZE')}); run it as one process. Commands that do: "
-            "train, predict, evaluate, ablate, robustness, energy report, "
+            "train, finetune-fixed-point, predict, evaluate, ablate, robustness, energy report, "
             "simulate --backend loihi-emulator"
         )
     world = dist_world.init_from_env(_device_type(args))

@@ -38,6 +38,8 @@ from nalln.checkpoint import save_checkpoint
 from nalln.config import AugmentConfig
 from nalln.data.dataset import load_images
 from nalln.data.transforms import Preprocess, build_augmentation, to_float
+from nalln.distributed.collect import agree, broadcast
+from nalln.distributed.world import SINGLE, World, current
 from nalln.errors import NallnError
 from nalln.evaluation.bootstrap import accuracy_interval
 from nalln.inference import predict_logits
@@ -193,13 +195,22 @@ def finetune_fixed_point(
     folder appears only when everything worked."""
     cfg = config or FinetuneConfig()
     final = Path(out)
-    if final.exists() and (not final.is_dir() or any(final.iterdir())):
-        raise NallnError(f"{final} already exists and is not empty; choose another --out")
-    loaded = load_model(run)
-    if loaded.run is None:
-        raise NallnError("fine-tuning needs the run folder (it holds splits.csv); pass RUN")
+    world = current()
+
+    def checked() -> LoadedModel:
+        if final.exists() and (not final.is_dir() or any(final.iterdir())):
+            raise NallnError(f"{final} already exists and is not empty; choose another --out")
+        loaded = load_model(run)
+        if loaded.run is None:
+            raise NallnError("fine-tuning needs the run folder (it holds splits.csv); pass RUN")
+        return loaded
+
+    loaded = agree(checked, world)
+    if not world.main:  # trains with rank 0 under DDP; rank 0 alone writes and measures
+        _finetune_into(loaded, None, data, cfg, False, lambda _m: None, world)
+        return FinetuneResult(RunDir(final), {}, {})
     with staged_folder(final) as stage:
-        report, names = _finetune_into(loaded, stage.path, data, cfg, progress, echo)
+        report, names = _finetune_into(loaded, stage.path, data, cfg, progress, echo, world)
         files = stage.publish(names)
         report = stage.relocate(report)
         files[REPORT] = write_json(final / REPORT, report)
@@ -207,8 +218,16 @@ def finetune_fixed_point(
 
 
 def _finetune_into(
-    loaded: LoadedModel, out: Path, data, cfg: FinetuneConfig, progress: bool, echo
+    loaded: LoadedModel,
+    out: Path | None,
+    data,
+    cfg: FinetuneConfig,
+    progress: bool,
+    echo,
+    world: World = SINGLE,
 ) -> tuple[dict[str, Any], list[str]]:
+    """Fine-tune into ``out``; under torchrun every rank trains its share of each global batch
+    (DDP) and ranks other than 0 pass ``out=None``: they write and measure nothing."""
     from nalln.run_data import run_index
 
     t_start = time.perf_counter()
@@ -232,8 +251,14 @@ def _finetune_into(
         model, se_mode, se_info = start_model(loaded, cfg, calib_x[:256], echo)
         echo(f"choosing the fixed-point grid on {cfg.calibration} training images")
         grid, grid_report = grid_for(model, se_mode, calib_x[: cfg.calibration], progress)
+    grid = broadcast(grid, world)  # the same grid on every rank, rank 0's
     net = FakeQuantNet(model, grid)
     net.eval()
+    trained = net
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(net)
 
     history: list[dict[str, Any]] = []
     val_loss, val_acc = _val_metrics(net, pre, val_x, val_y)
@@ -265,7 +290,7 @@ def _finetune_into(
         torch.manual_seed(cfg.seed + epoch)
         order = torch.randperm(len(train_x), generator=gen)[: cfg.train_images]
         stats = train_epoch(
-            net,
+            trained,
             opt,
             train_x,
             train_y,
@@ -276,6 +301,7 @@ def _finetune_into(
             diverged=lambda _loss, e=epoch: f"fine-tuning diverged in epoch {e}; lower --lr",
             progress=progress,
             loss_fn=loss_fn,
+            world=world,
         )
         net.eval()
         val_loss, val_acc = _val_metrics(net, pre, val_x, val_y)
@@ -291,6 +317,8 @@ def _finetune_into(
         if better:
             best = (val_acc, -val_loss, epoch, copy.deepcopy(net.state_dict()))
     last_state = copy.deepcopy(net.state_dict())
+    if out is None:
+        return {}, []
 
     info: dict[str, Any] = {
         "source_checkpoint": str(loaded.checkpoint.path),
