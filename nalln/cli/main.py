@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from nalln import __version__
 from nalln.cli.common import check_paths, os_error_message
 from nalln.cli.parallel import join_world, leave_world
+from nalln.distributed.world import RendezvousError, report_and_wait
 from nalln.errors import NallnError
 
 # Each module defines register(subparsers); the order is the order in `nalln --help`.
@@ -101,8 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_paths(args)
         code = args.func(args)
     except NallnError as exc:
-        if _speaks(world):  # under torchrun rank 0 speaks for every rank
+        if _speaks(world) or isinstance(exc, RendezvousError):  # rank 0 speaks for all
             sys.stderr.write(f"nalln: error: {exc}\n")
+            sys.stderr.flush()
+        report_and_wait()
         return exc.exit_code
     except BrokenPipeError:
         return 141

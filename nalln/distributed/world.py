@@ -23,6 +23,10 @@ RENDEZVOUS_TIMEOUT_ENV = "NALLN_RENDEZVOUS_TIMEOUT"
 COLLECTIVE_TIMEOUT_ENV = "NALLN_COLLECTIVE_TIMEOUT"
 
 
+class RendezvousError(NallnError):
+    """The group could not be joined: every rank says so (there is no rank 0 to speak)."""
+
+
 @dataclass(frozen=True)
 class World:
     """Where this process stands among the ranks of one job."""
@@ -54,6 +58,8 @@ class World:
 
 SINGLE = World()
 _current: World = SINGLE
+_store: dist.Store | None = None
+EXIT_KEY = "nalln/rank0-reported"
 
 
 def current() -> World:
@@ -120,10 +126,10 @@ def init_from_env(device_type: str = "cpu") -> World:
             size,
             is_master=(rank == 0 and not agent),
             timeout=timedelta(seconds=wait),
-            wait_for_workers=False,
+            wait_for_workers=True,  # rank 0 hosting the store waits for all, within `wait`
         )
     except (RuntimeError, OSError, dist.DistError) as exc:
-        raise NallnError(
+        raise RendezvousError(
             f"rank {rank} of {size} could not reach the rendezvous at {host}:{port} within "
             f"{wait:g} s ({str(exc).splitlines()[0][:120]}); check MASTER_ADDR/MASTER_PORT or "
             f"torchrun's --rdzv-endpoint, or raise {RENDEZVOUS_TIMEOUT_ENV}"
@@ -137,13 +143,30 @@ def init_from_env(device_type: str = "cpu") -> World:
         world_size=size,
         timeout=timedelta(seconds=_seconds(COLLECTIVE_TIMEOUT_ENV, 1800.0)),
     )
+    global _store
+    _store = store
     _current = World(rank, size, local, backend)
     return _current
 
 
+def report_and_wait(seconds: float = 10.0) -> None:
+    """On a user error under torchrun: rank 0 marks that it has printed; the other ranks wait
+    (at most ``seconds``) for that mark before exiting, because torchrun stops every rank as
+    soon as one exits non-zero - a fast rank 1 would otherwise silence rank 0's message."""
+    if _store is None or not _current.distributed:
+        return
+    try:
+        if _current.main:
+            _store.set(EXIT_KEY, "1")
+        else:
+            _store.wait([EXIT_KEY], timedelta(seconds=seconds))
+    except (RuntimeError, dist.DistError):
+        pass  # rank 0 is gone or never errs: nothing to wait for
+
+
 def shutdown() -> None:
     """Leave the process group (idempotent)."""
-    global _current
+    global _current, _store
     if dist.is_initialized():
         dist.destroy_process_group()
-    _current = SINGLE
+    _current, _store = SINGLE, None
