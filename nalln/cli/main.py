@@ -68,6 +68,16 @@ def _install_sigterm():
         return None
 
 
+def _peer_lost(exc: RuntimeError) -> bool:
+    """A collective failed because another rank died (torchrun then stops this one too)."""
+    import torch.distributed as dist
+
+    text = str(exc)
+    return isinstance(exc, dist.DistError) or any(
+        s in text for s in ("Connection closed by peer", "Connection reset by peer", "Gloo")
+    )
+
+
 def _speaks(world) -> bool:
     if world is not None:
         return world.main
@@ -116,6 +126,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _speaks(world):
             sys.stderr.write(f"nalln: error: {message}\n")
         return NallnError.exit_code
+    except RuntimeError as exc:
+        if world is None or not world.distributed or not _peer_lost(exc):
+            raise
+        if world.main:
+            hint = getattr(args, "interrupt_hint", None)
+            sys.stderr.write(
+                "nalln: error: another rank stopped, so this job cannot go on ("
+                + str(exc).splitlines()[0][:100]
+                + ")"
+                + (f"; {hint}" if hint else "")
+                + "\n"
+            )
+        return 1
     except KeyboardInterrupt as exc:
         if world is not None and not world.main:
             return 143 if isinstance(exc, Terminated) else 130
