@@ -58,6 +58,10 @@ def test_report_on_a_foreign_graph(cli, graphs, pooled_nir: Path, tmp_path: Path
         "firing_rate.png",
     ):
         assert (out / f).stat().st_size > 0, f
+    import pandas as pd
+
+    csv = pd.read_csv(out / "energy_layers.csv").set_index("name")
+    assert csv.loc["fc", "folded_pool"] == "pool" and csv.loc["fc", "counted_as"] == "AC"
     rep = json.loads((out / "energy.json").read_text())
     src = rep["source"]
     assert src["kind"] == "nir-graph" and src["written_by"].startswith("another tool")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 
+import numpy as np
 import pytest
 import torch
 
@@ -183,3 +184,32 @@ def test_agrees_with_the_torch_hooks_on_neurallnet(demo_model, se) -> None:
     assert H.mac.tolist() == [float((pooled_nz[t] * per_channel).sum()) for t in range(4)]
     assert fc1.dense.sum() == 4 * H.dense.sum()
     assert [E.name for E in hooks.extras if E.kind == "gap"] == ["head.gap"]
+
+
+def test_fit_of_the_export_equals_the_fit_of_the_model(demo_model) -> None:
+    """`hardware fit` on NeurALLNet's graph places every population as on the torch model,
+    except head_lif: its folded fc1 reads the last spikes on chip (4x the pooled fan-in)."""
+    from nalln.conversion.export import export_model
+    from nalln.energy.chip_fit import structure
+
+    model, x = demo_model
+    gates = {n: np.full(c, 0.5, np.float32) for n, c in _se_channels(model).items()}
+    art = Artefact(export_model(model, se_mode="static", gates=gates).segments, [], {})
+    target = load_registry().get("loihi")
+    got = fit_network(plan_structure(lower(art, 4)), target)
+    want = fit_network(structure(model, 64), target)
+    assert [r.layer for r in got.layers] == [node_name(r.layer) for r in want.layers]
+    for g, w in zip(got.layers, want.layers, strict=True):
+        if g.layer == "head_lif":
+            assert w.input.startswith("host") and g.input.startswith("spikes")
+            assert g.fan_in == 4 * model.head.fc1.in_features and w.fan_in == 0
+            continue
+        assert (g.neurons, g.fan_in, g.synapses, g.per_core, g.cores, g.input) == (
+            w.neurons, w.fan_in, w.synapses, w.per_core, w.cores, w.input
+        ), g.layer  # fmt: skip
+
+
+def _se_channels(model) -> dict[str, int]:
+    from nalln.models.blocks import se_blocks
+
+    return {n: b.se.fc1.in_features for n, b in se_blocks(model).items()}
