@@ -16,8 +16,13 @@ plus one of our ``Recorder`` processes per layer. How the Lava-specific pitfalls
 * Layout. Lava tensors are (W, H, C): images and weights are transposed, conv kernels flipped
   (Lava convolves, torch correlates), stride/padding given as (W, H). A dense layer after a
   conv reads the port through ``transpose([2, 1, 0]).flatten()``, i.e. in torch's C-order.
-* Decay and threshold: ``du = 1`` (no current memory), ``dv = dt/tau``, ``vth = v_th`` (float);
-  ``du = 4095``, ``dv = round(4096 dt/tau)``, integer ``vth`` and ``bias_exp = 6`` (fixed point).
+* Decay and threshold: ``du = dt/tau_syn`` (1 for no current memory), ``dv = dt/tau``,
+  ``vth = v_th`` (float); ``du = round(4096 dt/tau_syn) - 1`` (4095: none),
+  ``dv = round(4096 dt/tau)``, integer ``vth`` and ``bias_exp = 6`` (fixed point).
+* Recurrence (``neuron -> w -> neuron``): a Lava ``Dense`` from the LIF's ``s_out`` back into
+  its ``a_in`` (:class:`~nalln.conversion.lava_processes.processes.RecurrentDense`). A Dense
+  sends on step t what it computed from step t - 1: NIR's one-step delay. It sends nothing on the
+  first step of each window, so the previous input's last spikes never reach the next input.
 * Lava's Conv models store ``groups`` as int8 (breaks >= 128-channel depthwise convs) and loop
   over channel pairs in Python: the run configuration maps Conv to our fixed models.
 
@@ -97,6 +102,8 @@ class LavaLayer:
     lif: dict[str, float | int]  # du, dv, vth, bias_exp of LIFReset
     scale: float = 1.0  # float current = Lava current / scale
     gate_current_scale: float = 0.0  # SE side-car rounding (float models fine-tuned for it)
+    recurrent: np.ndarray | None = None  # the loop's weights [n, n] (s_out -> a_in), if any
+    recurrent_exp: int = 0  # fixed point: the loop Dense's weight_exp (recurrent is the mantissa)
 
 
 @dataclass(frozen=True)
@@ -116,21 +123,22 @@ def lava_network(source: object) -> LavaNetwork:
 
 def _check_expressible(st: Stage) -> None:
     """What nalln's Lava graph cannot run exactly, refused by name: an LI/Integrator readout
-    (its membrane is not recorded), recurrence (inputs stream back to back), a bias before a
-    CubaLIF (Lava adds bias to ``v``; it must pass through the decaying ``u``)."""
+    (its membrane is not recorded), a bias before a CubaLIF (Lava adds bias to ``v``; it must
+    pass through the decaying ``u``), a bias on a recurrent Affine (it arrives from step 1 on;
+    a Lava Dense carries none)."""
     if st.readout is not None:
         raise NallnError(
             f"{st.readout.nir_type} node {st.readout.name!r} is a non-spiking readout; nalln's "
             "Lava process graph records spikes and currents, not a readout membrane, yet: use "
             "--backend norse"
         )
-    if st.recurrent is not None:
-        raise NallnError(
-            f"{st.neuron.nir_type} node {st.name!r} is recurrent (through "
-            f"{st.recurrent.source!r}); nalln's Lava graph streams inputs back to back, and a "
-            "recurrent spike would cross from one input into the next: use --backend norse"
-        )
     n = st.neuron
+    if st.recurrent is not None and np.any(st.recurrent.bias != 0):
+        raise NallnError(
+            f"recurrent node {st.recurrent.source!r} (into {n.nir_type} {n.name!r}) has a "
+            "bias, which would arrive from the second step on; a Lava Dense carries no bias: "
+            "use a Linear loop, or --backend norse"
+        )
     if n is not None and n.current_decay != 1.0 and np.any(st.synapse.bias != 0):
         raise NallnError(
             f"{n.nir_type} node {n.name!r} receives a bias (from {st.synapse.source!r}); Lava's "
@@ -152,7 +160,10 @@ def _(plan: Plan) -> LavaNetwork:
             else {}
         )
         gcs = 0.0 if g is None or g.current_scale is None else float(g.current_scale)
-        layers.append(LavaLayer(st, st.synapse.weight, st.synapse.bias, np.float64, lif, 1.0, gcs))
+        rec = None if st.recurrent is None else st.recurrent.weight
+        layers.append(
+            LavaLayer(st, st.synapse.weight, st.synapse.bias, np.float64, lif, 1.0, gcs, rec)
+        )
     return LavaNetwork(plan, tuple(layers), None, "floating_pt", False)
 
 
@@ -160,8 +171,21 @@ def _(plan: Plan) -> LavaNetwork:
 def _(qp: QuantPlan) -> LavaNetwork:
     layers = []
     for q in qp.stages:
-        lif = {"du": 4095, "dv": int(q.dv), "vth": int(q.vth), "bias_exp": 6} if q.neuron else {}
-        layers.append(LavaLayer(q, q.weight, q.bias, np.int32, lif, float(q.scale)))
+        lif = (
+            {"du": int(q.du), "dv": int(q.dv), "vth": int(q.vth), "bias_exp": 6} if q.neuron else {}
+        )
+        layers.append(
+            LavaLayer(
+                q,
+                q.weight,
+                q.bias,
+                np.int32,
+                lif,
+                float(q.scale),
+                recurrent=None if q.recurrent is None else q.recurrent >> q.recurrent_exp,
+                recurrent_exp=q.recurrent_exp,
+            )
+        )
     return LavaNetwork(qp.plan, tuple(layers), qp.input_scale, "fixed_pt", True)
 
 
@@ -184,6 +208,7 @@ def run_lava(
     from nalln.conversion.lava_processes.processes import (
         FrameSource,
         Recorder,
+        RecurrentDense,
         SEGate,
         conv_model_map,
     )
@@ -263,6 +288,16 @@ def run_lava(
         )
         current.connect(lif.a_in)
         procs.append(lif)
+        if layer.recurrent is not None:  # s_out -> Dense -> a_in, one step late, per window
+            loop = RecurrentDense(
+                weights=np.asarray(layer.recurrent).astype(layer.dtype),
+                reset_interval=T,
+                reset_offset=2 + k,
+                weight_exp=layer.recurrent_exp,
+            )
+            lif.s_out.connect(loop.s_in)
+            loop.a_out.connect(lif.a_in)
+            procs.append(loop)
         last = 2 + k + N * T - 1
         if record:
             path = folder / f"{k}.npy"

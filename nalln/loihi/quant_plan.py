@@ -27,6 +27,9 @@ class QStage:
     scale: float  # S: float current = a / S
     vth: int = 0
     dv: int = 0
+    du: int = 4095  # Lava's du: 4095 keeps no current (LIF, IF); below, a CubaLIF's decay
+    recurrent: np.ndarray | None = None  # int64 [n, n]: the loop weights, in units of ``a``
+    recurrent_exp: int = 0  # the loop Dense's weight_exp: ``recurrent`` = mantissa << exp
     calibration: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -82,6 +85,9 @@ class QStage:
             "groups": self.groups,
             "vth": self.vth,
             "dv": self.dv,
+            "du": self.du,
+            "recurrent": None if self.stage.recurrent is None else self.stage.recurrent.source,
+            "recurrent_exp": self.recurrent_exp,
             "calibration": dict(self.calibration),
             "gate": self.gate.name if self.gate else None,
             "neuron": self.neuron.name if self.neuron else None,
@@ -104,6 +110,7 @@ class QuantPlan:
                 "scale": q.scale,
                 "vth": q.vth,
                 "dv": q.dv,
+                "du": q.du,
                 "max_abs_weight": int(np.abs(q.weight).max()),
                 **q.calibration,
             }
@@ -123,11 +130,14 @@ def save_quant_plan(qp: QuantPlan, folder: str | Path) -> dict[str, Path]:
     for q in qp.stages:
         tensors[f"{q.name}/weight"] = np.ascontiguousarray(q.weight.astype(np.int32))
         tensors[f"{q.name}/bias"] = np.ascontiguousarray(q.bias.astype(np.int32))
+        if q.recurrent is not None:
+            tensors[f"{q.name}/recurrent"] = np.ascontiguousarray(q.recurrent.astype(np.int32))
         layers.append(q.describe())
     spec = {
         "format": "nalln-loihi-fixed/1",
         "arithmetic": (
-            "a = W_int * s (conv: 8-bit; dense: even 8-bit mantissa x 2); per step u = a << 6; "
+            "a = W_int * s (conv: 8-bit; dense: even 8-bit mantissa x 2) + recurrent_int * "
+            "s(t-1); per step u = trunc(u * (4096 - (du + 1)) / 4096) + (a << 6); "
             "v = trunc(v * (4096 - dv) / 4096) + u + (bias << 6); spike if v > (vth << 6); "
             "v = 0 after a spike; float current = a / scale; input = round(x * input_scale)"
         ),

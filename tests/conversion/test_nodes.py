@@ -201,7 +201,7 @@ def test_lava_float_equals_the_reference(kind):
 
 
 @pytest.mark.lava
-@pytest.mark.parametrize("kind", ["IF", "Threshold"])
+@pytest.mark.parametrize("kind", ["IF", "Threshold", "CubaLIF"])
 def test_lava_fixed_point_equals_the_emulator(kind):
     from nalln.conversion import lava_compat
 
@@ -210,8 +210,10 @@ def test_lava_fixed_point_equals_the_emulator(kind):
     from nalln.loihi.calibration import calibrate
     from nalln.loihi.emulator import agreement, emulate
 
-    plan = lower(Artefact([graph(kind)], [], {}), 6)
+    plan = lower(Artefact([graph(kind, bias=kind != "CubaLIF")], [], {}), 6)
     qp = calibrate(plan, inputs(16, seed=2))
+    # a CubaLIF keeps half its current per step: Lava's du + 1 = 2048 (u * 2048 >> 12)
+    assert [q.du for q in qp.stages[:2]] == [2047 if kind == "CubaLIF" else 4095] * 2
     x = inputs(3)
     em = emulate(qp, x).trace
     got = run_lava(qp, x).trace
@@ -266,7 +268,7 @@ def test_cuba_lif_refusals_name_the_node():
     plan = lower(Artefact([graph("CubaLIF")], [], {}), 6)
     with pytest.raises(NallnError, match="CubaLIF node 'n1' receives a bias"):
         lava_network(plan)
-    with pytest.raises(NallnError, match="CubaLIF node 'n1' has a synaptic current decay"):
+    with pytest.raises(NallnError, match="CubaLIF node 'n1' receives a bias .* fixed point"):
         calibrate(plan, inputs(4))
 
 
