@@ -112,6 +112,7 @@ class QuantPlan:
                 "dv": q.dv,
                 "du": q.du,
                 "max_abs_weight": int(np.abs(q.weight).max()),
+                **({} if q.recurrent is None else {"recurrent_exp": q.recurrent_exp}),
                 **q.calibration,
             }
             for q in self.stages
