@@ -41,6 +41,7 @@ from nalln.errors import NallnError
 from nalln.io import staged_folder, write_bytes, write_json
 from nalln.ir.plan import Plan
 from nalln.ir.se_mode import SEMode
+from nalln.loihi.quant_plan import bias_in_current
 
 TARGETS = ("nir", "lava", "norse")
 DEFAULT_CALIBRATION = 64
@@ -78,6 +79,19 @@ def round_trip_differences(written: list[nir.NIRGraph], read: list[nir.NIRGraph]
     return diffs
 
 
+def _bias_columns(st) -> list[str]:
+    """The biases that enter a neuron's current in Lava (a CubaLIF's input bias, a loop bias)."""
+    out = []
+    if bias_in_current(st):
+        out.append(f"{st.synapse.source}: an always-on LIF's spike through a Dense column")
+    if st.recurrent is not None and np.any(st.recurrent.bias != 0):
+        out.append(
+            f"{st.recurrent.source}: an always-on LIF's spike through a RecurrentDense column "
+            "(not on the window's first step)"
+        )
+    return out
+
+
 def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
     """The Lava process graph in words: one row per stage."""
     rows = []
@@ -109,6 +123,7 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
                 if st.recurrent is None
                 else f"{st.recurrent.source}: Dense (RecurrentDense) from s_out back into a_in, "
                 "one step late, nothing sent on the window's first step",
+                "bias_into_current": _bias_columns(st),
             }
         )
     return rows
@@ -298,8 +313,8 @@ def _netx_grid(plan, qp, x, progress, summary):
     is calibrated again with exponent 0, and both agreements are reported."""
     from nalln.loihi.calibration import calibrate
 
-    if not any(q.recurrent_exp for q in qp.stages):
-        return qp
+    if not any(q.recurrent_exp for q in qp.stages) or any(q.drives for q in qp.stages):
+        return qp  # nothing to change, or netx cannot hold it anyway (netx_refusal)
     nq = calibrate(plan, x, progress, recurrent_exp=False)
 
     def agreement(p):
@@ -360,9 +375,14 @@ def _lava_files(source, artefact, out, req: LavaRequest, progress, summary):
     if fixed_point:
         files.update(save_quant_plan(qp, out))
     if native:
-        from nalln.conversion.netx import check_netx, write_netx
+        from nalln.conversion.netx import check_netx, netx_refusal, write_netx
 
         nq = _netx_grid(plan, qp, x, progress, summary)
+        reason = netx_refusal(nq)
+        if reason:
+            summary.pop("netx_grid", None)
+            summary["netx"] = f"not written: {reason}"
+            return files
         path = write_netx(nq, out / "network.net")
         files["network.net"] = path
         summary["netx"] = check_netx(path, nq, x)

@@ -8,7 +8,8 @@ which netx shifts by 6 like our fixed point) and a ``neuron`` group (CUBA: ``iDe
 so a CubaLIF's current decay is kept; ``vDecay`` = dv, ``vThMant``). A recurrent layer is netx's
 ``dense_rec`` (``weight`` and ``weight_rec``; netx's ``RecurrentDense`` block wires a Lava Dense
 from the neuron's ``s_out`` back into its ``a_in``, one step late); netx derives one weight
-exponent (<= 0) from both 8-bit matrices, so a loop that needs ``weight_exp > 0`` is refused.
+exponent (<= 0) from both 8-bit matrices, so a loop that needs ``weight_exp > 0`` is refused,
+and so is a bias that must enter the current (:func:`netx_refusal`).
 netx has no pooling layer: the head's global average pooling is already folded into the dense
 layer after it. The readout layer gets a non-spiking integrator
 (``vDecay = 0``, threshold above any reachable voltage): its voltage after the window is
@@ -48,19 +49,35 @@ def _neuron(group: h5py.Group, dv: int, vth: int, du: int = 4095) -> None:
     n.create_dataset("gradedSpike", data=False)
 
 
+def netx_refusal(qp: QuantPlan) -> str | None:
+    """Why netx cannot hold ``qp`` (one line), or None: netx's layers have no always-on neuron
+    to carry a bias into the current (a CubaLIF's input bias, a loop Affine's bias), and its
+    ``dense_rec`` derives one weight exponent <= 0 from 8-bit weights."""
+    for q in qp.stages:
+        if q.drives:
+            what = "its bias enters the synaptic current (a CubaLIF's input bias or a loop bias)"
+            return (
+                f"netx cannot hold layer {q.name!r}: {what}, which takes an always-on neuron "
+                "and a dense column; netx layers are a chain of synapse + neuron blocks"
+            )
+        if q.recurrent is not None and q.recurrent_exp:
+            return (
+                f"netx cannot hold layer {q.name!r}: its loop weights need weight exponent "
+                f"{q.recurrent_exp}, and netx's dense_rec derives one exponent <= 0 from 8-bit "
+                "weights (calibrate with recurrent_exp=False for netx)"
+            )
+    return None
+
+
 def write_netx(qp: QuantPlan, path: str | os.PathLike) -> Path:
     """Write the static fixed-point plan as a netx ``.net`` file (atomically)."""
     if any(q.gate is not None for q in qp.stages):
         raise NallnError(
             "netx cannot hold the SE side-car (hybrid mode); export with --se static for netx"
         )
-    for q in qp.stages:
-        if q.recurrent is not None and q.recurrent_exp:
-            raise NallnError(
-                f"netx cannot hold layer {q.name!r}: its loop weights need weight exponent "
-                f"{q.recurrent_exp}, and netx's dense_rec derives one exponent <= 0 from 8-bit "
-                "weights (calibrate with recurrent_exp=False for netx)"
-            )
+    reason = netx_refusal(qp)
+    if reason:
+        raise NallnError(reason)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")

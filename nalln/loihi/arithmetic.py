@@ -13,9 +13,13 @@ Threshold); a CubaLIF with ``dt/tau_syn = alpha`` gets ``du = round(4096 alpha) 
 A float layer ``I = W s + b`` with threshold ``v_th`` maps onto it with one scale ``S`` per
 layer: ``a = round(W S) s``, ``bias_mant = round(b S)``, ``vth = round(v_th S)``,
 ``dv = round(4096 dt/tau)``; a recurrent weight ``W_rec`` (the neuron's own spikes, one step
-late) is quantised on the same ``S`` (``round(W_rec S)``, even 8-bit dense values), so both
-currents are in the same units. Weights are 8-bit: conv ``[-128, 127]``; dense even values in
-``[-254, 254]`` (Lava truncates the LSB of mixed-sign dense weights). The image enters as 24-bit
+late) is quantised on the same ``S`` (``round(W_rec S)``, even 8-bit dense values, times the
+loop Dense's ``2^weight_exp``), so both currents are in the same units. A bias that must enter
+``u`` rather than ``v`` (a CubaLIF's input bias; a loop Affine's bias, from the second step) is a
+:class:`~nalln.loihi.quant_plan.BiasDrive`: an always-on neuron's spike through a dense column
+``round(b S)`` (same mantissa-and-exponent form), added to ``a``. Weights are 8-bit: conv
+``[-128, 127]``; dense even values in ``[-254, 254]`` (Lava truncates the LSB of mixed-sign
+dense weights). The image enters as 24-bit
 graded spikes ``round(x * s_in)``, so the stem's scale is ``S = s_in * alpha``.
 
 Calibration (greedy, layer by layer, on training images): each layer receives the spikes of the
@@ -137,7 +141,8 @@ def lif_fixed(
 ) -> tuple[torch.Tensor, dict[str, int]]:
     """Lava's fixed-point LIF over T steps from rest; spikes [T, N, ...] and overflow counts.
     ``q.du`` is the current decay, ``q.recurrent`` (int, [n, n]) the loop weights: the spikes
-    of step ``t - 1`` add ``W_rec s`` to the synaptic input of step ``t`` (none at step 0)."""
+    of step ``t - 1`` add ``W_rec s`` to the synaptic input of step ``t`` (none at step 0);
+    ``q.drives`` add their biases to the synaptic input from their first step on."""
     shape = a_steps.shape[2:]
     dev = a_steps.device
     bias_v = torch.zeros(()) if bias is None else torch.from_numpy(bias.astype(np.int64))
@@ -146,6 +151,10 @@ def lif_fixed(
         bias_v = bias_v.view(-1, 1, 1)
     bias_v = bias_v.to(torch.int64) << ACT_SHIFT
     rec = None if q.recurrent is None else torch.from_numpy(q.recurrent.astype(np.float64)).to(dev)
+    drives = []  # (values broadcast to the population, first step)
+    for d in q.drives:
+        dv_ = torch.from_numpy(d.values.astype(np.int64)).to(dev)
+        drives.append((dv_.view(-1, 1, 1) if len(shape) == 3 else dv_, d.from_step))
     u = torch.zeros(a_steps.shape[1:], dtype=torch.int64, device=dev)
     v = torch.zeros_like(u)
     th = int(vth) << ACT_SHIFT
@@ -156,6 +165,9 @@ def lif_fixed(
         a = a_steps[t].to(torch.int64)
         if rec is not None and out:  # |W_rec s| <= 254 * n: exact in float64
             a = a + (out[-1].double() @ rec.T).to(torch.int64)
+        for d, first in drives:
+            if t >= first:
+                a = a + d
         over["synaptic_input"] += int((a.abs() > A_MAX).sum())
         u = decay_fixed(u, keep_u) + (a << ACT_SHIFT)
         over["current"] += int((u.abs() > STATE_MAX).sum())

@@ -45,7 +45,7 @@ from nalln.loihi.arithmetic import (
     with_gate,
 )
 from nalln.loihi.emulator import agreement, check_overflow, emulate
-from nalln.loihi.quant_plan import QStage, QuantPlan
+from nalln.loihi.quant_plan import BiasDrive, QStage, QuantPlan, bias_in_current
 
 STEM_HEADROOM = 2.0  # calibration max of the stem current uses half the 17-bit input range
 
@@ -58,6 +58,19 @@ def _base_alpha(stage: Stage, exponent: bool) -> float:
     if stage.recurrent is not None and not exponent:
         alpha = min(alpha, DENSE_W[1] / (float(np.abs(stage.recurrent.weight).max()) or 1.0))
     return alpha
+
+
+def _drives(stage: Stage, scale: float, exponent: bool) -> tuple[BiasDrive, ...]:
+    """The biases that enter the current, on the layer's scale, as even 8-bit mantissas times
+    ``2^e`` (the always-on neuron's dense column)."""
+    out = []
+    if bias_in_current(stage):
+        vals, e, _ = quantise_recurrent(stage.synapse.bias[:, None], scale, exponent)
+        out.append(BiasDrive(vals[:, 0], e, 0))
+    if stage.recurrent is not None and np.any(stage.recurrent.bias != 0):
+        vals, e, _ = quantise_recurrent(stage.recurrent.bias[:, None], scale, exponent)
+        out.append(BiasDrive(vals[:, 0], e, 1))
+    return tuple(out)
 
 
 def _build_up(decay: float, T: int) -> float:
@@ -87,7 +100,7 @@ def _stem_scale(stage: Stage, x: torch.Tensor, T: int, exponent: bool) -> float:
     scale = A_MAX / (max(STEM_HEADROOM, build_up) * (peak or 1.0))
     if stage.recurrent is not None and not exponent:
         scale = min(scale, DENSE_W[1] / (float(np.abs(stage.recurrent.weight).max()) or 1.0))
-    bmax = float(np.abs(s.bias).max())
+    bmax = 0.0 if bias_in_current(stage) else float(np.abs(s.bias).max())
     if bmax > 0:
         scale = min(scale, BIAS_MAX / bmax)
     return scale
@@ -95,7 +108,7 @@ def _stem_scale(stage: Stage, x: torch.Tensor, T: int, exponent: bool) -> float:
 
 def _candidates(stage: Stage, k: int, exponent: bool) -> list[float]:
     s = stage.synapse
-    bmax = float(np.abs(s.bias).max())
+    bmax = 0.0 if bias_in_current(stage) else float(np.abs(s.bias).max())
     factors = list(STEM_FACTORS if k == 0 else CLIP_FACTORS)
     if k > 0 and bmax > 0:  # the 13-bit bias mantissa caps the scale
         cap = BIAS_MAX / bmax / _base_alpha(stage, exponent)
@@ -128,7 +141,7 @@ def _calibrate_stage(
         scale = stem_scale if stem_scale is not None else alpha
         in_scale = scale / alpha if stem_scale is not None else None
         w_int, clipped = quantise_weight(s.weight, alpha, s.kind)
-        bias = np.rint(s.bias * scale).astype(np.int64)
+        bias = np.rint(s.bias * scale * (not bias_in_current(stage))).astype(np.int64)
         if np.abs(bias).max(initial=0) > BIAS_MAX:
             continue
         n = stage.neuron
@@ -138,7 +151,8 @@ def _calibrate_stage(
         if stage.recurrent is not None:  # the loop's current, on the layer's own scale
             rec, rec_exp, rec_clipped = quantise_recurrent(stage.recurrent.weight, scale, exponent)
             clipped = max(clipped, rec_clipped)
-        q = QStage(stage, w_int, bias, scale, 0, dv, du, rec, rec_exp)
+        drives = _drives(stage, scale, exponent)
+        q = QStage(stage, w_int, bias, scale, 0, dv, du, rec, rec_exp, drives)
         if stem_scale is not None:
             a = run_stage(q, round_input(inp, in_scale)[0], True, T)
         else:
@@ -190,31 +204,14 @@ def _calibrate_stage(
 
 
 def require_fixed_point(plan: Plan) -> None:
-    """What nalln's Loihi arithmetic (emulator, calibration, Lava fixed point, netx) cannot run
-    exactly, refused by name: an LI/Integrator readout (its membrane is not modelled), a bias
-    before a CubaLIF (Lava adds bias to ``v``; the reference passes it through the decaying
-    current) and a bias on a recurrent Affine (it would arrive from step 1 on, which no Loihi
-    synapse does)."""
+    """What nalln's Loihi arithmetic (emulator, calibration, Lava fixed point, netx) cannot run,
+    refused by name: an LI/Integrator readout (its membrane is not modelled)."""
     for st in plan.stages:
         if st.readout is not None:
             raise NallnError(
                 f"{st.readout.nir_type} node {st.readout.name!r} is a non-spiking readout; "
                 "nalln's Loihi fixed point has no readout membrane yet: run it in float "
                 "(--backend norse)"
-            )
-        n = st.neuron
-        if n is not None and n.current_decay != 1.0 and np.any(st.synapse.bias != 0):
-            raise NallnError(
-                f"{n.nir_type} node {n.name!r} receives a bias (from {st.synapse.source!r}); "
-                "Loihi's LIF adds bias to the membrane, not to the decaying synaptic current, so "
-                "its fixed point cannot run this exactly (use a synapse without bias, or "
-                "--backend norse)"
-            )
-        if st.recurrent is not None and np.any(st.recurrent.bias != 0):
-            raise NallnError(
-                f"recurrent node {st.recurrent.source!r} (into {n.nir_type} {n.name!r}) has a "
-                "bias, which would arrive from the second step on; Lava and Loihi synapses carry "
-                "no bias: use a Linear loop, or --backend norse"
             )
 
 

@@ -18,6 +18,25 @@ from nalln.ir.plan import GateSpec, Neuron, Plan, Stage, Synapse
 
 
 @dataclass(frozen=True)
+class BiasDrive:
+    """A bias that must enter the synaptic current ``u``, not the membrane (where Loihi's
+    ``bias_mant`` goes): a CubaLIF's input bias (every step) or a loop Affine's bias (from the
+    window's second step, as the loop's spikes). On chip: an always-on neuron's spike through a
+    dense column of these weights (mantissa << ``exp``)."""
+
+    values: np.ndarray  # per output channel (conv) or neuron (dense), in units of ``a``
+    exp: int = 0  # the column's weight_exp (fixed point)
+    from_step: int = 0  # 0: every step; 1: not on the window's first step
+
+
+def bias_in_current(stage: Stage) -> bool:
+    """A CubaLIF's input bias must pass through its decaying current, so it cannot be Lava's
+    ``bias_mant`` (added to the membrane): it becomes a :class:`BiasDrive`."""
+    n = stage.neuron
+    return n is not None and n.current_decay != 1.0 and bool(np.any(stage.synapse.bias != 0))
+
+
+@dataclass(frozen=True)
 class QStage:
     """One quantised synapse -> [gate] -> neuron (or readout) stage."""
 
@@ -30,6 +49,7 @@ class QStage:
     du: int = 4095  # Lava's du: 4095 keeps no current (LIF, IF); below, a CubaLIF's decay
     recurrent: np.ndarray | None = None  # int64 [n, n]: the loop weights, in units of ``a``
     recurrent_exp: int = 0  # the loop Dense's weight_exp: ``recurrent`` = mantissa << exp
+    drives: tuple[BiasDrive, ...] = ()  # biases into the current (then ``bias`` is 0 for them)
     calibration: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -88,6 +108,10 @@ class QStage:
             "du": self.du,
             "recurrent": None if self.stage.recurrent is None else self.stage.recurrent.source,
             "recurrent_exp": self.recurrent_exp,
+            "bias_drives": [
+                {"exp": d.exp, "from_step": d.from_step, "values": d.values.astype(int).tolist()}
+                for d in self.drives
+            ],
             "calibration": dict(self.calibration),
             "gate": self.gate.name if self.gate else None,
             "neuron": self.neuron.name if self.neuron else None,
