@@ -20,7 +20,7 @@ ROOT = Path(nalln.__file__).parent
 LAYERS: tuple[frozenset[str], ...] = tuple(
     frozenset(names.split())
     for names in (
-        "errors io textfmt run_meta provenance distributed",  # base: no nalln imports but each other
+        "errors io textfmt run_meta provenance distributed",  # base: no nalln imports but these
         "config hardware_targets",  # settings and cited chip constants
         "data",
         "models",
