@@ -7,19 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-TINY = (
-    "--image-size",
-    "32",
-    "--width-multiplier",
-    "0.25",
-    "--set",
-    "model_config.head_hidden=16",
-    "--set",
-    "model_config.refine_channels=64",
-    "--batch-size",
-    "8",
-    "-q",
-)
+from ..faults.helpers import TINY_TRAIN_FLAGS
+
+TINY = (*TINY_TRAIN_FLAGS, "-q")
 TIMEOUT = 420  # seconds per command: two processes on a shared 2-core machine
 
 
