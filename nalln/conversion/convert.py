@@ -27,6 +27,7 @@ from nalln.conversion.inputs import Inputs, load_inputs, steps_for
 from nalln.conversion.nir_io import GRAPH_FILE, Artefact, read_artefact, write_artefact
 from nalln.conversion.plan import lower
 from nalln.conversion.portable import check_portable_request, portable_export, portable_summary
+from nalln.conversion.semantics import Choices, require_nir_semantics
 from nalln.conversion.sources import (
     PASS_INPUTS,
     Source,
@@ -36,6 +37,7 @@ from nalln.conversion.sources import (
     prepare,
     run_index,
     training_images,
+    with_choices,
 )
 from nalln.errors import NallnError
 from nalln.io import staged_folder, write_bytes, write_json
@@ -137,6 +139,7 @@ def convert(
     portable: bool = False,
     steps: int | None = None,
     inputs: str | Path | None = None,
+    choices: Choices | None = None,
 ) -> ConvertResult:
     """Convert into a staging folder and move the files into ``out`` only when everything
     worked, so a failed conversion leaves nothing half-made behind."""
@@ -148,7 +151,9 @@ def convert(
         opts = ConvertOptions(
             to, SEMode.parse(se, SEMode.deployable()), fixed_point, data, calibration, progress
         )
-        opts = dataclasses.replace(opts, portable=portable, steps=steps, inputs=inputs)
+        opts = dataclasses.replace(
+            opts, portable=portable, steps=steps, inputs=inputs, choices=choices
+        )
         res = _convert_into(source_path, stage.path, opts)
         moved = stage.publish(path.name for path in res.files.values())
         files = {name: moved[path.name] for name, path in res.files.items()}
@@ -170,6 +175,7 @@ class ConvertOptions:
     portable: bool = False
     steps: int | None = None
     inputs: str | Path | None = None
+    choices: Choices | None = None  # semantics flags (recorded into the written graph)
 
 
 def _convert_into(source_path: str | Path, out: Path, opts: ConvertOptions) -> ConvertResult:
@@ -185,7 +191,7 @@ def _convert_into(source_path: str | Path, out: Path, opts: ConvertOptions) -> C
         raise NallnError(f"unknown target {to!r}; use one of {', '.join(TARGETS)}")
     if fixed_point and to != "lava":
         raise NallnError("--fixed-point applies to --to lava (Loihi's fixed point)")
-    source = load_source(source_path)
+    source = with_choices(load_source(source_path), opts.choices)
     given = None
     if inputs is not None:
         if source.loaded is not None:
@@ -321,6 +327,7 @@ def _lava_files(source, artefact, out, req: LavaRequest, progress, summary):
         return files
     try:
         require_no_current_decay(plan)
+        require_nir_semantics(plan)
     except NallnError as exc:
         if fixed_point:
             raise

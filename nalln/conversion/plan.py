@@ -182,6 +182,8 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
                 node_meta(node).get("module"),
                 params.current_decay,
                 kind,
+                params.reset,
+                params.spikes,
             )
             if syn is None:
                 if stages or opened:

@@ -32,6 +32,7 @@ from nalln.conversion.inputs import Inputs, load_inputs, steps_for
 from nalln.conversion.nir_io import read_artefact, write_artefact
 from nalln.conversion.plan import lower
 from nalln.conversion.reference import run_torch_model
+from nalln.conversion.semantics import Choices, require_nir_semantics
 from nalln.conversion.sources import (
     NEEDS_INPUTS,
     SE_GATE_IMAGES,
@@ -42,6 +43,7 @@ from nalln.conversion.sources import (
     prepare,
     run_index,
     training_images,
+    with_choices,
 )
 from nalln.errors import NallnError
 from nalln.io import save_figure, write_json, write_text
@@ -167,9 +169,12 @@ def simulate(
     steps: int | None = None,
     inputs: str | Path | None = None,
     progress: bool = True,
+    choices: Choices | None = None,
 ) -> SimulationResult:
     """Simulate a run's split (``data``) or a NIR graph's ``inputs`` (X.npz) / images on
-    ``backend`` and measure it against the reference; everything is checked before any work."""
+    ``backend`` and measure it against the reference; everything is checked before any work.
+    ``choices``: the semantics flags for a graph that records none (``--reset``, ``--spikes``,
+    ``--dt``; :mod:`nalln.conversion.semantics`)."""
     se = SEMode.parse(se, SEMode.deployable())
     try:
         backend = Backend(backend)
@@ -189,7 +194,7 @@ def simulate(
         from nalln.conversion import lava_compat
 
         lava_compat.import_lava()  # fail early, before any work, if Lava is missing
-    source = load_source(source_path)
+    source = with_choices(load_source(source_path), choices)
     fixed_tag = "-fixed" if fixed_point and not backend.always_fixed_point else ""
     tag = f"{backend}{fixed_tag}-{se}"
     out_dir = Path(out) if out else _default_out(source, tag)
@@ -314,6 +319,7 @@ def _quant_plan(plan, train_x, calibration, data, source, progress):
     """The recorded grid of a fine-tuned run, or a calibration on training images."""
     from nalln.loihi.grid import fixed_point_plan
 
+    require_nir_semantics(plan)
     if train_x is None:
         if data is None:
             raise NallnError("fixed point needs calibration images: pass --data ROOT")
