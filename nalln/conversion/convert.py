@@ -43,6 +43,7 @@ from nalln.errors import NallnError
 from nalln.io import staged_folder, write_bytes, write_json
 from nalln.ir.plan import Plan
 from nalln.ir.se_mode import SEMode
+from nalln.ir.semantics import ResetRule
 
 TARGETS = ("nir", "lava", "norse")
 DEFAULT_CALIBRATION = 64
@@ -100,7 +101,7 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
                 "groups": syn.groups,
                 "input": "graded (24-bit)" if k == 0 else "binary spikes",
                 "se_gate": st.gate.name if st.gate else None,
-                "neuron": "lava.proc.lif.LIFReset" if st.neuron else "readout (recorded)",
+                "neuron": _lava_neuron(st.neuron),
                 "nir_neuron": st.neuron.nir_type if st.neuron else None,
                 "decay_du": st.neuron.current_decay if st.neuron else None,
                 "decay_dv": st.neuron.decay if st.neuron else None,
@@ -109,7 +110,17 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
                 "reset_offset": (2 + k) % plan.num_steps,
             }
         )
+        if st.neuron is not None and st.neuron.reset is not ResetRule.ZERO:
+            rows[-1]["reset"] = st.neuron.reset.value
     return rows
+
+
+def _lava_neuron(n) -> str:
+    if n is None:
+        return "readout (recorded)"
+    if n.reset is ResetRule.ZERO:
+        return "lava.proc.lif.LIFReset"
+    return "nalln LIFResetSubtract (lava.proc.lif.LIFReset resetting by subtraction)"
 
 
 def _calibration_images(

@@ -238,3 +238,33 @@ def test_flags_that_contradict_the_graph_are_one_line(run_cli, tmp_path, capsys,
     assert code == 2 and says in err, err
     assert err.startswith("nalln: error:") and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_convert_to_lava_runs_subtraction_in_float_only(run_cli, tmp_path, capsys):
+    """The Lava plan names the subtracting LIF; netx (Loihi fixed point) is not written, with
+    the reason; ``--fixed-point`` is refused before anything is written."""
+    name = "sinabs_iaf_single"
+    base = ["convert", str(HERE / f"{name}.nir"), "--to", "lava", "--steps", "8", "-q"]
+    base += ["--inputs", str(HERE / f"{name}.npz"), *flags(name)]
+    out = tmp_path / "c"
+    assert run_cli([*base, "--out", str(out)]) == 0
+    summary = json.loads((out / "convert.json").read_text())
+    assert summary["netx"].startswith("not written:") and "resets by 'subtract'" in summary["netx"]
+    stages = json.loads((out / "lava_plan.json").read_text())["stages"]
+    assert {s["reset"] for s in stages} == {"subtract"}
+    assert all("LIFResetSubtract" in s["neuron"] for s in stages)
+    capsys.readouterr()
+    fixed = tmp_path / "f"
+    assert run_cli([*base, "--fixed-point", "--out", str(fixed)]) == 2
+    assert "nalln's Loihi fixed point resets to zero" in capsys.readouterr().err
+    assert not fixed.exists()
+
+
+def test_semantics_flags_are_for_foreign_graphs_not_runs(run_cli, tiny_run, tmp_path, capsys):
+    out = tmp_path / "s"
+    code = run_cli(
+        ["simulate", str(tiny_run), "--backend", "norse", "--reset", "subtract", "--out", str(out)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "--reset, --spikes and --dt are for NIR graphs" in err
+    assert err.count("\n") == 1 and not out.exists()
