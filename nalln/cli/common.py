@@ -109,8 +109,8 @@ def add_graph_input_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_semantics_flags(p: argparse.ArgumentParser) -> None:
-    """``--reset``, ``--spikes``, ``--dt``: a NIR graph's semantics where its producer records
-    none (nalln.conversion.semantics; docs/conversion.md)."""
+    """``--reset``, ``--spikes``, ``--v-min``, ``--dt``: a NIR graph's semantics where its
+    producer records none (nalln.conversion.semantics; docs/conversion.md)."""
     p.add_argument(
         "--reset",
         choices=("zero", "subtract", "subtract-undecayed"),
@@ -124,6 +124,13 @@ def add_semantics_flags(p: argparse.ArgumentParser) -> None:
         "multi (Sinabs's MultiSpike: floor(v / threshold))",
     )
     p.add_argument(
+        "--v-min",
+        type=float,
+        metavar="V",
+        help="(NIR graph) floor on the membrane after the reset of nodes that record none "
+        "(Sinabs's min_v_mem; default none, as NIR)",
+    )
+    p.add_argument(
         "--dt",
         type=float,
         metavar="SECONDS",
@@ -132,10 +139,10 @@ def add_semantics_flags(p: argparse.ArgumentParser) -> None:
 
 
 def semantics_choices(args: argparse.Namespace):
-    """The checked ``--reset/--spikes/--dt`` of ``args``."""
+    """The checked ``--reset/--spikes/--v-min/--dt`` of ``args``."""
     from nalln.conversion.semantics import Choices
 
-    return Choices.parse(args.reset, args.spikes, args.dt)
+    return Choices.parse(args.reset, args.spikes, args.dt, args.v_min)
 
 
 def checked_calibration(args: argparse.Namespace) -> int:

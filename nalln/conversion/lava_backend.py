@@ -134,6 +134,11 @@ def _check_expressible(st: Stage) -> None:
             "recurrent spike would cross from one input into the next: use --backend norse"
         )
     n = st.neuron
+    if n is not None and n.v_min is not None:
+        raise NallnError(
+            f"{n.nir_type} node {n.name!r} floors its membrane at v_min = {n.v_min:g}; Lava's "
+            "LIF has no floor: use --backend norse"
+        )
     if n is not None and n.spikes is SpikeMode.MULTI:
         raise NallnError(
             f"{n.nir_type} node {n.name!r} sends several spikes per step (--spikes multi); "

@@ -37,7 +37,7 @@ import nir
 import numpy as np
 
 from nalln.conversion.nir_io import node_meta
-from nalln.conversion.semantics import node_semantics
+from nalln.conversion.semantics import node_floor, node_semantics
 from nalln.errors import NallnError
 from nalln.ir.semantics import ResetRule, SpikeMode
 
@@ -54,6 +54,7 @@ class NeuronParams:
     gain: float
     reset: ResetRule = ResetRule.ZERO
     spikes: SpikeMode = SpikeMode.SINGLE
+    v_min: float | None = None
 
 
 def _uniform(values: Any, what: str, name: str, kind: str) -> float:
@@ -91,7 +92,13 @@ def _with_semantics(p: NeuronParams, node, name: str, kind: str) -> NeuronParams
         )
     if reset is ResetRule.SUBTRACT_UNDECAYED and p.decay == 0:
         reset = ResetRule.SUBTRACT  # no decay (IF): the same rule
-    return replace(p, reset=reset, spikes=spikes)
+    v_min = node_floor(node, name)
+    if v_min is not None and reset is ResetRule.SUBTRACT_UNDECAYED:
+        raise NallnError(
+            f"{kind} node {name!r}: a membrane floor (v_min) with snnTorch's undecayed "
+            "subtraction is no producer's model; nalln runs v_min with --reset zero or subtract"
+        )
+    return replace(p, reset=reset, spikes=spikes, v_min=v_min)
 
 
 def _fraction(value: float, what: str, name: str, kind: str, dt: float) -> float:

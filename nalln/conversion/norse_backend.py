@@ -14,11 +14,11 @@ Norse imports correctly to Norse's own per-node importer and fixes the rest (too
 * AvgPool2d / SumPool2d: real pooling modules (Norse drops AvgPool2d silently).
 * Flatten: NIR dims exclude the batch dimension; torch's include it (Norse flattens the batch).
 * IF: Norse's ``IAFCell`` (``v <- v + I``), input times ``r`` (Norse ignores it), ``v_reset``;
-  with a subtracting reset or several spikes per step (Sinabs), our :class:`IFCell` (Norse's
-  ``IAFCell`` has neither).
+  with a subtracting reset, several spikes per step or a membrane floor (Sinabs), our
+  :class:`IFCell` (Norse's ``IAFCell`` has none of them).
 * CubaLIF: Norse's own importer (it applies ``w_in`` and ``r``) with the graph's ``dt`` and the
-  node's reset rule. Several spikes per step on a LIF or CubaLIF: refused by name (Norse's cells
-  send one).
+  node's reset rule. Several spikes per step or a membrane floor on a LIF or CubaLIF: refused
+  by name (Norse's cells send one spike and have no floor).
 * Threshold and Scale: small modules of ours (Norse imports neither).
 * Linear: ``nn.Linear(in, out)`` from the weight's shape (Norse swaps the two).
 * Recurrence (neuron -> Linear/Affine -> the same neuron): nirtorch's executor feeds the loop
@@ -40,7 +40,7 @@ from torch import nn
 
 from nalln.conversion.nir_io import Artefact, conv_padding, node_meta
 from nalln.conversion.plan import DT_FALLBACK
-from nalln.conversion.semantics import node_semantics
+from nalln.conversion.semantics import node_floor, node_semantics
 from nalln.errors import NallnError
 from nalln.ir.drive import Drive
 from nalln.ir.reference import Trace, apply_gate
@@ -95,12 +95,19 @@ class UndecayedSubtract:
 class IFCell(nn.Module):
     """NIR IF with what Norse's ``IAFCell`` lacks: ``v <- v + I``; ``z = [v > th]``, or
     ``floor(v / th)`` spikes where ``v > 0`` (``multi``, Sinabs's MultiSpike); then ``v <- 0``
-    where it spiked (``zero``) or ``v <- v - z*th`` (subtracting)."""
+    where it spiked (``zero``) or ``v <- v - z*th`` (subtracting); then ``v <- max(v, v_min)``
+    if a floor is given (Sinabs's ``min_v_mem``)."""
 
-    def __init__(self, v_th: torch.Tensor, reset: ResetRule, spikes: SpikeMode) -> None:
+    def __init__(
+        self,
+        v_th: torch.Tensor,
+        reset: ResetRule,
+        spikes: SpikeMode,
+        v_min: float | None = None,
+    ) -> None:
         super().__init__()
         self.register_buffer("v_th", v_th)
-        self.reset, self.multi = reset, spikes is SpikeMode.MULTI
+        self.reset, self.multi, self.v_min = reset, spikes is SpikeMode.MULTI, v_min
 
     def forward(self, x: torch.Tensor, state=None):
         v = x if state is None else state + x
@@ -109,6 +116,8 @@ class IFCell(nn.Module):
         else:
             z = (v > self.v_th).to(v.dtype)
         v = torch.where(z > 0, 0.0, v) if self.reset is ResetRule.ZERO else v - z * self.v_th
+        if self.v_min is not None:
+            v = v.clamp(min=self.v_min)
         return z, v
 
 
@@ -120,7 +129,12 @@ def _reset_method(rule: ResetRule, beta: torch.Tensor, reset):
     return UndecayedSubtract(beta)
 
 
-def _single(kind: str, name: str, spikes: SpikeMode) -> None:
+def _single(kind: str, name: str, spikes: SpikeMode, node: nir.NIRNode) -> None:
+    if node_floor(node, name) is not None:
+        raise NallnError(
+            f"{kind} node {name!r} floors its membrane (v_min); Norse's {kind} cells have no "
+            "floor: run it on the reference (nalln runs v_min on IF nodes in Norse)"
+        )
     if spikes is SpikeMode.MULTI:
         raise NallnError(
             f"{kind} node {name!r} sends several spikes per step (--spikes multi); Norse's "
@@ -150,7 +164,7 @@ def node_map(node: nir.NIRNode, *, dt: float, norse_import, name: str = "") -> n
     if isinstance(node, nir.LIF | nir.IF | nir.CubaLIF):
         rule, spikes = node_semantics(node, name)
     if isinstance(node, nir.LIF):
-        _single("LIF", name, spikes)
+        _single("LIF", name, spikes, node)
         _, reset, _ = _require_norse()
         node_dt = float(node_meta(node).get("dt", dt))
         method = _reset_method(rule, 1 - node_dt / _tensor(node.tau), reset)
@@ -158,8 +172,10 @@ def node_map(node: nir.NIRNode, *, dt: float, norse_import, name: str = "") -> n
         cell.p = cell.p._replace(v_reset=_tensor(node.v_reset), reset_method=method)
         return ScaledLIF(cell, _tensor(node.r))
     if isinstance(node, nir.IF):
-        if rule is not ResetRule.ZERO or spikes is SpikeMode.MULTI:
-            cell = ScaledLIF(IFCell(_tensor(node.v_threshold), rule, spikes), _tensor(node.r))
+        v_min = node_floor(node, name)
+        if rule is not ResetRule.ZERO or spikes is SpikeMode.MULTI or v_min is not None:
+            cell = IFCell(_tensor(node.v_threshold), rule, spikes, v_min)
+            cell = ScaledLIF(cell, _tensor(node.r))
             cell.counts = spikes is SpikeMode.MULTI
             return cell
         import norse.torch.module.iaf as iaf
@@ -167,7 +183,7 @@ def node_map(node: nir.NIRNode, *, dt: float, norse_import, name: str = "") -> n
         params = iaf.IAFParameters(v_th=_tensor(node.v_threshold), v_reset=_tensor(node.v_reset))
         return ScaledLIF(iaf.IAFCell(params, dt=dt), _tensor(node.r))  # Norse ignores r
     if isinstance(node, nir.CubaLIF):
-        _single("CubaLIF", name, spikes)
+        _single("CubaLIF", name, spikes, node)
         _, reset, _ = _require_norse()
         node_dt = float(node_meta(node).get("dt", dt))
         method = _reset_method(rule, 1 - node_dt / _tensor(node.tau_mem), reset)

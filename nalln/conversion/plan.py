@@ -185,6 +185,7 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
                 kind,
                 params.reset,
                 params.spikes,
+                params.v_min,
             )
             if syn is None:
                 if stages or opened:

@@ -1,12 +1,14 @@
-"""The semantic choices for a NIR graph from another tool: reset rule, spikes per step, dt.
+"""The semantic choices for a NIR graph from another tool: reset rule, spikes per step, a
+membrane floor, dt.
 
-NIR 1.0.8 resets to ``v_reset``, sends one spike per step and records no time step. Producers
-differ (snnTorch subtracts by default, Sinabs sends several spikes per step and subtracts,
-Norse and snnTorch write no ``dt``) and most record none of it. So every choice is explicit:
-read from a node's metadata (``reset``, ``spikes``, ``dt``) where the producer records it,
-otherwise from the user's flags (``--reset``, ``--spikes``, ``--dt``), otherwise NIR's
-default; a flag that contradicts what a node records is one error line, never a silent pick.
-The rules themselves are :mod:`nalln.ir.semantics`.
+NIR 1.0.8 resets to ``v_reset``, sends one spike per step, has no floor on the membrane and
+records no time step. Producers differ (snnTorch subtracts by default; Sinabs sends several
+spikes per step, subtracts and may clip the membrane at ``min_v_mem``; Norse and snnTorch write
+no ``dt``) and most record none of it. So every choice is explicit: read from a node's metadata
+(``reset``, ``spikes``, ``v_min``, ``dt``) where the producer records it, otherwise from the
+user's flags (``--reset``, ``--spikes``, ``--v-min``, ``--dt``), otherwise NIR's default; a
+flag that contradicts what a node records is one error line, never a silent pick. The rules
+themselves are :mod:`nalln.ir.semantics`.
 """
 
 from __future__ import annotations
@@ -40,10 +42,15 @@ class Choices:
     reset: ResetRule | None = None
     spikes: SpikeMode | None = None
     dt: float | None = None
+    v_min: float | None = None  # the membrane floor: v <- max(v, v_min) after the reset
 
     @classmethod
     def parse(
-        cls, reset: str | None = None, spikes: str | None = None, dt: float | None = None
+        cls,
+        reset: str | None = None,
+        spikes: str | None = None,
+        dt: float | None = None,
+        v_min: float | None = None,
     ) -> Choices:
         """The flags' values, checked (one line naming the allowed values)."""
         try:
@@ -58,11 +65,15 @@ class Choices:
             raise NallnError(f"unknown --spikes {spikes!r}; use one of {names}") from None
         if dt is not None and not (math.isfinite(dt) and dt > 0):
             raise NallnError(f"--dt must be a positive number of seconds, got {dt!r}")
-        return cls(rule, mode, None if dt is None else float(dt))
+        if v_min is not None and not math.isfinite(v_min):
+            raise NallnError(f"--v-min must be a finite number, got {v_min!r}")
+        return cls(
+            rule, mode, None if dt is None else float(dt), None if v_min is None else float(v_min)
+        )
 
     @property
     def given(self) -> bool:
-        return any(v is not None for v in (self.reset, self.spikes, self.dt))
+        return any(v is not None for v in (self.reset, self.spikes, self.dt, self.v_min))
 
 
 def _meta(node: nir.NIRNode) -> dict[str, Any]:
@@ -93,6 +104,22 @@ def node_semantics(node: nir.NIRNode, name: str) -> tuple[ResetRule, SpikeMode]:
     return rule, mode
 
 
+def node_floor(node: nir.NIRNode, name: str) -> float | None:
+    """The membrane floor a neuron node records (metadata ``v_min``), else none (NIR)."""
+    value = _meta(node).get("v_min")
+    if value is None:
+        return None
+    try:
+        floor = float(value)
+    except (TypeError, ValueError):
+        floor = math.nan
+    if not math.isfinite(floor):
+        raise NallnError(
+            f"{type(node).__name__} node {name!r} records v_min {value!r}; it must be a number"
+        )
+    return floor
+
+
 def _contradiction(who: str, what: str, recorded: Any, flag: str, given: Any) -> NallnError:
     return NallnError(
         f"{who} records {what} {recorded} but {flag} {given} was given; the graph's own record "
@@ -104,8 +131,11 @@ def _check(graphs: list[nir.NIRGraph], info: dict[str, Any], choices: Choices) -
     """Flags no node can take or that contradict what the graph records: one line each."""
     nodes = [(k, n) for g in graphs for k, n in g.nodes.items()]
     resetting = [(k, n) for k, n in nodes if isinstance(n, RESETTING)]
-    if (choices.reset is not None or choices.spikes is not None) and not resetting:
-        flag = "--reset" if choices.reset is not None else "--spikes"
+    neuron_flags = [
+        f for f, v in (("--reset", choices.reset), ("--spikes", choices.spikes)) if v is not None
+    ] + (["--v-min"] if choices.v_min is not None else [])
+    if neuron_flags and not resetting:
+        flag = neuron_flags[0]
         raise NallnError(
             f"{flag} applies to LIF, IF and CubaLIF nodes, and the graph has none (only "
             "stateless Threshold neurons, or no neuron at all)"
@@ -117,6 +147,9 @@ def _check(graphs: list[nir.NIRGraph], info: dict[str, Any], choices: Choices) -
             raise _contradiction(who, "reset", repr(rule.value), "--reset", choices.reset.value)
         if choices.spikes is not None and "spikes" in meta and mode is not choices.spikes:
             raise _contradiction(who, "spikes", repr(mode.value), "--spikes", choices.spikes.value)
+        floor = node_floor(n, k)
+        if choices.v_min is not None and floor is not None and floor != choices.v_min:
+            raise _contradiction(who, "v_min", f"{floor:g}", "--v-min", f"{choices.v_min:g}")
     if choices.dt is None:
         return
     recorded = [("the graph", info["dt"])] if "dt" in info else []
@@ -142,6 +175,8 @@ def record_choices(artefact, choices: Choices):
                     add["reset"] = choices.reset.value
                 if choices.spikes is not None:
                     add["spikes"] = choices.spikes.value
+                if choices.v_min is not None:
+                    add["v_min"] = choices.v_min
             if choices.dt is not None and isinstance(node, TIMED):
                 add["dt"] = choices.dt
             if add:
@@ -156,6 +191,11 @@ def require_nir_semantics(plan) -> None:
     """Refuse, by node, a population that Loihi's fixed point (emulator, Lava ``fixed_pt``,
     netx) cannot run: it resets to zero and sends one spike per step (a ``Plan``)."""
     for n in plan.neurons:
+        if n.v_min is not None:
+            raise NallnError(
+                f"{n.nir_type} node {n.name!r} floors its membrane at v_min = {n.v_min:g}; "
+                "nalln's Loihi fixed point has no floor: run it on the reference or Norse"
+            )
         if n.reset is not ResetRule.ZERO or n.spikes is not SpikeMode.SINGLE:
             what = f"resets by {n.reset.value!r}" if n.reset is not ResetRule.ZERO else ""
             what += " and " if what and n.spikes is SpikeMode.MULTI else ""

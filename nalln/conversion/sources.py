@@ -77,8 +77,8 @@ def with_choices(source: Source, choices: Choices | None) -> Source:
         return source
     if source.loaded is not None:
         raise NallnError(
-            "--reset, --spikes and --dt are for NIR graphs from other tools; a run's export "
-            "records its own (reset zero, one spike per step, its dt)"
+            "--reset, --spikes, --v-min and --dt are for NIR graphs from other tools; a run's "
+            "export records its own (reset zero, one spike per step, no floor, its dt)"
         )
     return Source(source.path, artefact=record_choices(source.artefact, choices))
 

@@ -72,6 +72,7 @@ class Neuron:
     nir_type: str = "LIF"  # the NIR node it was lowered from (for messages)
     reset: ResetRule = ResetRule.ZERO
     spikes: SpikeMode = SpikeMode.SINGLE
+    v_min: float | None = None  # a floor on v after the reset (Sinabs's min_v_mem); None: NIR
 
 
 @dataclass(frozen=True)

@@ -71,19 +71,23 @@ def apply_gate(gate: GateSpec, x: torch.Tensor) -> torch.Tensor:
 
 def fire(n: Neuron, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One step's spikes of population ``n`` (bool, or counts for ``multi``), its membrane after
-    the reset, and what a ``subtract-undecayed`` reset still owes the next step (after its
-    decay); :mod:`nalln.ir.semantics`."""
+    the reset (and the floor ``v_min``), and what a ``subtract-undecayed`` reset still owes the
+    next step (after its decay); :mod:`nalln.ir.semantics`."""
     if n.spikes is SpikeMode.MULTI:
         z = torch.where(mem > 0, torch.div(mem, n.v_th, rounding_mode="floor"), 0.0)
         fired = z > 0
     else:
         z = fired = mem > n.v_th
     if n.reset is ResetRule.ZERO:
-        return z, mem.masked_fill(fired, 0.0), None
+        return z, _floor(n, mem.masked_fill(fired, 0.0)), None
     amount = z.to(mem.dtype) * n.v_th
     if n.reset is ResetRule.SUBTRACT:
-        return z, mem - amount, None
+        return z, _floor(n, mem - amount), None
     return z, mem, amount
+
+
+def _floor(n: Neuron, v: torch.Tensor) -> torch.Tensor:
+    return v if n.v_min is None else v.clamp(min=n.v_min)
 
 
 @torch.no_grad()

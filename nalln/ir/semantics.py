@@ -15,6 +15,9 @@ nothing runs exactly as before. With :math:`z` the spikes of a step (0/1, or a c
   its default, for ``Leaky``, ``Synaptic`` and their recurrent forms). Equal to
   :math:`v \leftarrow v - z\vartheta/\beta` at the spike; the same as ``subtract`` for an IF.
 
+* a floor ``v_min`` (``None`` in NIR): :math:`v \leftarrow \max(v, v_{min})` after the reset
+  (Sinabs's ``min_v_mem``; its ``from_nir`` sets ``-threshold`` for an IF).
+
 * ``single``: :math:`z = [v > \vartheta]` (NIR).
 * ``multi``: :math:`z = \lfloor v / \vartheta \rfloor` where :math:`v > 0`, else 0 (Sinabs's
   ``MultiSpike``, its default: several spikes per step, which a graded synapse weighs by count).

@@ -46,7 +46,8 @@ def choices(name: str, **drop: bool) -> Choices:
 
 
 def flags(name: str) -> list[str]:
-    return [a for k, v in LISTING[name]["semantics"].items() for a in (f"--{k}", str(v))]
+    sem = LISTING[name]["semantics"].items()
+    return [a for k, v in sem for a in (f"--{k.replace('_', '-')}", str(v))]
 
 
 def reference_spikes(name: str, how: Choices) -> np.ndarray:
@@ -79,14 +80,21 @@ def test_reference_reproduces_the_producer_exactly(name):
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in NAMES if {"reset", "spikes"} & set(LISTING[n]["semantics"])]
+    "name", [n for n in NAMES if {"reset", "spikes", "v_min"} & set(LISTING[n]["semantics"])]
 )
 def test_nir_defaults_do_not_reproduce_a_producer_that_differs(name):
-    """Without the flags (NIR's reset to zero, one spike per step) the spikes differ: the
-    choice is real, and nalln would be silently wrong if it guessed."""
+    """Without the flags (NIR's reset to zero, one spike per step, no floor) the spikes differ:
+    the choice is real, and nalln would be silently wrong if it guessed."""
     _, spikes, _ = load(name)
-    got = reference_spikes(name, choices(name, reset=True, spikes=True))
+    got = reference_spikes(name, choices(name, reset=True, spikes=True, v_min=True))
     assert (got != spikes).sum() > 0
+
+
+def test_the_membrane_floor_is_a_choice_of_its_own():
+    _, spikes, _ = load("sinabs_iaf_floor")
+    assert (
+        reference_spikes("sinabs_iaf_floor", choices("sinabs_iaf_floor", v_min=True)) != spikes
+    ).sum() > 0
 
 
 @pytest.mark.parametrize("name", ["snntorch_lif_subtract", "snntorch_rsynaptic"])
@@ -147,9 +155,16 @@ def test_lava_float_reproduces_the_recurrent_producers(name, tmp_path):
     assert (_lava(name, tmp_path / "s") == spikes[:2]).all()
 
 
-def test_lava_refuses_several_spikes_per_step_by_name(tmp_path):
-    with pytest.raises(NallnError, match=r"IF node '1' sends several spikes per step.*norse"):
-        _lava("sinabs_iaf_events", tmp_path / "s")
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("sinabs_iaf_events", r"IF node '1' sends several spikes per step.*norse"),
+        ("sinabs_iaf_floor", r"IF node '1' floors its membrane at v_min = -1; Lava's LIF"),
+    ],
+)
+def test_lava_refuses_what_its_lif_cannot_do_by_name(name, says, tmp_path):
+    with pytest.raises(NallnError, match=says):
+        _lava(name, tmp_path / "s")
     assert not (tmp_path / "s").exists()
 
 
@@ -168,11 +183,17 @@ def test_fixed_point_refuses_a_subtracting_reset_by_name(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
-def test_norse_refuses_several_spikes_per_step_on_a_lif():
-    art = read_artefact(HERE / "snntorch_conv_lif.nir")
-    art = record_choices(art, Choices(spikes=SpikeMode.MULTI))
+@pytest.mark.parametrize(
+    ("how", "says"),
+    [
+        (Choices(spikes=SpikeMode.MULTI), r"LIF node '1' sends several spikes per step"),
+        (Choices(v_min=-1.0), r"LIF node '1' floors its membrane \(v_min\); Norse's LIF"),
+    ],
+)
+def test_norse_refuses_what_its_lif_cells_cannot_do(how, says):
+    art = record_choices(read_artefact(HERE / "snntorch_conv_lif.nir"), how)
     lower(art, 2)  # the reference runs it
-    with pytest.raises(NallnError, match=r"LIF node '1' sends several spikes per step"):
+    with pytest.raises(NallnError, match=says):
         NorseNetwork(art)
 
 
@@ -266,5 +287,5 @@ def test_semantics_flags_are_for_foreign_graphs_not_runs(run_cli, tiny_run, tmp_
         ["simulate", str(tiny_run), "--backend", "norse", "--reset", "subtract", "--out", str(out)]
     )
     err = capsys.readouterr().err
-    assert code == 2 and "--reset, --spikes and --dt are for NIR graphs" in err
+    assert code == 2 and "--reset, --spikes, --v-min and --dt are for NIR graphs" in err
     assert err.count("\n") == 1 and not out.exists()
