@@ -131,9 +131,8 @@ def _check(graphs: list[nir.NIRGraph], info: dict[str, Any], choices: Choices) -
     """Flags no node can take or that contradict what the graph records: one line each."""
     nodes = [(k, n) for g in graphs for k, n in g.nodes.items()]
     resetting = [(k, n) for k, n in nodes if isinstance(n, RESETTING)]
-    neuron_flags = [
-        f for f, v in (("--reset", choices.reset), ("--spikes", choices.spikes)) if v is not None
-    ] + (["--v-min"] if choices.v_min is not None else [])
+    given = (("--reset", choices.reset), ("--spikes", choices.spikes), ("--v-min", choices.v_min))
+    neuron_flags = [f for f, v in given if v is not None]
     if neuron_flags and not resetting:
         flag = neuron_flags[0]
         raise NallnError(

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from nalln.conversion.nir_io import read_artefact, read_graph
+from nalln.conversion.nir_io import Artefact, read_artefact, read_graph
 from nalln.conversion.norse_backend import NorseNetwork
 from nalln.conversion.plan import lower
 from nalln.conversion.semantics import Choices, record_choices
@@ -289,3 +289,23 @@ def test_semantics_flags_are_for_foreign_graphs_not_runs(run_cli, tiny_run, tmp_
     err = capsys.readouterr().err
     assert code == 2 and "--reset, --spikes, --v-min and --dt are for NIR graphs" in err
     assert err.count("\n") == 1 and not out.exists()
+
+
+def test_a_neuron_flag_on_a_graph_without_resetting_neurons_is_one_line():
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([3])}),
+        "fc": nir.Affine(weight=np.eye(2, 3), bias=np.zeros(2)),
+        "thr": nir.Threshold(threshold=np.full(2, 0.5)),
+        "output": nir.Output(output_type={"output": np.array([2])}),
+    }
+    edges = [("input", "fc"), ("fc", "thr"), ("thr", "output")]
+    art = Artefact([nir.NIRGraph(nodes, edges, type_check=False)], [], {})
+    for how, flag in (
+        (Choices(v_min=-1.0), "--v-min"),
+        (Choices(reset=ResetRule.SUBTRACT), "--reset"),
+    ):
+        with pytest.raises(NallnError, match=f"^{flag} applies to LIF, IF and CubaLIF nodes"):
+            record_choices(art, how)
+    for bad in (dict(reset="half"), dict(spikes="many"), dict(dt=-1.0), dict(v_min=float("nan"))):
+        with pytest.raises(NallnError, match="^(unknown --|--dt must|--v-min must)"):
+            Choices.parse(**bad)
