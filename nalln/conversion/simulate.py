@@ -10,7 +10,8 @@ JSON keys: ``top1_agreement`` (back-end argmax == reference argmax), ``spike_agr
 no-spike), ``accuracy`` (back-end vs labels; null without labels: a NIR graph's inputs
 without ``y``, or image folders whose classes the graph does not record), ``seconds_per_image``
 (back-end wall time per image after the network is built), ``output_spike_count_difference``
-(last spiking layer), ``reference_accuracy``, ``build_seconds`` and, where they apply,
+(last spiking layer), ``reference_accuracy``, ``build_seconds``, ``semantics`` (dt and each population's reset rule,
+spikes per step and floor) and, where they apply,
 ``static_se`` and ``fixed_point``. ``outputs.npz`` holds the back-end's and the reference's
 output per input and step.
 """
@@ -264,6 +265,7 @@ def simulate(
     metrics["seconds_per_image"] = run_s / len(x)
     metrics["build_seconds"] = build
     metrics["num_steps"] = T
+    metrics["semantics"] = semantics_of(plan)
     metrics["provenance"] = (
         "measured: wall-clock on this machine (CPU); agreement counted over every image, step "
         "and neuron"
@@ -271,6 +273,18 @@ def simulate(
     files = write_report(out_dir, metrics)
     files["outputs.npz"] = write_outputs(out_dir / "outputs.npz", reference, got)
     return SimulationResult(metrics, out_dir, files)
+
+
+def semantics_of(plan) -> dict[str, Any]:
+    """The time step and each population's reset rule, spikes per step and floor (the graph's
+    record or the user's flags; nalln.conversion.semantics), as the report states them."""
+    return {
+        "dt": plan.dt,
+        "neurons": {
+            n.name: {"reset": n.reset.value, "spikes": n.spikes.value, "v_min": n.v_min}
+            for n in plan.neurons
+        },
+    }
 
 
 def graph_inputs(
@@ -423,6 +437,16 @@ def report_markdown(m: dict[str, Any]) -> str:
             f"| static SE: val accuracy dynamic -> static | {st['val_accuracy_dynamic']:.4f} -> "
             f"{st['val_accuracy_static']:.4f} ({st['val_accuracy_change']:+.4f}) |"
         )
+    sem = m.get("semantics")
+    if sem:
+        rules = sorted(
+            {
+                f"reset {v['reset']}, {v['spikes']} spikes per step"
+                + ("" if v["v_min"] is None else f", floor {v['v_min']:g}")
+                for v in sem["neurons"].values()
+            }
+        )
+        lines.append(f"| semantics (dt {sem['dt']:g} s) | {'; '.join(rules) or 'no neurons'} |")
     lines += [
         "",
         "| layer | spike agreement | spikes reference | spikes back-end | mismatches |",

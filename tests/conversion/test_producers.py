@@ -206,6 +206,9 @@ def test_cli_simulate_with_the_flags_matches_sinabs(run_cli, tmp_path):
     assert run_cli(args) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["spike_agreement"]["overall"] == 1.0
+    rules = {(v["reset"], v["spikes"]) for v in report["semantics"]["neurons"].values()}
+    assert rules == {("subtract", "multi")}
+    assert "reset subtract, multi spikes per step" in (out / "report.md").read_text()
     with np.load(out / "outputs.npz") as f:
         assert (f["backend"] == spikes).all()
 
