@@ -10,9 +10,9 @@ JSON keys: ``top1_agreement`` (back-end argmax == reference argmax), ``spike_agr
 no-spike), ``accuracy`` (back-end vs labels; null without labels: a NIR graph's inputs
 without ``y``, or image folders whose classes the graph does not record), ``seconds_per_image``
 (back-end wall time per image after the network is built), ``output_spike_count_difference``
-(last spiking layer), ``reference_accuracy``, ``build_seconds``, ``semantics`` (dt and each population's reset rule,
-spikes per step and floor) and, where they apply,
-``static_se`` and ``fixed_point``. ``outputs.npz`` holds the back-end's and the reference's
+(last spiking layer), ``reference_accuracy``, ``build_seconds``, ``semantics`` (dt and each
+population's reset rule, spikes per step and floor) and, where they apply, ``static_se`` and
+``fixed_point``. ``outputs.npz`` holds the back-end's and the reference's
 output per input and step.
 """
 
