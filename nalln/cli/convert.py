@@ -80,6 +80,19 @@ def run(args: argparse.Namespace) -> int:
         )
     elif "netx" in s:
         print(f"netx: {s['netx']}")
+    if "netx_grid" in s:
+        ng = s["netx_grid"]
+
+        def rates(key: str) -> str:
+            return ", ".join(f"{k} {v:.3f}" for k, v in ng[key].items())
+
+        netx_a = rates("spike_agreement_calibration_netx")
+        own = rates("spike_agreement_calibration_with_exponent")
+        print(
+            "netx: loop weights without exponent (netx's dense_rec holds exponent 0 only); "
+            f"spike agreement with float on the calibration inputs {netx_a} (with the exponent "
+            f"Lava uses: {own}; measured)"
+        )
     pt = s.get("portable")
     if pt:
         print(

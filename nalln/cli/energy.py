@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nalln.cli import common as cc
+from nalln.errors import NallnError
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -21,13 +22,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report",
         help="per-layer spikes / SOPs / MACs and energy per inference on each target",
         description=(
-            "Count a trained run on real images (forward hooks, NeuroBench rules), next to the "
-            "same network as a ReLU ANN, and price both on each hardware target. Writes "
+            "Count a trained run on real images (forward hooks, NeuroBench rules), or a NIR "
+            "graph on --inputs X.npz (its deployment plan, same rules), next to the same "
+            "network as a ReLU ANN, and price both on each hardware target. Writes "
             "energy.json, CSV tables, energy.md and PNG plots into --out."
         ),
     )
-    cc.add_input(r, "run", help="run folder (or checkpoint file)")
+    cc.add_input(
+        r,
+        "run",
+        help="run folder (or checkpoint file), or a NIR graph (.nir file or converted folder) "
+        "with --inputs",
+    )
     cc.add_input(r, "--data", help="data-set root (default: the one the run was trained on)")
+    cc.add_graph_input_flags(r)
     r.add_argument(
         "--targets",
         type=_csv,
@@ -73,6 +81,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=run_report)
 
 
+def is_graph(args: argparse.Namespace) -> bool:
+    """Whether RUN names a NIR graph (a .nir file or a converted folder), not a run."""
+    from pathlib import Path
+
+    from nalln.conversion.sources import is_nir_path
+
+    return is_nir_path(Path(args.run).expanduser())
+
+
 def run_report(args: argparse.Namespace) -> int:
     from nalln.energy.render import terminal_text, write_report
     from nalln.energy.report import ReportOptions, build_report
@@ -91,7 +108,22 @@ def run_report(args: argparse.Namespace) -> int:
         layout=args.layout,
         seed=args.seed,
     )
-    report = build_report(args.run, args.data, opts, progress=cc.show_progress(args))
+    if is_graph(args):
+        from nalln.energy.graph_report import build_graph_report
+
+        if args.data is not None:
+            raise NallnError(
+                "--data is for runs; a NIR graph is counted on --inputs X.npz (see "
+                "docs/conversion.md, 'Graphs other tools wrote')"
+            )
+        report = build_graph_report(args.run, args.inputs, opts, args.steps)
+    else:
+        if args.inputs is not None or args.steps is not None:
+            raise NallnError(
+                "--inputs and --steps are for NIR graphs; a run is counted on its own images "
+                "(--data ROOT) with its own T"
+            )
+        report = build_report(args.run, args.data, opts, progress=cc.show_progress(args))
     files = write_report(report, args.out)
     if not cc.json_or_banner(args, report.data):  # terminal_text carries its own SYNTHETIC line
         print(terminal_text(report.data, files))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nalln.cli import common as cc
+from nalln.errors import NallnError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,9 +28,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     fi = hsub.add_parser(
         "fit", help="cores and chips a run needs on a neuromorphic target, limits cited"
     )
-    cc.add_input(fi, "run", help="run folder (or checkpoint file)")
+    cc.add_input(
+        fi, "run", help="run folder (or checkpoint file), or a NIR graph (.nir file or folder)"
+    )
     fi.add_argument("--target", required=True, help="neuromorphic target id (e.g. loihi2)")
     fi.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    fi.add_argument(
+        "--steps",
+        type=int,
+        metavar="T",
+        help="(NIR graph) time steps; the fit does not depend on T, so a graph that does not "
+        "record it is fitted without",
+    )
     cc.add_json_flag(fi, "the fit")
     fi.set_defaults(func=run_fit)
 
@@ -130,14 +140,30 @@ def run_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_graph(path: str) -> bool:
+    from pathlib import Path
+
+    from nalln.conversion.sources import is_nir_path
+
+    return is_nir_path(Path(path).expanduser())
+
+
 def run_fit(args: argparse.Namespace) -> int:
     from nalln.energy.chip_fit import fit_network, structure
     from nalln.runs import load_model
 
     reg = _registry(args)
     target = reg.get(args.target)
-    loaded = load_model(args.run, args.checkpoint, "cpu")
-    counts = structure(loaded.model, loaded.image_size)
+    if _is_graph(args.run):
+        from nalln.energy.graph_report import graph_structure
+
+        counts, what = graph_structure(args.run, args.steps)
+    else:
+        if args.steps is not None:
+            raise NallnError("--steps is for NIR graphs; a run's T is its own")
+        loaded = load_model(args.run, args.checkpoint, "cpu")
+        counts = structure(loaded.model, loaded.image_size)
+        what = f"{loaded.run_meta.model_name} ({loaded.image_size} px)"
     res = fit_network(counts, target)
     if cc.json_or_banner(args, res.to_dict()):
         return 0
@@ -163,7 +189,7 @@ def run_fit(args: argparse.Namespace) -> int:
     )
     verdict = "fits" if res.feasible else "does NOT fit (see the limit column)"
     print(
-        f"{loaded.run_meta.model_name} ({loaded.image_size} px) on {target.id}: {verdict}; "
+        f"{what} on {target.id}: {verdict}; "
         f"{res.cores} cores, {res.chips()} chip(s) (estimated: greedy per-layer placement)"
     )
     print("limits used:")

@@ -44,6 +44,7 @@ from nalln.io import staged_folder, write_bytes, write_json
 from nalln.ir.plan import Plan
 from nalln.ir.se_mode import SEMode
 from nalln.ir.semantics import ResetRule
+from nalln.loihi.quant_plan import bias_in_current
 
 TARGETS = ("nir", "lava", "norse")
 DEFAULT_CALIBRATION = 64
@@ -81,6 +82,19 @@ def round_trip_differences(written: list[nir.NIRGraph], read: list[nir.NIRGraph]
     return diffs
 
 
+def _bias_columns(st) -> list[str]:
+    """The biases that enter a neuron's current in Lava (a CubaLIF's input bias, a loop bias)."""
+    out = []
+    if bias_in_current(st):
+        out.append(f"{st.synapse.source}: an always-on LIF's spike through a Dense column")
+    if st.recurrent is not None and np.any(st.recurrent.bias != 0):
+        out.append(
+            f"{st.recurrent.source}: an always-on LIF's spike through a RecurrentDense column "
+            "(not on the window's first step)"
+        )
+    return out
+
+
 def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
     """The Lava process graph in words: one row per stage."""
     rows = []
@@ -108,6 +122,11 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
                 "v_th": st.neuron.v_th if st.neuron else None,
                 "first_lava_step": 2 + k,
                 "reset_offset": (2 + k) % plan.num_steps,
+                "recurrent": None
+                if st.recurrent is None
+                else f"{st.recurrent.source}: Dense (RecurrentDense) from s_out back into a_in, "
+                "one step late, nothing sent on the window's first step",
+                "bias_into_current": _bias_columns(st),
             }
         )
         if st.neuron is not None and st.neuron.reset is not ResetRule.ZERO:
@@ -305,9 +324,32 @@ class LavaRequest:
         return self.inputs is not None or self.data is not None
 
 
+def _netx_grid(plan, qp, x, progress, summary):
+    """The fixed-point plan netx can hold: ``qp`` itself, unless a loop Dense needs a weight
+    exponent (netx's ``dense_rec`` derives one exponent <= 0 from 8-bit weights); then the plan
+    is calibrated again with exponent 0, and both agreements are reported."""
+    from nalln.loihi.calibration import calibrate
+
+    if not any(q.recurrent_exp for q in qp.stages) or any(q.drives for q in qp.stages):
+        return qp  # nothing to change, or netx cannot hold it anyway (netx_refusal)
+    nq = calibrate(plan, x, progress, recurrent_exp=False)
+
+    def agreement(p):
+        rows = [r for r in p.report["layers"] if "spike_agreement_network" in r]
+        return {r["layer"]: r["spike_agreement_network"] for r in rows}
+
+    summary["netx_grid"] = {
+        "why": "netx's dense_rec holds 8-bit loop weights with exponent 0 only, so network.net "
+        "is calibrated without the loop weight exponent that fixed_point.json and Lava use",
+        "spike_agreement_calibration_netx": agreement(nq),
+        "spike_agreement_calibration_with_exponent": agreement(qp),
+    }
+    return nq
+
+
 def _lava_files(source, artefact, out, req: LavaRequest, progress, summary):
     from nalln.conversion.lava_backend import lava_network
-    from nalln.loihi.calibration import require_no_current_decay
+    from nalln.loihi.calibration import require_fixed_point
     from nalln.loihi.grid import fixed_point_plan
     from nalln.loihi.quant_plan import save_quant_plan
 
@@ -337,7 +379,7 @@ def _lava_files(source, artefact, out, req: LavaRequest, progress, summary):
         )
         return files
     try:
-        require_no_current_decay(plan)
+        require_fixed_point(plan)
         require_nir_semantics(plan)
     except NallnError as exc:
         if fixed_point:
@@ -351,11 +393,17 @@ def _lava_files(source, artefact, out, req: LavaRequest, progress, summary):
     if fixed_point:
         files.update(save_quant_plan(qp, out))
     if native:
-        from nalln.conversion.netx import check_netx, write_netx
+        from nalln.conversion.netx import check_netx, netx_refusal, write_netx
 
-        path = write_netx(qp, out / "network.net")
+        nq = _netx_grid(plan, qp, x, progress, summary)
+        reason = netx_refusal(nq)
+        if reason:
+            summary.pop("netx_grid", None)
+            summary["netx"] = f"not written: {reason}"
+            return files
+        path = write_netx(nq, out / "network.net")
         files["network.net"] = path
-        summary["netx"] = check_netx(path, qp, x)
+        summary["netx"] = check_netx(path, nq, x)
     else:
         summary["netx"] = "not written: netx cannot hold the hybrid SE side-car (use --se static)"
     return files

@@ -17,8 +17,17 @@ our ``Recorder`` processes per layer. How the Lava-specific pitfalls are handled
 * Layout. Lava tensors are (W, H, C): images and weights are transposed, conv kernels flipped
   (Lava convolves, torch correlates), stride/padding given as (W, H). A dense layer after a
   conv reads the port through ``transpose([2, 1, 0]).flatten()``, i.e. in torch's C-order.
-* Decay and threshold: ``du = 1`` (no current memory), ``dv = dt/tau``, ``vth = v_th`` (float);
-  ``du = 4095``, ``dv = round(4096 dt/tau)``, integer ``vth`` and ``bias_exp = 6`` (fixed point).
+* Decay and threshold: ``du = dt/tau_syn`` (1 for no current memory), ``dv = dt/tau``,
+  ``vth = v_th`` (float); ``du = round(4096 dt/tau_syn) - 1`` (4095: none),
+  ``dv = round(4096 dt/tau)``, integer ``vth`` and ``bias_exp = 6`` (fixed point).
+* Recurrence (``neuron -> w -> neuron``): a Lava ``Dense`` from the LIF's ``s_out`` back into
+  its ``a_in`` (:class:`~nalln.conversion.lava_processes.processes.RecurrentDense`). A Dense
+  sends on step t what it computed from step t - 1: NIR's one-step delay. It sends nothing on the
+  first step of each window, so the previous input's last spikes never reach the next input.
+* A bias that must enter the current ``u``, not ``v`` (a CubaLIF's input bias; a loop Affine's
+  bias, from the window's second step): one always-on LIF (fires every step from step 1) whose
+  spike goes through a ``Dense`` (or ``RecurrentDense``) column of the biases into ``a_in`` -
+  how a chip adds a synaptic bias.
 * Lava's Conv models store ``groups`` as int8 (breaks >= 128-channel depthwise convs) and loop
   over channel pairs in Python: the run configuration maps Conv to our fixed models.
 
@@ -46,7 +55,7 @@ from nalln.ir.plan import Neuron, Plan, Stage
 from nalln.ir.reference import Trace
 from nalln.ir.semantics import ResetRule, SpikeMode
 from nalln.loihi.arithmetic import round_input
-from nalln.loihi.quant_plan import QStage, QuantPlan
+from nalln.loihi.quant_plan import BiasDrive, QStage, QuantPlan, bias_in_current
 
 
 @dataclass
@@ -100,6 +109,9 @@ class LavaLayer:
     lif: dict[str, float | int]  # du, dv, vth, bias_exp of LIFReset
     scale: float = 1.0  # float current = Lava current / scale
     gate_current_scale: float = 0.0  # SE side-car rounding (float models fine-tuned for it)
+    recurrent: np.ndarray | None = None  # the loop's weights [n, n] (s_out -> a_in), if any
+    recurrent_exp: int = 0  # fixed point: the loop Dense's weight_exp (recurrent is the mantissa)
+    drives: tuple[BiasDrive, ...] = ()  # biases into the current, via an always-on neuron
 
 
 @dataclass(frozen=True)
@@ -119,19 +131,12 @@ def lava_network(source: object) -> LavaNetwork:
 
 def _check_expressible(st: Stage) -> None:
     """What nalln's Lava graph cannot run exactly, refused by name: an LI/Integrator readout
-    (its membrane is not recorded), recurrence (inputs stream back to back), a bias before a
-    CubaLIF (Lava adds bias to ``v``; it must pass through the decaying ``u``)."""
+    (its membrane is not recorded)."""
     if st.readout is not None:
         raise NallnError(
             f"{st.readout.nir_type} node {st.readout.name!r} is a non-spiking readout; nalln's "
             "Lava process graph records spikes and currents, not a readout membrane, yet: use "
             "--backend norse"
-        )
-    if st.recurrent is not None:
-        raise NallnError(
-            f"{st.neuron.nir_type} node {st.name!r} is recurrent (through "
-            f"{st.recurrent.source!r}); nalln's Lava graph streams inputs back to back, and a "
-            "recurrent spike would cross from one input into the next: use --backend norse"
         )
     n = st.neuron
     if n is not None and n.v_min is not None:
@@ -144,12 +149,17 @@ def _check_expressible(st: Stage) -> None:
             f"{n.nir_type} node {n.name!r} sends several spikes per step (--spikes multi); "
             "Lava's LIF sends at most one: use --backend norse"
         )
-    if n is not None and n.current_decay != 1.0 and np.any(st.synapse.bias != 0):
-        raise NallnError(
-            f"{n.nir_type} node {n.name!r} receives a bias (from {st.synapse.source!r}); Lava's "
-            "LIF adds bias to the membrane, not to the decaying synaptic current, so it cannot "
-            "run this exactly (use --backend norse, or a synapse without bias)"
-        )
+
+
+def _float_drives(st: Stage) -> tuple[BiasDrive, ...]:
+    """A CubaLIF's input bias (every step) and a loop Affine's bias (from the window's second
+    step) enter the current through an always-on neuron, not as ``bias_mant``."""
+    out = []
+    if bias_in_current(st):
+        out.append(BiasDrive(np.asarray(st.synapse.bias, np.float64), 0, 0))
+    if st.recurrent is not None and np.any(st.recurrent.bias != 0):
+        out.append(BiasDrive(np.asarray(st.recurrent.bias, np.float64), 0, 1))
+    return tuple(out)
 
 
 @lava_network.register
@@ -165,7 +175,12 @@ def _(plan: Plan) -> LavaNetwork:
             else {}
         )
         gcs = 0.0 if g is None or g.current_scale is None else float(g.current_scale)
-        layers.append(LavaLayer(st, st.synapse.weight, st.synapse.bias, np.float64, lif, 1.0, gcs))
+        rec = None if st.recurrent is None else st.recurrent.weight
+        bias = st.synapse.bias * (not bias_in_current(st))
+        drives = _float_drives(st)
+        layers.append(
+            LavaLayer(st, st.synapse.weight, bias, np.float64, lif, 1.0, gcs, rec, 0, drives)
+        )
     return LavaNetwork(plan, tuple(layers), None, "floating_pt", False)
 
 
@@ -183,9 +198,31 @@ def _(qp: QuantPlan) -> LavaNetwork:
     require_nir_semantics(qp.plan)
     layers = []
     for q in qp.stages:
-        lif = {"du": 4095, "dv": int(q.dv), "vth": int(q.vth), "bias_exp": 6} if q.neuron else {}
-        layers.append(LavaLayer(q, q.weight, q.bias, np.int32, lif, float(q.scale)))
+        lif = (
+            {"du": int(q.du), "dv": int(q.dv), "vth": int(q.vth), "bias_exp": 6} if q.neuron else {}
+        )
+        layers.append(
+            LavaLayer(
+                q,
+                q.weight,
+                q.bias,
+                np.int32,
+                lif,
+                float(q.scale),
+                recurrent=None if q.recurrent is None else q.recurrent >> q.recurrent_exp,
+                recurrent_exp=q.recurrent_exp,
+                drives=q.drives,
+            )
+        )
     return LavaNetwork(qp.plan, tuple(layers), qp.input_scale, "fixed_pt", True)
+
+
+def _always_on(lif_cls, fixed: bool):
+    """A one-neuron LIF that fires on every step from step 1 (bias above threshold, reset to 0):
+    its spike through a dense column is a bias on the target's current, as on chip."""
+    if fixed:  # v = 0 + 0 + (1 << 6) > 0
+        return lif_cls(shape=(1,), du=4095, dv=0, vth=0, bias_mant=1, bias_exp=6, name="always")
+    return lif_cls(shape=(1,), du=1.0, dv=1.0, vth=0.5, bias_mant=1.0, name="always")
 
 
 def run_lava(
@@ -202,12 +239,13 @@ def run_lava(
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.conv.process import Conv
     from lava.proc.dense.process import Dense
-    from lava.proc.lif.process import LIFReset
+    from lava.proc.lif.process import LIF, LIFReset
 
     from nalln.conversion.lava_processes.processes import (
         FrameSource,
         LIFResetSubtract,
         Recorder,
+        RecurrentDense,
         SEGate,
         conv_model_map,
     )
@@ -225,6 +263,7 @@ def run_lava(
     folder = Path(tmp.name)
     recorders: dict[str, tuple[Path, tuple[int, ...], bool]] = {}
     last = 0
+    always = None  # the always-on neuron that drives bias columns, if any layer needs one
     for k, layer in enumerate(net.layers):
         st, syn = layer.stage, layer.stage.synapse
         if syn.kind == "conv":
@@ -291,6 +330,31 @@ def run_lava(
         )
         current.connect(lif.a_in)
         procs.append(lif)
+        if layer.recurrent is not None:  # s_out -> Dense -> a_in, one step late, per window
+            loop = RecurrentDense(
+                weights=np.asarray(layer.recurrent).astype(layer.dtype),
+                reset_interval=T,
+                reset_offset=2 + k,
+                weight_exp=layer.recurrent_exp,
+            )
+            lif.s_out.connect(loop.s_in)
+            loop.a_out.connect(lif.a_in)
+            procs.append(loop)
+        for d in layer.drives:  # always-on neuron -> dense column of biases -> a_in
+            if always is None:
+                always = _always_on(LIF, net.fixed)
+                procs.append(always)
+            col = _broadcast_bias(np.asarray(d.values), out_shape).reshape(-1, 1)
+            col = (col.astype(np.int64) >> d.exp) if net.fixed else col
+            kw = {"weights": col.astype(layer.dtype), "weight_exp": int(d.exp)}
+            column = (
+                Dense(**kw)
+                if d.from_step == 0
+                else RecurrentDense(**kw, reset_interval=T, reset_offset=2 + k)
+            )
+            always.s_out.connect(column.s_in)
+            column.a_out.reshape(out_shape).connect(lif.a_in)
+            procs.append(column)
         last = 2 + k + N * T - 1
         if record:
             path = folder / f"{k}.npy"

@@ -5,8 +5,13 @@ Layout read by ``lava.lib.dl.netx.hdf5.Network``: ``layer/<i>`` groups with ``ty
 conv, flatten, dense), ``shape`` (C, H, W order; netx reverses it), integer ``weight`` in torch
 layout (netx flips and transposes conv kernels itself), ``bias`` (the neuron's ``bias_mant``,
 which netx shifts by 6 like our fixed point) and a ``neuron`` group (CUBA: ``iDecay`` = du + 1,
-``vDecay`` = dv, ``vThMant``). netx has no pooling layer: the head's global average pooling is
-already folded into the dense layer after it. The readout layer gets a non-spiking integrator
+so a CubaLIF's current decay is kept; ``vDecay`` = dv, ``vThMant``). A recurrent layer is netx's
+``dense_rec`` (``weight`` and ``weight_rec``; netx's ``RecurrentDense`` block wires a Lava Dense
+from the neuron's ``s_out`` back into its ``a_in``, one step late); netx derives one weight
+exponent (<= 0) from both 8-bit matrices, so a loop that needs ``weight_exp > 0`` is refused,
+and so is a bias that must enter the current (:func:`netx_refusal`).
+netx has no pooling layer: the head's global average pooling is already folded into the dense
+layer after it. The readout layer gets a non-spiking integrator
 (``vDecay = 0``, threshold above any reachable voltage): its voltage after the window is
 ``64 * sum_t (a_t + bias)``, from which :func:`read_logits` recovers the mean logits.
 
@@ -34,14 +39,34 @@ def _type(group: h5py.Group, name: str) -> None:
     group.create_dataset("type", (1,), "S10", [name.encode("ascii")])
 
 
-def _neuron(group: h5py.Group, dv: int, vth: int) -> None:
+def _neuron(group: h5py.Group, dv: int, vth: int, du: int = 4095) -> None:
     n = group.create_group("neuron")
     _type(n, "CUBA")
-    n.create_dataset("iDecay", data=4096)
+    n.create_dataset("iDecay", data=int(du) + 1)  # netx gives Lava du = iDecay - 1
     n.create_dataset("vDecay", data=int(dv))
     n.create_dataset("vThMant", data=int(vth))
     n.create_dataset("refDelay", data=1)
     n.create_dataset("gradedSpike", data=False)
+
+
+def netx_refusal(qp: QuantPlan) -> str | None:
+    """Why netx cannot hold ``qp`` (one line), or None: netx's layers have no always-on neuron
+    to carry a bias into the current (a CubaLIF's input bias, a loop Affine's bias), and its
+    ``dense_rec`` derives one weight exponent <= 0 from 8-bit weights."""
+    for q in qp.stages:
+        if q.drives:
+            what = "its bias enters the synaptic current (a CubaLIF's input bias or a loop bias)"
+            return (
+                f"netx cannot hold layer {q.name!r}: {what}, which takes an always-on neuron "
+                "and a dense column; netx layers are a chain of synapse + neuron blocks"
+            )
+        if q.recurrent is not None and q.recurrent_exp:
+            return (
+                f"netx cannot hold layer {q.name!r}: its loop weights need weight exponent "
+                f"{q.recurrent_exp}, and netx's dense_rec derives one exponent <= 0 from 8-bit "
+                "weights (calibrate with recurrent_exp=False for netx)"
+            )
+    return None
 
 
 def write_netx(qp: QuantPlan, path: str | os.PathLike) -> Path:
@@ -50,6 +75,9 @@ def write_netx(qp: QuantPlan, path: str | os.PathLike) -> Path:
         raise NallnError(
             "netx cannot hold the SE side-car (hybrid mode); export with --se static for netx"
         )
+    reason = netx_refusal(qp)
+    if reason:
+        raise NallnError(reason)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
@@ -69,9 +97,11 @@ def write_netx(qp: QuantPlan, path: str | os.PathLike) -> Path:
                     g.create_dataset("shape", data=np.array([int(np.prod(q.in_shape))]))
                 i += 1
                 g = layers.create_group(str(i))
-                _type(g, q.kind)
+                _type(g, q.kind if q.recurrent is None else "dense_rec")
                 g.create_dataset("shape", data=np.array(q.out_shape))
                 g.create_dataset("weight", data=q.weight.astype(np.int32))
+                if q.recurrent is not None:
+                    g.create_dataset("weight_rec", data=q.recurrent.astype(np.int32))
                 g.create_dataset("bias", data=q.bias.astype(np.int32))
                 if q.kind == "conv":
                     g.create_dataset("stride", data=np.array(q.stride))
@@ -81,7 +111,7 @@ def write_netx(qp: QuantPlan, path: str | os.PathLike) -> Path:
                 if q.neuron is None:
                     _neuron(g, 0, VTH_MAX)  # integrator for the readout
                 else:
-                    _neuron(g, q.dv, q.vth)
+                    _neuron(g, q.dv, q.vth, q.du)
                 prev_dims = len(q.out_shape)
             f.attrs["nalln"] = (
                 f"NeurALLNet static-SE fixed point; T={qp.plan.num_steps}; input = round(x * "

@@ -123,22 +123,30 @@ def _axons(L: SynapticLayer, n: int) -> int:
 
 
 def _place(
-    neurons: int, fan_in: int, L: SynapticLayer | None, limits: dict[str, float]
+    neurons: int,
+    fan_in: int,
+    L: SynapticLayer | None,
+    limits: dict[str, float],
+    loop_axons: int = 0,
 ) -> tuple[int, str, str]:
-    """(neurons per core, binding limit, problem or '') for one layer."""
+    """(neurons per core, binding limit, problem or '') for one layer; ``loop_axons``: the
+    inputs a recurrent synapse adds (the population's own outputs, read by every core)."""
     npc = int(limits["neurons_per_core"])
     spc = limits.get("synapses_per_core")
     fin = limits.get("fan_in_per_core")
 
+    def axons(n: int) -> int:
+        return (_axons(L, n) if L is not None else 0) + loop_axons
+
     def ok(n: int) -> bool:
         if spc is not None and n * fan_in > spc:
             return False
-        return not (fin is not None and L is not None and _axons(L, n) > fin)
+        return not (fin is not None and (L is not None or loop_axons) and axons(n) > fin)
 
     if not ok(1):
         if spc is not None and fan_in > spc:
             return 0, "synapses_per_core", f"one neuron needs {fan_in} synapses > {int(spc)}"
-        return 0, "fan_in_per_core", f"one neuron needs {_axons(L, 1)} input axons > {int(fin)}"
+        return 0, "fan_in_per_core", f"one neuron needs {axons(1)} input axons > {int(fin)}"
     lo, hi = 1, min(npc, neurons)
     while lo < hi:  # largest n that fits (the constraints grow with n)
         mid = (lo + hi + 1) // 2
@@ -179,7 +187,18 @@ def fit_network(counts: NetworkCounts, target: Target) -> FitResult:
         L = counts.layer(P.source) if P.source else None
         on_chip = L is not None and L.spike_input
         fan_in = L.fan_in if on_chip else 0
-        rows.append(_fit_row(P.name, P.source, P.neurons, fan_in, L if on_chip else None, values))
+        loops = [
+            R
+            for R in counts.layers
+            if R.population == P.name and R.name != P.source and R.spike_input
+        ]  # recurrent synapses into the population: stored on its cores too
+        fan_in += sum(R.fan_in for R in loops)
+        loop_axons = sum(R.in_elements for R in loops)
+        rows.append(
+            _fit_row(
+                P.name, P.source, P.neurons, fan_in, L if on_chip else None, values, loop_axons
+            )
+        )
         if P.source:
             placed_sources.add(P.source)
     for L in counts.layers:  # readouts: spike-input layers that feed no population
@@ -214,8 +233,9 @@ def _fit_row(
     fan_in: int,
     L: SynapticLayer | None,
     values: dict[str, float],
+    loop_axons: int = 0,
 ) -> LayerFit:
-    per_core, binding, problem = _place(neurons, fan_in, L, values)
+    per_core, binding, problem = _place(neurons, fan_in, L, values, loop_axons)
     cores = math.ceil(neurons / per_core) if per_core else 0
     return LayerFit(
         layer=name,

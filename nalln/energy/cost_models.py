@@ -293,7 +293,9 @@ def _memory_terms(
             add(g, "memory: input spike reads", th_in, a.mem(L.in_elements, 1), True)
             add(g, "address arithmetic", 2 * th_in, a.mul + a.acc, True)
             add(g, "address arithmetic", th_in * _kernel_area(L), a.acc, True)
-            if not skip_neurons:
+            if not skip_neurons and (P is None or P.source == L.name):
+                # a population's own updates are charged once, with the synapse that feeds it
+                # (not again with a recurrent synapse into the same population)
                 add(g, "bias accumulates", U, a.acc, False)
                 add(g, "memory: bias reads", U, a.mem(cout, "accumulator_bits"), False)
                 add(g, "memory: potential reads", U, pot, False)
@@ -322,7 +324,8 @@ def _memory_terms(
         add(g, "memory: output writes", out * S, a.mem(out, "accumulator_bits"), False)
         addr = (L.in_elements + out + cout * _kernel_area(L)) * S
         add(g, "address arithmetic", addr, a.acc, False)
-        if ann is None and P is not None and P.kind == "lif" and not skip_neurons:
+        own = P is not None and P.source == L.name
+        if ann is None and own and P.kind == "lif" and not skip_neurons:
             U = P.neurons * P.num_steps
             pot = a.mem(P.neurons, "accumulator_bits")
             th_out = pi(P.spikes.sum())

@@ -19,6 +19,11 @@ from nalln.provenance import Origin, notes
 from nalln.textfmt import format_table
 
 
+def is_graph(src: dict[str, Any]) -> bool:
+    """Whether the report counted a NIR graph (``energy report GRAPH.nir``), not a run."""
+    return src.get("kind") == "nir-graph"
+
+
 def energy_str(pj: float | None) -> str:
     """Picojoules in a readable unit."""
     if pj is None:
@@ -233,10 +238,19 @@ def terminal_text(rep: dict[str, Any], files: dict[str, Path] | None = None) -> 
     src = rep["source"]
     lines = []
     lines.extend(f"[{n}]" for n in notes(rep["synthetic"], rep.get("synthetic_model", False)))
-    lines.append(
-        f"{src['model']} {src['image_size']}x{src['image_size']}, T={src['num_steps']}: counted "
-        f"on {src['n_images']} images ({src['subset']}); per inference, summed over T"
-    )
+    if is_graph(src):
+        acc = src["accuracy"]["value"]
+        lines.append(
+            f"{src['model']} ({src['written_by']}; input {src['input_shape']}), "
+            f"T={src['num_steps']}: counted on {src['n_inputs']} inputs ({src['subset']}) by "
+            f"{src['counted_by']}; per inference, summed over T; accuracy: "
+            + (f"{acc:.4f} (measured, y of X.npz)" if acc is not None else "not measured (no y)")
+        )
+    else:
+        lines.append(
+            f"{src['model']} {src['image_size']}x{src['image_size']}, T={src['num_steps']}: "
+            f"counted on {src['n_images']} images ({src['subset']}); per inference, summed over T"
+        )
     rows, headers = layer_table(rep)
     lines.append(format_table(rows, headers, align="lllrrrrrrrr"))
     rows, headers = summary_table(rep)
@@ -261,11 +275,25 @@ def markdown(rep: dict[str, Any]) -> str:
     md = ["# Energy report: spikes, synaptic operations and energy per inference", ""]
     for n in notes(rep["synthetic"], rep.get("synthetic_model", False)):
         md += [f"> **{n}**", ""]
+    rules = rep.get("rules", RULES)
+    if is_graph(src):
+        acc = src["accuracy"]
+        md += [
+            f"- NIR graph: `{src['graph']}` ({src['model']}; written by {src['written_by']}; "
+            f"input {src['input_shape']}, T = {src['num_steps']}, SE {src['se_mode']})",
+            f"- inputs: `{src['data']}` ({src['subset']}, {src['n_inputs']} inputs counted "
+            f"by {src['counted_by']})",
+            "- accuracy: "
+            + (f"{acc['value']:.4f} ({acc['note']})" if acc["value"] is not None else acc["note"]),
+        ]
+    else:
+        md += [
+            f"- checkpoint: `{src['checkpoint']}` ({src['model']}, {src['image_size']} px, "
+            f"T = {src['num_steps']})",
+            f"- data: `{src['data']}` ({src['subset']}, {src['n_images']} images counted)",
+        ]
     md += [
-        f"- checkpoint: `{src['checkpoint']}` ({src['model']}, {src['image_size']} px, "
-        f"T = {src['num_steps']})",
-        f"- data: `{src['data']}` ({src['subset']}, {src['n_images']} images counted)",
-        f"- normalisation: {RULES['normalisation']}",
+        f"- normalisation: {rules['normalisation']}",
         f"- mean firing rate (counted): **{t['firing_rate']:.4f}** spikes per neuron per step; "
         f"{count_str(t['spikes'])} spikes, {count_str(t['synaptic_acs'])} synaptic ACs and "
         f"{count_str(t['synaptic_macs'])} MACs per inference; the ANN twin does "
@@ -274,7 +302,7 @@ def markdown(rep: dict[str, Any]) -> str:
         "## Counting rules",
         "",
     ]
-    md += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in RULES.items() if k != "normalisation"]
+    md += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in rules.items() if k != "normalisation"]
     md += ["", "## Per layer (counted)", ""]
     rows, headers = layer_table(rep)
     md += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -360,8 +388,12 @@ def markdown(rep: dict[str, Any]) -> str:
         "",
         "![firing rate](firing_rate.png)",
         "",
-        f"_Counts: counted with forward hooks on {src['n_images']} images. Energies: estimated "
-        "from the cited constants. Timing: measured._",
+        (
+            f"_Counts: counted on {src['n_inputs']} inputs by {src['counted_by']}. "
+            if is_graph(src)
+            else f"_Counts: counted with forward hooks on {src['n_images']} images. "
+        )
+        + "Energies: estimated from the cited constants. Timing: measured._",
         "",
     ]
     return "\n".join(md)

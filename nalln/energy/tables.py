@@ -38,6 +38,8 @@ def _layer_rows(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
         "firing_rate",
         "membrane_updates",
     ]
+    # a NIR graph's report also names the pooling folded into a layer (graph_report.py)
+    keys += [k for k in ("folded_pool",) if any(k in r for r in rep["snn"]["layers"])]
     mem_keys = sorted({k for r in rep["snn"]["layers"] for k in r.get("memory_accesses", {})})
     rows = [
         [r.get(k) for k in keys] + [r.get("memory_accesses", {}).get(k) for k in mem_keys]

@@ -5,7 +5,12 @@ Greedy, layer by layer, on training images: each layer receives the float refere
 max|W|``, ``c >= 1`` clips the largest weights to gain resolution for the rest) and thresholds
 (``vth = round(v_th S (1 + d))``, small ``d`` compensates the truncating decay) it simulates the
 layer and keeps the setting whose spikes agree best with the float reference, among those that
-never overflow. The readout keeps the scale with the best logit MSE.
+never overflow. The readout keeps the scale with the best logit MSE. A recurrent layer's loop
+weights share its scale ``S`` (both currents add in the same units): by default the loop Dense
+gets the smallest weight exponent ``e >= 0`` that fits its weights in 8 bits on that ``S``
+(``recurrent_exp=False``: ``e = 0``, and ``S`` is capped by the loop weights, as netx needs). The
+layer is simulated with its loop closed (its own fixed-point spikes of the previous step), as
+it runs.
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ from nalln.loihi.arithmetic import (
     BIAS_MAX,
     CLIP_FACTORS,
     DECAY_UNITY,
+    DENSE_W,
     STEM_FACTORS,
     THRESHOLD_TWEAKS,
     VTH_MAX,
+    current_du,
     lif_fixed,
+    quantise_recurrent,
     quantise_weight,
     round_input,
     run_stage,
@@ -37,15 +45,45 @@ from nalln.loihi.arithmetic import (
     with_gate,
 )
 from nalln.loihi.emulator import agreement, check_overflow, emulate
-from nalln.loihi.quant_plan import QStage, QuantPlan
+from nalln.loihi.quant_plan import BiasDrive, QStage, QuantPlan, bias_in_current
 
 STEM_HEADROOM = 2.0  # calibration max of the stem current uses half the 17-bit input range
 
 
-def _stem_scale(stage: Stage, x: torch.Tensor, T: int) -> float:
+def _base_alpha(stage: Stage, exponent: bool) -> float:
+    """The weight scale at clip factor 1: the forward weights' 8-bit range, and (a recurrent
+    layer without a weight exponent) the loop weights' too, as both share the layer's scale."""
+    s = stage.synapse
+    alpha = w_range(s.kind) / (float(np.abs(s.weight).max()) or 1.0)
+    if stage.recurrent is not None and not exponent:
+        alpha = min(alpha, DENSE_W[1] / (float(np.abs(stage.recurrent.weight).max()) or 1.0))
+    return alpha
+
+
+def _drives(stage: Stage, scale: float, exponent: bool) -> tuple[BiasDrive, ...]:
+    """The biases that enter the current, on the layer's scale, as even 8-bit mantissas times
+    ``2^e`` (the always-on neuron's dense column)."""
+    out = []
+    if bias_in_current(stage):
+        vals, e, _ = quantise_recurrent(stage.synapse.bias[:, None], scale, exponent)
+        out.append(BiasDrive(vals[:, 0], e, 0))
+    if stage.recurrent is not None and np.any(stage.recurrent.bias != 0):
+        vals, e, _ = quantise_recurrent(stage.recurrent.bias[:, None], scale, exponent)
+        out.append(BiasDrive(vals[:, 0], e, 1))
+    return tuple(out)
+
+
+def _build_up(decay: float, T: int) -> float:
+    return float(sum((1.0 - decay) ** t for t in range(T)))
+
+
+def _stem_scale(stage: Stage, x: torch.Tensor, T: int, exponent: bool) -> float:
     """Largest stem scale S keeping the calibration current within half the 17-bit range, and
     the membrane within 24 bits: a slowly decaying neuron (dt/tau < 1/2) driven by its peak
-    current for T steps reaches ``peak * sum_t (1 - dt/tau)^t``, more than twice the peak."""
+    current for T steps reaches ``peak * sum_t (1 - dt/tau)^t``, more than twice the peak (a
+    CubaLIF's current builds up the same way first; a recurrent layer's loop adds at most its
+    largest row of ``|W_rec|``, and without a weight exponent its weights must fit 8 bits on
+    the same S)."""
     s = stage.synapse
     w = torch.from_numpy(s.weight)
     x = Drive.of(x, s.in_shape).flat(x)  # every value the stem receives
@@ -54,23 +92,26 @@ def _stem_scale(stage: Stage, x: torch.Tensor, T: int) -> float:
         if s.kind == "conv"
         else F.linear(x.double().flatten(1), w)
     )
-    peak = float(cur.abs().max()) or 1.0
-    decay = stage.neuron.decay if stage.neuron is not None else 1.0
-    build_up = float(sum((1.0 - decay) ** t for t in range(T)))
-    scale = A_MAX / (max(STEM_HEADROOM, build_up) * peak)
-    bmax = float(np.abs(s.bias).max())
+    peak = float(cur.abs().max())
+    n = stage.neuron
+    build_up = 1.0 if n is None else _build_up(n.decay, T) * _build_up(n.current_decay, T)
+    if stage.recurrent is not None:
+        peak += float(np.abs(stage.recurrent.weight).sum(1).max())
+    scale = A_MAX / (max(STEM_HEADROOM, build_up) * (peak or 1.0))
+    if stage.recurrent is not None and not exponent:
+        scale = min(scale, DENSE_W[1] / (float(np.abs(stage.recurrent.weight).max()) or 1.0))
+    bmax = 0.0 if bias_in_current(stage) else float(np.abs(s.bias).max())
     if bmax > 0:
         scale = min(scale, BIAS_MAX / bmax)
     return scale
 
 
-def _candidates(stage: Stage, k: int) -> list[float]:
+def _candidates(stage: Stage, k: int, exponent: bool) -> list[float]:
     s = stage.synapse
-    wmax = float(np.abs(s.weight).max()) or 1.0
-    bmax = float(np.abs(s.bias).max())
+    bmax = 0.0 if bias_in_current(stage) else float(np.abs(s.bias).max())
     factors = list(STEM_FACTORS if k == 0 else CLIP_FACTORS)
     if k > 0 and bmax > 0:  # the 13-bit bias mantissa caps the scale
-        cap = BIAS_MAX / bmax / (w_range(s.kind) / wmax)
+        cap = BIAS_MAX / bmax / _base_alpha(stage, exponent)
         if cap < max(factors):
             factors = [f for f in factors if f <= cap] or [cap * 0.999]
     return factors
@@ -84,6 +125,7 @@ def _calibrate_stage(
     k: int,
     stem_scale: float | None,
     ref_out: torch.Tensor | None,
+    exponent: bool = True,
 ) -> tuple[QStage, float | None]:
     """Best quantisation of one layer, judged on its own error: it receives the float
     reference's input (image or previous layer's spikes), so the choice is not confounded by
@@ -91,17 +133,26 @@ def _calibrate_stage(
     s = stage.synapse
     wmax = float(np.abs(s.weight).max()) or 1.0
     best = None
-    for c in _candidates(stage, k):
-        alpha = c * w_range(s.kind) / wmax  # weight scale: w_int = round(w * alpha)
+    for c in _candidates(stage, k, exponent):
+        # weight scale: w_int = round(w * alpha); the stem's alpha trades weight and input bits
+        base = w_range(s.kind) / wmax if stem_scale is not None else _base_alpha(stage, exponent)
+        alpha = c * base
         # the stem's input is graded: S = s_in * alpha, with S fixed by the input range
         scale = stem_scale if stem_scale is not None else alpha
         in_scale = scale / alpha if stem_scale is not None else None
         w_int, clipped = quantise_weight(s.weight, alpha, s.kind)
-        bias = np.rint(s.bias * scale).astype(np.int64)
+        bias = np.rint(s.bias * scale * (not bias_in_current(stage))).astype(np.int64)
         if np.abs(bias).max(initial=0) > BIAS_MAX:
             continue
-        dv = int(round(stage.neuron.decay * DECAY_UNITY)) if stage.neuron else 0
-        q = QStage(stage, weight=w_int, bias=bias, scale=scale, dv=dv)
+        n = stage.neuron
+        dv = int(round(n.decay * DECAY_UNITY)) if n else 0
+        du = current_du(n.current_decay) if n else current_du(1.0)
+        rec, rec_exp = None, 0
+        if stage.recurrent is not None:  # the loop's current, on the layer's own scale
+            rec, rec_exp, rec_clipped = quantise_recurrent(stage.recurrent.weight, scale, exponent)
+            clipped = max(clipped, rec_clipped)
+        drives = _drives(stage, scale, exponent)
+        q = QStage(stage, w_int, bias, scale, 0, dv, du, rec, rec_exp, drives)
         if stem_scale is not None:
             a = run_stage(q, round_input(inp, in_scale)[0], True, T)
         else:
@@ -152,40 +203,31 @@ def _calibrate_stage(
     return best[1], best[2]
 
 
-def require_no_current_decay(plan: Plan) -> None:
-    """nalln's Loihi arithmetic (emulator, calibration, netx) runs ``du = 4095`` (no current
-    memory) and reads a readout's current: a CubaLIF's synaptic decay and an LI/Integrator
-    readout are not modelled there yet; refuse them by name."""
+def require_fixed_point(plan: Plan) -> None:
+    """What nalln's Loihi arithmetic (emulator, calibration, Lava fixed point, netx) cannot run,
+    refused by name: an LI/Integrator readout (its membrane is not modelled)."""
     for st in plan.stages:
-        if st.recurrent is not None:
-            raise NallnError(
-                f"{st.neuron.nir_type} node {st.name!r} is recurrent (through "
-                f"{st.recurrent.source!r}); nalln's Loihi fixed point has no recurrent synapse "
-                "yet: run it in float (--backend norse)"
-            )
         if st.readout is not None:
             raise NallnError(
                 f"{st.readout.nir_type} node {st.readout.name!r} is a non-spiking readout; "
                 "nalln's Loihi fixed point has no readout membrane yet: run it in float "
                 "(--backend norse)"
             )
-    for n in plan.neurons:
-        if n.current_decay != 1.0:
-            raise NallnError(
-                f"{n.nir_type} node {n.name!r} has a synaptic current decay (dt/tau_syn = "
-                f"{n.current_decay:.3g}); nalln's Loihi fixed point models none yet: run it in "
-                "float (--backend norse, or lava without --fixed-point)"
-            )
 
 
 @torch.no_grad()
-def calibrate(plan: Plan, x: torch.Tensor, progress: bool = False) -> QuantPlan:
-    """Quantise ``plan`` for Loihi, calibrating every layer on normalised images ``x``."""
-    require_no_current_decay(plan)
+def calibrate(
+    plan: Plan, x: torch.Tensor, progress: bool = False, *, recurrent_exp: bool = True
+) -> QuantPlan:
+    """Quantise ``plan`` for Loihi, calibrating every layer on normalised images ``x``.
+    ``recurrent_exp``: a loop Dense may carry a weight exponent (``weight_exp > 0``), so the
+    layer's scale is set by its input; ``False`` keeps every weight an 8-bit integer with
+    exponent 0 (what netx's ``dense_rec`` holds), capping the scale by the loop weights."""
+    require_fixed_point(plan)
     T = plan.num_steps
     ref = run_plan(plan, x, dtype=torch.float32)  # the torch model's precision
     ref_logits = ref.outputs.mean(0).double()
-    stem_scale = _stem_scale(plan.stages[0], x, T)
+    stem_scale = _stem_scale(plan.stages[0], x, T, recurrent_exp)
     stages: list[QStage] = []
     inp: torch.Tensor = x.double()
     input_scale = 1.0
@@ -199,6 +241,7 @@ def calibrate(plan: Plan, x: torch.Tensor, progress: bool = False) -> QuantPlan:
             k,
             stem_scale if k == 0 else None,
             ref_logits if stage.neuron is None else None,
+            recurrent_exp,
         )
         if k == 0:
             input_scale = float(in_scale)

@@ -18,6 +18,25 @@ from nalln.ir.plan import GateSpec, Neuron, Plan, Stage, Synapse
 
 
 @dataclass(frozen=True)
+class BiasDrive:
+    """A bias that must enter the synaptic current ``u``, not the membrane (where Loihi's
+    ``bias_mant`` goes): a CubaLIF's input bias (every step) or a loop Affine's bias (from the
+    window's second step, as the loop's spikes). On chip: an always-on neuron's spike through a
+    dense column of these weights (mantissa << ``exp``)."""
+
+    values: np.ndarray  # per output channel (conv) or neuron (dense), in units of ``a``
+    exp: int = 0  # the column's weight_exp (fixed point)
+    from_step: int = 0  # 0: every step; 1: not on the window's first step
+
+
+def bias_in_current(stage: Stage) -> bool:
+    """A CubaLIF's input bias must pass through its decaying current, so it cannot be Lava's
+    ``bias_mant`` (added to the membrane): it becomes a :class:`BiasDrive`."""
+    n = stage.neuron
+    return n is not None and n.current_decay != 1.0 and bool(np.any(stage.synapse.bias != 0))
+
+
+@dataclass(frozen=True)
 class QStage:
     """One quantised synapse -> [gate] -> neuron (or readout) stage."""
 
@@ -27,6 +46,10 @@ class QStage:
     scale: float  # S: float current = a / S
     vth: int = 0
     dv: int = 0
+    du: int = 4095  # Lava's du: 4095 keeps no current (LIF, IF); below, a CubaLIF's decay
+    recurrent: np.ndarray | None = None  # int64 [n, n]: the loop weights, in units of ``a``
+    recurrent_exp: int = 0  # the loop Dense's weight_exp: ``recurrent`` = mantissa << exp
+    drives: tuple[BiasDrive, ...] = ()  # biases into the current (then ``bias`` is 0 for them)
     calibration: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -82,6 +105,13 @@ class QStage:
             "groups": self.groups,
             "vth": self.vth,
             "dv": self.dv,
+            "du": self.du,
+            "recurrent": None if self.stage.recurrent is None else self.stage.recurrent.source,
+            "recurrent_exp": self.recurrent_exp,
+            "bias_drives": [
+                {"exp": d.exp, "from_step": d.from_step, "values": d.values.astype(int).tolist()}
+                for d in self.drives
+            ],
             "calibration": dict(self.calibration),
             "gate": self.gate.name if self.gate else None,
             "neuron": self.neuron.name if self.neuron else None,
@@ -104,7 +134,9 @@ class QuantPlan:
                 "scale": q.scale,
                 "vth": q.vth,
                 "dv": q.dv,
+                "du": q.du,
                 "max_abs_weight": int(np.abs(q.weight).max()),
+                **({} if q.recurrent is None else {"recurrent_exp": q.recurrent_exp}),
                 **q.calibration,
             }
             for q in self.stages
@@ -123,11 +155,14 @@ def save_quant_plan(qp: QuantPlan, folder: str | Path) -> dict[str, Path]:
     for q in qp.stages:
         tensors[f"{q.name}/weight"] = np.ascontiguousarray(q.weight.astype(np.int32))
         tensors[f"{q.name}/bias"] = np.ascontiguousarray(q.bias.astype(np.int32))
+        if q.recurrent is not None:
+            tensors[f"{q.name}/recurrent"] = np.ascontiguousarray(q.recurrent.astype(np.int32))
         layers.append(q.describe())
     spec = {
         "format": "nalln-loihi-fixed/1",
         "arithmetic": (
-            "a = W_int * s (conv: 8-bit; dense: even 8-bit mantissa x 2); per step u = a << 6; "
+            "a = W_int * s (conv: 8-bit; dense: even 8-bit mantissa x 2) + recurrent_int * "
+            "s(t-1); per step u = trunc(u * (4096 - (du + 1)) / 4096) + (a << 6); "
             "v = trunc(v * (4096 - dv) / 4096) + u + (bias << 6); spike if v > (vth << 6); "
             "v = 0 after a spike; float current = a / scale; input = round(x * input_scale)"
         ),

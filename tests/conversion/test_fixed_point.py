@@ -53,3 +53,29 @@ def test_overflow_is_reported_per_layer(qplan):
     with pytest.raises(NallnError, match=r"fixed-point overflow .*stem_lif: \d+ synaptic_input"):
         check_overflow(em, "test images")
     assert A_MAX == 2**17 - 1
+
+
+def test_current_decay_and_loop_arithmetic_is_lavas():
+    """``du`` with Lava's ds_offset (+1), the truncating decay of negative currents, the
+    24-bit current wrap, and the loop weights' exponent (mantissa << e)."""
+    from nalln.loihi.arithmetic import (
+        DU_NONE,
+        current_du,
+        decay_fixed,
+        quantise_recurrent,
+        wrap_current,
+    )
+
+    assert [current_du(d) for d in (1.0, 0.5, 0.25, 1e-6)] == [DU_NONE, 2047, 1023, 0]
+    x = torch.tensor([-4097, -1, 0, 1, 4097, 12345], dtype=torch.int64)
+    keep = 4096 - (1023 + 1)
+    want = np.sign(x.numpy() * keep) * np.right_shift(np.abs(x.numpy() * keep), 12)
+    assert decay_fixed(x, keep).tolist() == want.tolist()
+    lim = 2**23
+    u = torch.tensor([lim + 5, lim, -lim, -lim - 5], dtype=torch.int64)
+    assert wrap_current(u).tolist() == [5 - lim, lim, lim, lim - 5]  # as Lava's np.where pair
+    w = np.array([[0.5, -1.0], [0.25, 0.0]])
+    q, e, clipped = quantise_recurrent(w, 1000.0, exponent=True)
+    assert e == 2 and clipped == 0 and np.all(q % 8 == 0) and q[0, 1] == -1000
+    q0, e0, clipped0 = quantise_recurrent(w, 1000.0, exponent=False)
+    assert e0 == 0 and np.abs(q0).max() == 254 and clipped0 == 0.5

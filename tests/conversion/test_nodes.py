@@ -191,7 +191,7 @@ def test_lava_float_equals_the_reference(kind):
     lava_compat.import_lava("lava.proc.conv.utils")
     from nalln.conversion.lava_backend import run_lava
 
-    plan = lower(Artefact([graph(kind, bias=kind != "CubaLIF")], [], {}), 6)
+    plan = lower(Artefact([graph(kind)], [], {}), 6)
     x = inputs(3)
     want = run_plan(plan, x)
     got = run_lava(plan, x).trace
@@ -202,7 +202,7 @@ def test_lava_float_equals_the_reference(kind):
 
 
 @pytest.mark.lava
-@pytest.mark.parametrize("kind", ["IF", "Threshold"])
+@pytest.mark.parametrize("kind", ["IF", "Threshold", "CubaLIF"])
 def test_lava_fixed_point_equals_the_emulator(kind):
     from nalln.conversion import lava_compat
 
@@ -213,6 +213,8 @@ def test_lava_fixed_point_equals_the_emulator(kind):
 
     plan = lower(Artefact([graph(kind)], [], {}), 6)
     qp = calibrate(plan, inputs(16, seed=2))
+    # a CubaLIF keeps half its current per step: Lava's du + 1 = 2048 (u * 2048 >> 12)
+    assert [q.du for q in qp.stages[:2]] == [2047 if kind == "CubaLIF" else 4095] * 2
     x = inputs(3)
     em = emulate(qp, x).trace
     got = run_lava(qp, x).trace
@@ -260,15 +262,22 @@ def test_readout_refusals_name_the_node():
         lower(Artefact([g], [], {}), 2)
 
 
-def test_cuba_lif_refusals_name_the_node():
+def test_cuba_lif_bias_goes_through_the_current():
+    """Lava and Loihi add ``bias_mant`` to the membrane; a CubaLIF's bias must decay with its
+    current, so it becomes a bias column from an always-on neuron (no bias_mant), which netx
+    cannot hold (one line naming the layer)."""
     from nalln.conversion.lava_backend import lava_network
+    from nalln.conversion.netx import netx_refusal
     from nalln.loihi.calibration import calibrate
 
     plan = lower(Artefact([graph("CubaLIF")], [], {}), 6)
-    with pytest.raises(NallnError, match="CubaLIF node 'n1' receives a bias"):
-        lava_network(plan)
-    with pytest.raises(NallnError, match="CubaLIF node 'n1' has a synaptic current decay"):
-        calibrate(plan, inputs(4))
+    layers = lava_network(plan).layers
+    assert not np.any(layers[0].bias) and [d.from_step for d in layers[0].drives] == [0]
+    qp = calibrate(plan, inputs(8))
+    assert not np.any(qp.stages[0].bias) and len(qp.stages[0].drives) == 1
+    assert netx_refusal(qp).startswith("netx cannot hold layer 'n1': its bias enters the")
+    no_bias = calibrate(lower(Artefact([graph("CubaLIF", bias=False)], [], {}), 6), inputs(8))
+    assert netx_refusal(no_bias) is None
 
 
 def test_scale_varying_over_the_map_is_refused():

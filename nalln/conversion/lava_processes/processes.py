@@ -321,6 +321,62 @@ class PyConvModelFixedNalln(_FastConv, PyConvModelFixed):
     groups: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=16)
 
 
+# --- Lava's Dense as a neuron's loop (s_out -> a_in), cleared at each input window ---------------
+# Lava's Dense sends, on step t, what it computed from the spikes of step t - 1: exactly NIR's
+# one-step delay on a cycle. But nalln streams inputs back to back through one network, and the
+# spikes of an input's last step would arrive on the next input's first step (the step LIFReset
+# zeroes u and v, before it adds a_in). This Dense, Lava's own models otherwise, sends nothing on
+# that step, so each input starts from rest as NIR (and the reference: nothing arrives at step 0)
+# has it.
+from lava.proc.dense.models import (  # noqa: E402
+    AbstractPyDenseModelBitAcc,
+    AbstractPyDenseModelFloat,
+)
+from lava.proc.dense.process import Dense  # noqa: E402
+
+
+class RecurrentDense(Dense):
+    """Lava's ``Dense`` from a neuron's ``s_out`` back into its ``a_in``; on steps with
+    ``time_step % reset_interval == reset_offset`` (the neuron's window start) it sends zeros."""
+
+    def __init__(
+        self, *, weights: np.ndarray, reset_interval: int, reset_offset: int, weight_exp: int = 0
+    ) -> None:
+        super().__init__(
+            weights=weights,
+            num_message_bits=0,
+            weight_exp=int(weight_exp),
+            reset_interval=int(reset_interval),
+            reset_offset=int(reset_offset) % int(reset_interval),
+            name="recurrent_dense",
+        )
+
+
+class _WindowedDense:
+    def run_spk(self) -> None:
+        p = self.proc_params
+        if self.time_step % p["reset_interval"] == p["reset_offset"]:
+            self.a_buff = np.zeros_like(self.a_buff)  # the previous input's last spikes
+        super().run_spk()
+
+
+@implements(proc=RecurrentDense, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyRecurrentDenseFloat(_WindowedDense, AbstractPyDenseModelFloat):
+    pass
+
+
+@implements(proc=RecurrentDense, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyRecurrentDenseFixed(_WindowedDense, AbstractPyDenseModelBitAcc):
+    pass
+
+
 def conv_model_map(fixed_point: bool) -> dict:
-    """``exception_proc_model_map`` entry that routes every Lava Conv to the models above."""
-    return {Conv: PyConvModelFixedNalln if fixed_point else PyConvModelFloatNalln}
+    """``exception_proc_model_map`` entries that route every Lava Conv to the models above, and
+    our recurrent Dense to its models."""
+    if fixed_point:
+        return {Conv: PyConvModelFixedNalln, RecurrentDense: PyRecurrentDenseFixed}
+    return {Conv: PyConvModelFloatNalln, RecurrentDense: PyRecurrentDenseFloat}
