@@ -108,6 +108,43 @@ def add_graph_input_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_semantics_flags(p: argparse.ArgumentParser) -> None:
+    """``--reset``, ``--spikes``, ``--v-min``, ``--dt``: a NIR graph's semantics where its
+    producer records none (nalln.conversion.semantics; docs/conversion.md)."""
+    p.add_argument(
+        "--reset",
+        choices=("zero", "subtract", "subtract-undecayed"),
+        help="(NIR graph) reset of LIF/IF/CubaLIF nodes that record none: zero (NIR, default), "
+        "subtract (Sinabs, Norse), subtract-undecayed (snnTorch's default 'subtract')",
+    )
+    p.add_argument(
+        "--spikes",
+        choices=("single", "multi"),
+        help="(NIR graph) spikes per step of nodes that record none: single (NIR, default) or "
+        "multi (Sinabs's MultiSpike: floor(v / threshold))",
+    )
+    p.add_argument(
+        "--v-min",
+        type=float,
+        metavar="V",
+        help="(NIR graph) floor on the membrane after the reset of nodes that record none "
+        "(Sinabs's min_v_mem; default none, as NIR)",
+    )
+    p.add_argument(
+        "--dt",
+        type=float,
+        metavar="SECONDS",
+        help="(NIR graph) time step of a graph that records none (else 1e-4 s, snnTorch's)",
+    )
+
+
+def semantics_choices(args: argparse.Namespace):
+    """The checked ``--reset/--spikes/--v-min/--dt`` of ``args``."""
+    from nalln.conversion.semantics import Choices
+
+    return Choices.parse(args.reset, args.spikes, args.dt, args.v_min)
+
+
 def checked_calibration(args: argparse.Namespace) -> int:
     from nalln.errors import NallnError
 

@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="split of the run's manifest (default test)",
     )
     cc.add_graph_input_flags(p)
+    cc.add_semantics_flags(p)
     cc.add_output(
         p, "--out", kind="folder", help="report folder (default RUN/simulate-<backend>-<se>)"
     )
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         inputs=args.inputs,
         progress=cc.show_progress(args),
+        choices=cc.semantics_choices(args),
     )
     m = res.metrics
     if cc.json_or_banner(args, m, m["synthetic"]):

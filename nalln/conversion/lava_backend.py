@@ -1,8 +1,9 @@
 """Lava back-end: a Lava process graph built from the deployment plan, run on the CPU with
 ``Loihi2SimCfg`` (float ``floating_pt`` or Loihi bit-accurate ``fixed_pt`` models).
 
-Per stage: Lava ``Conv`` or ``Dense`` -> [our ``SEGate`` process, hybrid] -> Lava ``LIFReset``,
-plus one of our ``Recorder`` processes per layer. How the Lava-specific pitfalls are handled
+Per stage: Lava ``Conv`` or ``Dense`` -> [our ``SEGate`` process, hybrid] -> Lava ``LIFReset``
+(our ``LIFResetSubtract`` for a population that resets by subtraction, float only), plus one of
+our ``Recorder`` processes per layer. How the Lava-specific pitfalls are handled
 (toolchain.md):
 
 * Latency. Every Conv/Dense sends the previous step's result, so stage ``k`` (0-based) sees the
@@ -47,10 +48,12 @@ import torch
 from tqdm.auto import tqdm
 
 from nalln.conversion import lava_compat
+from nalln.conversion.semantics import require_nir_semantics
 from nalln.errors import NallnError
 from nalln.ir.drive import Drive
-from nalln.ir.plan import Plan, Stage
+from nalln.ir.plan import Neuron, Plan, Stage
 from nalln.ir.reference import Trace
+from nalln.ir.semantics import ResetRule, SpikeMode
 from nalln.loihi.arithmetic import round_input
 from nalln.loihi.quant_plan import BiasDrive, QStage, QuantPlan, bias_in_current
 
@@ -135,6 +138,17 @@ def _check_expressible(st: Stage) -> None:
             "Lava process graph records spikes and currents, not a readout membrane, yet: use "
             "--backend norse"
         )
+    n = st.neuron
+    if n is not None and n.v_min is not None:
+        raise NallnError(
+            f"{n.nir_type} node {n.name!r} floors its membrane at v_min = {n.v_min:g}; Lava's "
+            "LIF has no floor: use --backend norse"
+        )
+    if n is not None and n.spikes is SpikeMode.MULTI:
+        raise NallnError(
+            f"{n.nir_type} node {n.name!r} sends several spikes per step (--spikes multi); "
+            "Lava's LIF sends at most one: use --backend norse"
+        )
 
 
 def _float_drives(st: Stage) -> tuple[BiasDrive, ...]:
@@ -170,8 +184,18 @@ def _(plan: Plan) -> LavaNetwork:
     return LavaNetwork(plan, tuple(layers), None, "floating_pt", False)
 
 
+def reset_amount(n: Neuron) -> float | None:
+    """What a spike subtracts from ``v`` (``LIFResetSubtract``); ``None``: Lava's reset to 0."""
+    if n.reset is ResetRule.ZERO:
+        return None
+    if n.reset is ResetRule.SUBTRACT:
+        return float(n.v_th)
+    return float(n.v_th) / (1.0 - float(n.decay))  # subtract-undecayed (nalln.ir.semantics)
+
+
 @lava_network.register
 def _(qp: QuantPlan) -> LavaNetwork:
+    require_nir_semantics(qp.plan)
     layers = []
     for q in qp.stages:
         lif = (
@@ -219,6 +243,7 @@ def run_lava(
 
     from nalln.conversion.lava_processes.processes import (
         FrameSource,
+        LIFResetSubtract,
         Recorder,
         RecurrentDense,
         SEGate,
@@ -292,12 +317,16 @@ def run_lava(
         else:
             neuron_bias = _broadcast_bias(np.asarray(bias), out_shape)
         n = st.neuron
-        lif = LIFReset(
+        amount = reset_amount(n)
+        lif_kind = LIFReset if amount is None else LIFResetSubtract
+        extra = {} if amount is None else {"reset_amount": amount}
+        lif = lif_kind(
             shape=out_shape,
             bias_mant=neuron_bias.astype(layer.dtype),
             reset_interval=T,
             reset_offset=(2 + k) % T,
             **layer.lif,
+            **extra,
         )
         current.connect(lif.a_in)
         procs.append(lif)

@@ -10,8 +10,9 @@ JSON keys: ``top1_agreement`` (back-end argmax == reference argmax), ``spike_agr
 no-spike), ``accuracy`` (back-end vs labels; null without labels: a NIR graph's inputs
 without ``y``, or image folders whose classes the graph does not record), ``seconds_per_image``
 (back-end wall time per image after the network is built), ``output_spike_count_difference``
-(last spiking layer), ``reference_accuracy``, ``build_seconds`` and, where they apply,
-``static_se`` and ``fixed_point``. ``outputs.npz`` holds the back-end's and the reference's
+(last spiking layer), ``reference_accuracy``, ``build_seconds``, ``semantics`` (dt and each
+population's reset rule, spikes per step and floor) and, where they apply, ``static_se`` and
+``fixed_point``. ``outputs.npz`` holds the back-end's and the reference's
 output per input and step.
 """
 
@@ -33,6 +34,7 @@ from nalln.conversion.inputs import Inputs, load_inputs, steps_for
 from nalln.conversion.nir_io import read_artefact, write_artefact
 from nalln.conversion.plan import lower
 from nalln.conversion.reference import run_torch_model
+from nalln.conversion.semantics import Choices, require_nir_semantics
 from nalln.conversion.sources import (
     NEEDS_INPUTS,
     SE_GATE_IMAGES,
@@ -43,6 +45,7 @@ from nalln.conversion.sources import (
     prepare,
     run_index,
     training_images,
+    with_choices,
 )
 from nalln.distributed.collect import broadcast, gather_shards, shard_range, world_fits
 from nalln.distributed.world import SINGLE, World, current
@@ -170,9 +173,12 @@ def simulate(
     steps: int | None = None,
     inputs: str | Path | None = None,
     progress: bool = True,
+    choices: Choices | None = None,
 ) -> SimulationResult:
     """Simulate a run's split (``data``) or a NIR graph's ``inputs`` (X.npz) / images on
-    ``backend`` and measure it against the reference; everything is checked before any work."""
+    ``backend`` and measure it against the reference; everything is checked before any work.
+    ``choices``: the semantics flags for a graph that records none (``--reset``, ``--spikes``,
+    ``--dt``; :mod:`nalln.conversion.semantics`)."""
     se = SEMode.parse(se, SEMode.deployable())
     try:
         backend = Backend(backend)
@@ -198,7 +204,7 @@ def simulate(
         from nalln.conversion import lava_compat
 
         lava_compat.import_lava()  # fail early, before any work, if Lava is missing
-    source = load_source(source_path)
+    source = with_choices(load_source(source_path), choices)
     fixed_tag = "-fixed" if fixed_point and not backend.always_fixed_point else ""
     tag = f"{backend}{fixed_tag}-{se}"
     out_dir = Path(out) if out else _default_out(source, tag)
@@ -272,6 +278,7 @@ def simulate(
     metrics["seconds_per_image"] = run_s / len(x)
     metrics["build_seconds"] = build
     metrics["num_steps"] = T
+    metrics["semantics"] = semantics_of(plan)
     metrics["provenance"] = (
         "measured: wall-clock on this machine (CPU); agreement counted over every image, step "
         "and neuron"
@@ -291,6 +298,18 @@ def sharded(run: Callable[[torch.Tensor], Trace], x: torch.Tensor, world: World)
     world_fits(len(x), world, "inputs")
     r = shard_range(len(x), world)
     return concat(gather_shards([run(x[r.start : r.stop])], world))
+
+
+def semantics_of(plan) -> dict[str, Any]:
+    """The time step and each population's reset rule, spikes per step and floor (the graph's
+    record or the user's flags; nalln.conversion.semantics), as the report states them."""
+    return {
+        "dt": plan.dt,
+        "neurons": {
+            n.name: {"reset": n.reset.value, "spikes": n.spikes.value, "v_min": n.v_min}
+            for n in plan.neurons
+        },
+    }
 
 
 def graph_inputs(
@@ -339,6 +358,7 @@ def _quant_plan(plan, train_x, calibration, data, source, progress):
     """The recorded grid of a fine-tuned run, or a calibration on training images."""
     from nalln.loihi.grid import fixed_point_plan
 
+    require_nir_semantics(plan)
     if train_x is None:
         if data is None:
             raise NallnError("fixed point needs calibration images: pass --data ROOT")
@@ -456,6 +476,16 @@ def report_markdown(m: dict[str, Any]) -> str:
             f"| static SE: val accuracy dynamic -> static | {st['val_accuracy_dynamic']:.4f} -> "
             f"{st['val_accuracy_static']:.4f} ({st['val_accuracy_change']:+.4f}) |"
         )
+    sem = m.get("semantics")
+    if sem:
+        rules = sorted(
+            {
+                f"reset {v['reset']}, {v['spikes']} spikes per step"
+                + ("" if v["v_min"] is None else f", floor {v['v_min']:g}")
+                for v in sem["neurons"].values()
+            }
+        )
+        lines.append(f"| semantics (dt {sem['dt']:g} s) | {'; '.join(rules) or 'no neurons'} |")
     lines += [
         "",
         "| layer | spike agreement | spikes reference | spikes back-end | mismatches |",

@@ -1,4 +1,5 @@
-"""Our own Lava processes: the image source, a spike/current recorder and the SE-gate side-car.
+"""Our own Lava processes: the image source, a spike/current recorder, the SE-gate side-car and a
+LIF that resets by subtraction.
 
 Import this module only through :mod:`nalln.conversion.lava_backend` (it needs the Lava shim).
 Every process has a float model (tag ``floating_pt``) and a fixed-point model (tag ``fixed_pt``)
@@ -207,6 +208,54 @@ class PySEGateFixed(_SEGateBase):
         x = self.a_in.recv().astype(np.int64) + self.bias.astype(np.int64)
         g = se_gate_numpy(x / self.scale, self.w1, self.b1, self.w2, self.b2)
         self.a_out.send(np.rint(x * g).astype(np.int32))
+
+
+# --- Lava's LIFReset with a subtracting reset ---------------------------------------------------
+from lava.proc.lif.models import AbstractPyLifModelFloat  # noqa: E402
+from lava.proc.lif.process import LIFReset  # noqa: E402
+
+
+class LIFResetSubtract(LIFReset):
+    """Lava's ``LIFReset`` whose spike subtracts ``reset_amount`` from ``v`` instead of zeroing
+    it: ``threshold`` (Sinabs, Norse: ``subtract``) or ``threshold / (1 - dv)`` (snnTorch's
+    ``subtract``: the next step's decay then leaves ``(1 - dv) v + I - threshold``)."""
+
+    def __init__(self, *, reset_amount: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.proc_params["reset_amount"] = float(reset_amount)
+
+
+@implements(proc=LIFResetSubtract, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyLifResetSubtractFloat(AbstractPyLifModelFloat):
+    """Lava's ``PyLifResetModelFloat`` (same state reset every ``reset_interval`` steps, same
+    dynamics, spike if ``v > vth``) with ``v <- v - reset_amount`` where it spiked."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    vth: float = LavaPyType(float, float)
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self.reset_interval = proc_params["reset_interval"]
+        self.reset_offset = proc_params["reset_offset"] % self.reset_interval
+        self.reset_amount = float(proc_params["reset_amount"])
+
+    def spiking_activation(self) -> np.ndarray:
+        return self.v > self.vth
+
+    def reset_voltage(self, spike_vector: np.ndarray) -> None:
+        self.v[spike_vector] -= self.reset_amount
+
+    def run_spk(self) -> None:
+        a_in_data = self.a_in.recv()
+        if (self.time_step % self.reset_interval) == self.reset_offset:
+            self.u *= 0
+            self.v *= 0
+        self.subthr_dynamics(activation_in=a_in_data)
+        s_out = self.spiking_activation()
+        self.reset_voltage(spike_vector=s_out)
+        self.s_out.send(s_out)
 
 
 # --- Lava's Conv, with a working ``groups`` and a vectorised convolution ------------------------
