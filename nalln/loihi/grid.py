@@ -46,10 +46,9 @@ from nalln.loihi.arithmetic import (
     lif_fixed,
     round_input,
     run_stage,
-    with_gate,
 )
 from nalln.loihi.calibration import calibrate
-from nalln.loihi.emulator import agreement, check_overflow, emulate
+from nalln.loihi.emulator import agreement, check_overflow, emulate, gated
 from nalln.loihi.quant_plan import QStage, QuantPlan
 from nalln.models.blocks import se_blocks
 from nalln.models.naming import gated_stage
@@ -258,7 +257,7 @@ def _with_grid_report(qp: QuantPlan, x: torch.Tensor) -> QuantPlan:
             stages.append(replace(q, calibration={**q.calibration, "top1_agreement_own": top1}))
             break
         if q.gate is not None:
-            a = with_gate(q, a)
+            a = gated(q, a)[0]
         spk, _ = lif_fixed(a, q, None if q.gate is not None else q.bias, q.vth)
         calibration = {
             **q.calibration,

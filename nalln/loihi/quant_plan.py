@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nalln.ir.plan import GateSpec, Neuron, Plan, Stage, Synapse
+
+if TYPE_CHECKING:
+    from nalln.loihi.onchip_se import OnchipGate
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class QStage:
     vth: int = 0
     dv: int = 0
     calibration: Mapping[str, Any] = field(default_factory=dict)
+    onchip: OnchipGate | None = None  # SEMode.ONCHIP: the gate's integers (replaces ``gate``)
 
     @property
     def synapse(self) -> Synapse:
