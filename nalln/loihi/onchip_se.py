@@ -202,7 +202,8 @@ def gate_from_float(
 ) -> OnchipGate:
     """The integers of a float SE (``fc1``/``fc2`` weights and biases). ``check=True``: the
     values must already lie on the grid (a baked checkpoint; float32 storage of a bias
-    multiplied by a large scale is off by a few hundredths of a step, hence ``tol``)."""
+    multiplied by a large scale is off by a few hundredths of a step, hence ``tol``);
+    ``check=False``: rounded and clipped to the 8-bit range, as the torch module does."""
     w1, b1, w2, b2 = (np.asarray(v, np.float64) for v in (w1, b1, w2, b2))
     if check:
         q1 = _ints(w1, s.a1, True, f"{s.name}: SE fc1 weight", 1e-3)
@@ -215,7 +216,7 @@ def gate_from_float(
         c1 = np.rint(b1 * s.s1).astype(np.int64)
         c2 = np.rint((b2 + 3.0) * s.s2).astype(np.int64)
     for w, n in ((q1, "fc1"), (q2, "fc2")):
-        if np.abs(w).max(initial=0) > W_MAX:
+        if check and np.abs(w).max(initial=0) > W_MAX:
             raise NallnError(f"{s.name}: SE {n} weights leave the 8-bit range [-254, 254]")
     return OnchipGate(s, np.clip(q1, -W_MAX, W_MAX), c1, np.clip(q2, -W_MAX, W_MAX), c2)
 

@@ -155,6 +155,7 @@ def test_scales_round_trip_and_baked_values_are_on_grid():
         gate_from_float(s, g.w1 + 0.3 / s.a1, g.b1, g.w2, g.b2)
 
 
+@pytest.mark.lava
 def test_lava_process_graph_equals_emulator_spike_for_spike():
     """Two gated layers (lags 1 and 0: main-path delays 3 and 4 steps, so every later layer's
     window moves), two inputs streamed back to back, every spike and the readout equal."""
@@ -170,3 +171,65 @@ def test_lava_process_graph_equals_emulator_spike_for_spike():
         assert torch.equal(lava.trace.spikes[name], spikes), name
     assert torch.equal(lava.trace.outputs, em.trace.outputs)
     assert lava.steps == 2 * T + 4 + 3 + 4 + 1 - 1  # N T + depth + delays + 1 - 1
+
+
+@pytest.fixture(scope="module")
+def tuned_onchip(tiny_run, tmp_path_factory):
+    from nalln.deploy.finetune_fixed_point import FinetuneConfig, finetune_fixed_point
+
+    out = tmp_path_factory.mktemp("onchip") / "fp"
+    cfg = FinetuneConfig(se="onchip", epochs=1, calibration=8, train_images=8, batch_size=4)
+    return finetune_fixed_point(tiny_run, out, config=cfg, progress=False, echo=lambda _m: None)
+
+
+def test_finetuned_onchip_run_loads_with_the_chips_gate(tuned_onchip):
+    """End to end on a tiny set: the fine-tuned run's float model (reference and fast path)
+    computes the integer gate and agrees with its fixed-point image on every test image."""
+    from nalln.loihi.grid import recorded_grid
+    from nalln.models.blocks import se_blocks
+    from nalln.models.fast import fast_model
+    from nalln.runs import load_model
+
+    loaded = load_model(tuned_onchip.run.path)
+    grid = recorded_grid(loaded.run_meta)
+    assert grid.se_mode == "onchip" and len(grid.onchip) == len(se_blocks(loaded.model)) > 0
+    assert all(isinstance(b.se, OnchipSE) for b in se_blocks(loaded.model).values())
+    r = tuned_onchip.report
+    assert r["test"]["top1_agreement"]["fixed_point_vs_finetuned_float"] == 1.0
+    assert "onchip" in r["se"]
+    x = _images32()
+    with torch.no_grad():
+        assert torch.allclose(fast_model(loaded.model)(x), loaded.model(x), atol=1e-5)
+
+
+def _images32() -> torch.Tensor:
+    g = torch.Generator().manual_seed(4)
+    return torch.randn(4, 3, 32, 32, generator=g)
+
+
+@pytest.mark.lava
+def test_simulate_onchip_run_on_lava_fixed_point(run_cli, tuned_onchip, tmp_path, capsys):
+    import json
+
+    run = str(tuned_onchip.run.path)
+    args = ["simulate", run, "--se", "onchip", "--json", "-q"]
+    code = run_cli(
+        [*args, "--backend", "lava", "--fixed-point", "--n", "3", "--out", str(tmp_path / "l")]
+    )
+    assert code == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["se_mode"] == "onchip" and m["fixed_point"]["lava_matches_emulator_bit_exactly"]
+    assert m["top1_agreement"] == 1.0 and m["spike_agreement"]["overall"] == 1.0
+    code = run_cli([*args, "--backend", "loihi-emulator", "--out", str(tmp_path / "e")])
+    assert code == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["top1_agreement"] == 1.0 and m["spike_agreement"]["overall"] == 1.0
+    # refused in one line: onchip without fixed point, a static simulation of an onchip run
+    for bad, msg in (
+        (["--backend", "lava"], "--se onchip is Loihi's integer gate"),
+        (["--backend", "loihi-emulator", "--se", "static"], "fine-tuned with on-chip SE"),
+    ):
+        out = tmp_path / "bad"
+        code = run_cli(["simulate", run, "--se", "onchip", *bad, "--out", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and msg in err[0] and not out.exists()
