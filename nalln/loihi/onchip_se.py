@@ -168,19 +168,34 @@ class OnchipGate:
         h = np.maximum(self.b1, 0) >> s.sh1
         return np.clip((self.w2 @ h + self.b2) >> s.sh2, 0, GATE_ONE)
 
-    def cost(self, positions: int | None = None) -> dict[str, int]:
-        """Neurons (compartments) and synapses of the block on a neuro-core (counted)."""
-        C, H, hw = self.channels, self.hidden, positions or self.scales.hw
+    def cost(self, in_channels: int) -> dict[str, int]:
+        """Neurons (compartments) and synapses the block adds on neuro-cores (counted), for a
+        pointwise layer with ``in_channels`` inputs (docs/conversion.md "SE on the chip"): the
+        spike counts of the inputs, a copy of the pointwise weights into C accumulators, fc1,
+        ReLU, fc2, hard sigmoid, the broadcast of each gate to its channel's positions, and
+        one product neuron per gated position with a one-to-one synapse into its LIF."""
+        C, H, hw = self.channels, self.hidden, self.scales.hw
+        neurons = {
+            "count": in_channels,
+            "accumulator": C,
+            "relu": H,
+            "hard_sigmoid": C,
+            "product": C * hw,
+        }
+        synapses = {
+            "count": in_channels * hw,
+            "pointwise_copy": C * in_channels,
+            "fc1": C * H,
+            "fc2": H * C,
+            "broadcast": C * hw,
+            "product_to_lif": C * hw,
+        }
         return {
-            "count_compartments": C,
-            "relu_neurons": H,
-            "sigmoid_neurons": C,
-            "product_neurons": C * hw,
-            "count_synapses": C * hw,
-            "fc1_synapses": C * H,
-            "fc2_synapses": H * C,
-            "broadcast_synapses": C * hw,
-            "delay_steps": self.scales.delay,
+            **{f"neurons_{k}": v for k, v in neurons.items()},
+            **{f"synapses_{k}": v for k, v in synapses.items()},
+            "neurons": sum(neurons.values()),
+            "synapses": sum(synapses.values()),
+            "main_path_delay_steps": self.scales.delay,
         }
 
 

@@ -233,3 +233,11 @@ def test_simulate_onchip_run_on_lava_fixed_point(run_cli, tuned_onchip, tmp_path
         code = run_cli(["simulate", run, "--se", "onchip", *bad, "--out", str(out)])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and msg in err[0] and not out.exists()
+
+
+def test_block_cost_is_counted():
+    og = tiny_onchip((1, 1)).stages[1].onchip
+    c = og.cost(in_channels=C)
+    assert c["neurons"] == C + C + HID + C + C * HW * HW
+    assert c["synapses_fc1"] == c["synapses_fc2"] == C * HID
+    assert c["synapses_broadcast"] == C * HW * HW and c["main_path_delay_steps"] == 3
