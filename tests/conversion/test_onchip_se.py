@@ -224,15 +224,17 @@ def test_simulate_onchip_run_on_lava_fixed_point(run_cli, tuned_onchip, tmp_path
     assert code == 0
     m = json.loads(capsys.readouterr().out)
     assert m["top1_agreement"] == 1.0 and m["spike_agreement"]["overall"] == 1.0
-    # refused in one line: onchip without fixed point, a static simulation of an onchip run
+    # refused in one line: onchip without fixed point, a static simulation of an onchip run,
+    # converting it (no file form yet)
+    out = tmp_path / "bad"
     for bad, msg in (
-        (["--backend", "lava"], "--se onchip is Loihi's integer gate"),
-        (["--backend", "loihi-emulator", "--se", "static"], "fine-tuned with on-chip SE"),
+        (["simulate", run, "--se", "onchip", "--backend", "lava"], "Loihi's integer gate"),
+        (["simulate", run, "--backend", "loihi-emulator", "--se", "static"], "on-chip SE"),
+        (["convert", run, "--to", "lava", "--fixed-point"], "convert cannot write yet"),
     ):
-        out = tmp_path / "bad"
-        code = run_cli(["simulate", run, "--se", "onchip", *bad, "--out", str(out)])
+        code = run_cli([*bad, "--out", str(out)])
         err = capsys.readouterr().err.strip().splitlines()
-        assert code == 2 and len(err) == 1 and msg in err[0] and not out.exists()
+        assert code == 2 and len(err) == 1 and msg in err[0] and not out.exists(), bad
 
 
 def test_block_cost_is_counted():
