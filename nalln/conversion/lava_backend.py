@@ -21,6 +21,10 @@ plus one of our ``Recorder`` processes per layer. How the Lava-specific pitfalls
 * Lava's Conv models store ``groups`` as int8 (breaks >= 128-channel depthwise convs) and loop
   over channel pairs in Python: the run configuration maps Conv to our fixed models.
 
+* On-chip SE (a QStage with ``onchip``): the gate branch and Lava's ``ProdNeuron`` between the
+  Conv and the LIF (:func:`_onchip_gate`); the main path waits ``4 - lag`` steps, so that layer
+  and every later one read their windows that many steps later.
+
 Recorders write their layer's spikes (or the readout current) to a file from inside their Lava
 process, which avoids reading Vars back (~40 us per element).
 """
