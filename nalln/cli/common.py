@@ -76,15 +76,25 @@ def add_calibration_flag(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def add_conversion_flags(p: argparse.ArgumentParser, fixed_point_help: str) -> None:
+def add_conversion_flags(
+    p: argparse.ArgumentParser,
+    fixed_point_help: str,
+    se_modes: tuple[SEMode, ...] = SEMode.deployable(),
+) -> None:
     """``--se``, ``--fixed-point``, ``--data`` and ``--calibration``, shared by convert and
     simulate so that the two read the same way."""
+    onchip = (
+        "; onchip: the gates computed by neuro-cores (a run fine-tuned with --se onchip, "
+        "fixed point only)"
+        if SEMode.ONCHIP in se_modes
+        else ""
+    )
     p.add_argument(
         "--se",
         default=SEMode.HYBRID,
         type=SEMode,
-        choices=SEMode.deployable(),
-        help="SE gates: folded static scales (NIR-native) or a side-car (default)",
+        choices=se_modes,
+        help=f"SE gates: folded static scales (NIR-native) or a side-car (default){onchip}",
     )
     p.add_argument("--fixed-point", action="store_true", help=fixed_point_help)
     add_input(p, "--data", help="data-set root (default: the one the run was trained on)")

@@ -14,6 +14,7 @@ import argparse
 
 from nalln.cli import common as cc
 from nalln.conversion.backend import BACKENDS
+from nalln.ir.se_mode import SEMode
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="norse, lava, or loihi-emulator (bit-exact Loihi 2 fixed point, batched; always "
         "fixed point)",
     )
-    cc.add_conversion_flags(p, "(Lava) Loihi fixed point: the recorded grid or a calibration")
+    cc.add_conversion_flags(
+        p,
+        "(Lava) Loihi fixed point: the recorded grid or a calibration",
+        (*SEMode.deployable(), SEMode.ONCHIP),
+    )
     p.add_argument(
         "--n-images",
         "--n",

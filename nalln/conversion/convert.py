@@ -156,6 +156,19 @@ def _calibration_images(
     return x
 
 
+def _refuse_onchip(source) -> None:
+    """A run fine-tuned with on-chip SE has no file form yet: NIR has no node for its gate."""
+    from nalln.loihi.grid import recorded_grid
+
+    grid = recorded_grid(source.loaded.run_meta) if source.loaded is not None else None
+    if grid is not None and grid.se_mode is SEMode.ONCHIP:
+        raise NallnError(
+            "this run was fine-tuned with on-chip SE, which convert cannot write yet (no NIR "
+            "node or netx layer computes its gate); run it with `nalln simulate RUN --se onchip "
+            "--backend lava --fixed-point` or `--backend loihi-emulator`"
+        )
+
+
 def convert(
     source_path: str | Path,
     *,
@@ -222,6 +235,7 @@ def _convert_into(source_path: str | Path, out: Path, opts: ConvertOptions) -> C
     if fixed_point and to != "lava":
         raise NallnError("--fixed-point applies to --to lava (Loihi's fixed point)")
     source = with_choices(load_source(source_path), opts.choices)
+    _refuse_onchip(source)
     given = None
     if inputs is not None:
         if source.loaded is not None:

@@ -179,7 +179,7 @@ def simulate(
     ``backend`` and measure it against the reference; everything is checked before any work.
     ``choices``: the semantics flags for a graph that records none (``--reset``, ``--spikes``,
     ``--dt``; :mod:`nalln.conversion.semantics`)."""
-    se = SEMode.parse(se, SEMode.deployable())
+    se = SEMode.parse(se, (*SEMode.deployable(), SEMode.ONCHIP))
     try:
         backend = Backend(backend)
     except ValueError:
@@ -204,7 +204,15 @@ def simulate(
         from nalln.conversion import lava_compat
 
         lava_compat.import_lava()  # fail early, before any work, if Lava is missing
+    if se is SEMode.ONCHIP and not fixed_point:
+        raise NallnError(
+            "--se onchip is Loihi's integer gate: add --fixed-point (--backend lava) or use "
+            "--backend loihi-emulator"
+        )
     source = with_choices(load_source(source_path), choices)
+    onchip = _onchip_run(source, se)
+    if onchip:
+        se = SEMode.ONCHIP  # the recorded grid computes the gates on the chip
     fixed_tag = "-fixed" if fixed_point and not backend.always_fixed_point else ""
     tag = f"{backend}{fixed_tag}-{se}"
     out_dir = Path(out) if out else _default_out(source, tag)
@@ -237,7 +245,8 @@ def simulate(
                 train_x, _ = training_images(
                     source.loaded, index, max(calibration, SE_GATE_IMAGES), progress
                 )
-            prepared = prepare(source.loaded, se, data, progress, train_x)
+            export_se = SEMode.HYBRID if onchip else se  # onchip: the gated graph, cut as hybrid
+            prepared = prepare(source.loaded, export_se, data, progress, train_x)
             write_artefact(tmp, prepared.exported)
             artefact = read_artefact(tmp)  # back-ends read what a file holds
             reference = sharded(
@@ -245,8 +254,14 @@ def simulate(
                 x,
                 world,
             )
-            metrics["se_mode"] = prepared.exported.se_mode  # "none" for a model without SE
-            kind = {"static": "static SE gates", "hybrid": "dynamic SE", "none": "no SE blocks"}
+            # "none" for a model without SE
+            metrics["se_mode"] = SEMode.ONCHIP if onchip else prepared.exported.se_mode
+            kind = {
+                "static": "static SE gates",
+                "hybrid": "dynamic SE",
+                "none": "no SE blocks",
+                "onchip": "on-chip SE: the chip's integer gates",
+            }
             metrics["reference"] = f"torch model ({kind[metrics['se_mode']]})"
             if prepared.static_se:
                 metrics["static_se"] = prepared.static_se
@@ -310,6 +325,27 @@ def semantics_of(plan) -> dict[str, Any]:
             for n in plan.neurons
         },
     }
+
+
+def _onchip_run(source: Source, se: SEMode) -> bool:
+    """Whether the gates run on the chip: a run fine-tuned with ``--se onchip`` simulated with
+    its gates (``--se onchip`` or ``hybrid``); ``--se onchip`` on anything else is refused."""
+    from nalln.loihi.grid import recorded_grid
+
+    loaded = source.loaded
+    grid = recorded_grid(loaded.run_meta) if loaded is not None else None
+    tuned = grid is not None and grid.se_mode is SEMode.ONCHIP
+    if se is SEMode.ONCHIP and not tuned:
+        raise NallnError(
+            "--se onchip needs a run fine-tuned for it (`nalln finetune-fixed-point RUN --out "
+            "RUN_FP --se onchip`); this source has no on-chip SE grid"
+        )
+    if tuned and not se.gated:
+        raise NallnError(
+            "this run was fine-tuned with on-chip SE (its gates are part of the network); "
+            "simulate it with --se onchip"
+        )
+    return tuned
 
 
 def graph_inputs(

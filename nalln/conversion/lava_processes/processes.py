@@ -258,6 +258,155 @@ class PyLifResetSubtractFloat(AbstractPyLifModelFloat):
         self.s_out.send(s_out)
 
 
+# --- On-chip SE (SEMode.ONCHIP): the graded neurons of the gate branch -------------------------
+# Integer semantics: nalln.loihi.onchip_se (module docstring). The synapses of the branch are
+# Lava's own Dense processes (fc1, fc2, the broadcast of each gate to its channel's positions)
+# and the product is Lava's ProdNeuron; these are the graded neurons between them and the
+# delay of the main path. Fixed point only (the gate is an integer computation).
+
+
+class ChannelSum(AbstractProcess):
+    """C accumulator compartments: ``q[c] = (sum_hw a[w, h, c] + hw * bias[c]) >> shift``.
+    Sends the previous step's ``q`` (one synapse hop, as the spike-count compartments on the
+    chip: docs/conversion.md "SE on the chip")."""
+
+    def __init__(self, *, shape: tuple[int, int, int], bias: np.ndarray, shift: int) -> None:
+        super().__init__(shape=shape, bias=bias, shift=shift, name="se_sum")
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=(shape[-1],))
+
+
+@implements(proc=ChannelSum, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyChannelSumFixed(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        shape = tuple(proc_params["shape"])
+        self.bias = np.asarray(proc_params["bias"], np.int64) * (shape[0] * shape[1])
+        self.shift = int(proc_params["shift"])
+        self.buf = np.zeros(shape[-1], np.int64)
+
+    def run_spk(self) -> None:
+        self.s_out.send(self.buf.astype(np.int32))
+        a = self.a_in.recv().astype(np.int64)
+        self.buf = (a.sum(axis=(0, 1)) + self.bias) >> self.shift
+
+
+class GradedReLU(AbstractProcess):
+    """Graded ReLU neurons: ``h = max(a + bias, 0) >> shift``, sent in the same step."""
+
+    def __init__(self, *, shape: tuple[int], bias: np.ndarray, shift: int) -> None:
+        super().__init__(shape=shape, bias=bias, shift=shift, name="se_relu")
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+
+
+@implements(proc=GradedReLU, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyGradedReLUFixed(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self.bias = np.asarray(proc_params["bias"], np.int64)
+        self.shift = int(proc_params["shift"])
+
+    def run_spk(self) -> None:
+        z = self.a_in.recv().astype(np.int64) + self.bias
+        self.s_out.send((np.maximum(z, 0) >> self.shift).astype(np.int32))
+
+
+class HardSigmoidGate(AbstractProcess):
+    """Graded hard-sigmoid neurons: ``g = clip((a + bias) >> shift, 0, one)``, sent in the same
+    step, except where the product neuron will apply it to one of an image's first ``lag``
+    steps: there the gate of the branch at rest, ``rest``. The product neuron applies what is
+    sent at Lava step ``tau`` at step ``tau + 1``, to image step ``(tau + phase) mod period``."""
+
+    def __init__(
+        self,
+        *,
+        shape: tuple[int],
+        bias: np.ndarray,
+        shift: int,
+        one: int,
+        rest: np.ndarray,
+        period: int,
+        phase: int,
+        lag: int,
+    ) -> None:
+        super().__init__(
+            shape=shape,
+            bias=bias,
+            shift=shift,
+            one=one,
+            rest=rest,
+            period=period,
+            phase=phase,
+            lag=lag,
+            name="se_sigmoid",
+        )
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+
+
+@implements(proc=HardSigmoidGate, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyHardSigmoidGateFixed(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        p = proc_params
+        self.bias = np.asarray(p["bias"], np.int64)
+        self.rest = np.asarray(p["rest"], np.int64)
+        self.shift, self.one = int(p["shift"]), int(p["one"])
+        # not ``self.phase``: PyLoihiProcessModel uses that name for its protocol phase
+        self.period, self.offset, self.lag = int(p["period"]), int(p["phase"]), int(p["lag"])
+
+    def run_spk(self) -> None:
+        z = self.a_in.recv().astype(np.int64) + self.bias
+        g = np.clip(z >> self.shift, 0, self.one)
+        if (self.time_step + self.offset) % self.period < self.lag:
+            g = self.rest
+        self.s_out.send(g.astype(np.int32))
+
+
+class CurrentDelay(AbstractProcess):
+    """The main path of a gated layer: the current plus the layer's bias, ``delay`` steps late
+    (Loihi 2's synaptic delay on the pointwise synapses; 0: sent in the same step)."""
+
+    def __init__(self, *, shape: tuple[int, int, int], bias: np.ndarray, delay: int) -> None:
+        super().__init__(shape=shape, bias=bias, delay=delay, name="se_delay")
+        self.a_in = InPort(shape=shape)
+        self.a_out = OutPort(shape=shape)
+
+
+@implements(proc=CurrentDelay, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyCurrentDelayFixed(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        shape = tuple(proc_params["shape"])
+        self.bias = np.broadcast_to(np.asarray(proc_params["bias"], np.int64), shape)
+        self.fifo = [np.zeros(shape, np.int64) for _ in range(int(proc_params["delay"]))]
+
+    def run_spk(self) -> None:
+        self.fifo.append(self.a_in.recv().astype(np.int64) + self.bias)
+        self.a_out.send(self.fifo.pop(0).astype(np.int32))
+
+
 # --- Lava's Conv, with a working ``groups`` and a vectorised convolution ------------------------
 # lava.proc.conv.models declares ``groups`` as an int8 Var, so a depthwise convolution with 128 or
 # more channels wraps to a negative group count and computes garbage (measured: max error 10.7 on
