@@ -324,7 +324,11 @@ def _lif_float(
 
 
 def spike_stage(
-    q: QStage, inp: torch.Tensor, T: int, graded: bool = False
+    q: QStage,
+    inp: torch.Tensor,
+    T: int,
+    graded: bool = False,
+    pool: dict[tuple, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, int]] | None:
     """Synapse and LIF of a layer in one: ``lif_spikes(run_stage(q, inp, graded, T), q,
     q.bias, q.vth)`` for 0/1 spikes ``inp`` [T, N, ...] or (``graded``) the held graded image
@@ -337,7 +341,8 @@ def spike_stage(
     overflow is possible, so ``a`` is never scanned; the graded image's current is scanned
     once (``max |a + bias| + max |bias| <= A_MAX`` proves ``|a| <= A_MAX``). The membrane bound
     of :func:`_lif_float` uses ``D = 64 max |a + bias|`` (bounded by ``64 (max sum |W| + max
-    |bias|)`` for spikes)."""
+    |bias|)`` for spikes). ``pool`` (layer and shape -> buffer) lends the spike buffer of the
+    same layer's previous batch: the caller must be done with it (fresh pages fault in slowly)."""
     if q.gate is not None or q.recurrent is not None or q.drives or int(q.du) != DU_NONE:
         return None
     bias = np.asarray(q.bias, dtype=np.int64)
@@ -368,7 +373,12 @@ def spike_stage(
         step0 = a[0]
     growth = sum((keep_v / DECAY_UNITY) ** k for k in range(T))
     check = 2**ACT_SHIFT * peak * growth > STATE_MAX
-    spikes = _steps_like(step0, T, torch.float32)
+    key = (q.name, T, *step0.shape)
+    spikes = None if pool is None else pool.get(key)
+    if spikes is None or spikes.device != step0.device:
+        spikes = _steps_like(step0, T, torch.float32)
+        if pool is not None:
+            pool[key] = spikes
     n = step0.shape[0]
     per_image = max(step0[:1].numel(), 1)
     chunk = n if a.device.type != "cpu" else max(1, min(n, CHUNK_ELEMENTS // per_image))

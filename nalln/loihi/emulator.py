@@ -41,7 +41,7 @@ class Emulation:
 @torch.no_grad()
 def emulate(qp: QuantPlan, x: torch.Tensor) -> Emulation:
     """Bit-exact fixed-point simulation of ``qp`` on normalised images ``x`` [N, C, H, W]."""
-    return _emulate(qp, x, None)
+    return _emulate(qp, x, None, None)
 
 
 def _keep(s: torch.Tensor, sink: dict[str, torch.Tensor] | None, name: str) -> torch.Tensor:
@@ -53,7 +53,14 @@ def _keep(s: torch.Tensor, sink: dict[str, torch.Tensor] | None, name: str) -> t
     return out.copy_(s)
 
 
-def _emulate(qp: QuantPlan, x: torch.Tensor, sink: dict[str, torch.Tensor] | None) -> Emulation:
+def _emulate(
+    qp: QuantPlan,
+    x: torch.Tensor,
+    sink: dict[str, torch.Tensor] | None,
+    pool: dict[tuple, torch.Tensor] | None,
+) -> Emulation:
+    """:func:`emulate`, writing the trace into ``sink`` and lending spike buffers from ``pool``
+    (nothing returned refers to a pooled buffer)."""
     T = qp.plan.num_steps
     xi, in_over = round_input(x, qp.input_scale)
     h: torch.Tensor = xi
@@ -62,7 +69,7 @@ def _emulate(qp: QuantPlan, x: torch.Tensor, sink: dict[str, torch.Tensor] | Non
     outputs = None
     for k, q in enumerate(qp.stages):
         over = {"input": in_over} if k == 0 else {}
-        fused = spike_stage(q, h, T, k == 0) if q.neuron is not None else None
+        fused = spike_stage(q, h, T, k == 0, pool) if q.neuron is not None else None
         if fused is not None:  # the same arithmetic, bounds proven (see spike_stage)
             s, o = fused
             overflow[q.name] = {**over, **o}
@@ -86,7 +93,7 @@ def _emulate(qp: QuantPlan, x: torch.Tensor, sink: dict[str, torch.Tensor] | Non
         spikes[q.name] = _keep(s, sink, q.name)
         h = s  # 0/1 in the layout the next synapse reads
     if outputs is None:
-        outputs = h.reshape(T, h.shape[1], -1).float()
+        outputs = h.reshape(T, h.shape[1], -1).to(torch.float32, copy=True)
     return Emulation(Trace(outputs.reshape(T, x.shape[0], -1).float(), spikes), overflow)
 
 
@@ -113,11 +120,12 @@ def emulate_batched(
         if keep_spikes and q.neuron is not None
     }
     seen: set[str] = set()
+    pool: dict[tuple, torch.Tensor] = {}  # spike buffers, reused batch after batch
     starts = range(0, n, batch_size)
     for i in tqdm(starts, desc="loihi emulator", disable=not progress, leave=False, unit="batch"):
         part = slice(i, min(i + batch_size, n))
         sink = {k: v[:, part] for k, v in whole.items()} if device_is_cpu(device) else None
-        em = _emulate(qp, x[part].to(device), sink)
+        em = _emulate(qp, x[part].to(device), sink, pool)
         outputs.append(em.trace.outputs.cpu())
         if keep_spikes:
             seen.update(em.trace.spikes)
