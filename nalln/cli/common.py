@@ -76,15 +76,25 @@ def add_calibration_flag(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def add_conversion_flags(p: argparse.ArgumentParser, fixed_point_help: str) -> None:
+def add_conversion_flags(
+    p: argparse.ArgumentParser,
+    fixed_point_help: str,
+    se_modes: tuple[SEMode, ...] = SEMode.deployable(),
+) -> None:
     """``--se``, ``--fixed-point``, ``--data`` and ``--calibration``, shared by convert and
     simulate so that the two read the same way."""
+    onchip = (
+        "; onchip: the gates computed by neuro-cores (a run fine-tuned with --se onchip, "
+        "fixed point only)"
+        if SEMode.ONCHIP in se_modes
+        else ""
+    )
     p.add_argument(
         "--se",
         default=SEMode.HYBRID,
         type=SEMode,
-        choices=SEMode.deployable(),
-        help="SE gates: folded static scales (NIR-native) or a side-car (default)",
+        choices=se_modes,
+        help=f"SE gates: folded static scales (NIR-native) or a side-car (default){onchip}",
     )
     p.add_argument("--fixed-point", action="store_true", help=fixed_point_help)
     add_input(p, "--data", help="data-set root (default: the one the run was trained on)")
@@ -106,6 +116,43 @@ def add_graph_input_flags(p: argparse.ArgumentParser) -> None:
         metavar="T",
         help="time steps for a NIR graph that does not record T (per-step inputs give their own)",
     )
+
+
+def add_semantics_flags(p: argparse.ArgumentParser) -> None:
+    """``--reset``, ``--spikes``, ``--v-min``, ``--dt``: a NIR graph's semantics where its
+    producer records none (nalln.conversion.semantics; docs/conversion.md)."""
+    p.add_argument(
+        "--reset",
+        choices=("zero", "subtract", "subtract-undecayed"),
+        help="(NIR graph) reset of LIF/IF/CubaLIF nodes that record none: zero (NIR, default), "
+        "subtract (Sinabs, Norse), subtract-undecayed (snnTorch's default 'subtract')",
+    )
+    p.add_argument(
+        "--spikes",
+        choices=("single", "multi"),
+        help="(NIR graph) spikes per step of nodes that record none: single (NIR, default) or "
+        "multi (Sinabs's MultiSpike: floor(v / threshold))",
+    )
+    p.add_argument(
+        "--v-min",
+        type=float,
+        metavar="V",
+        help="(NIR graph) floor on the membrane after the reset of nodes that record none "
+        "(Sinabs's min_v_mem; default none, as NIR)",
+    )
+    p.add_argument(
+        "--dt",
+        type=float,
+        metavar="SECONDS",
+        help="(NIR graph) time step of a graph that records none (else 1e-4 s, snnTorch's)",
+    )
+
+
+def semantics_choices(args: argparse.Namespace):
+    """The checked ``--reset/--spikes/--v-min/--dt`` of ``args``."""
+    from nalln.conversion.semantics import Choices
+
+    return Choices.parse(args.reset, args.spikes, args.dt, args.v_min)
 
 
 def checked_calibration(args: argparse.Namespace) -> int:

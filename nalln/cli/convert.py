@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--se static",
     )
     cc.add_graph_input_flags(p)
+    cc.add_semantics_flags(p)
     cc.add_json_flag(p, "convert.json")
     cc.add_progress_flag(p)
     p.set_defaults(func=run)
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         portable=args.portable,
         steps=args.steps,
         inputs=args.inputs,
+        choices=cc.semantics_choices(args),
     )
     s = res.summary
     if cc.json_or_banner(args, s, s["synthetic"]):

@@ -30,9 +30,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--se",
         default=SEMode.STATIC,
         type=SEMode,
-        choices=SEMode.deployable(),
-        help="SE gates: folded static scales (default; NIR-native, exact on Loihi) or a "
-        "side-car (its integer rounding makes it inexact)",
+        choices=(*SEMode.deployable(), SEMode.ONCHIP),
+        help="SE gates: folded static scales (default; NIR-native, exact on Loihi), a "
+        "side-car (host), or onchip (computed by neuro-cores in integers, "
+        "docs/conversion.md 'SE on the chip')",
+    )
+    p.add_argument(
+        "--se-lag",
+        type=int,
+        default=1,
+        metavar="STEPS",
+        help="--se onchip: a current is gated by the gate of STEPS steps earlier (0-4, "
+        "default 1; the first STEPS steps of an image use the gate at rest)",
     )
     p.add_argument(
         "--epochs", type=int, default=12, help="fine-tuning epochs (default 12; 0: quantise only)"
@@ -74,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         augment=not args.no_augment,
         seed=args.seed,
         distill=args.distill,
+        se_lag=args.se_lag,
     )
     quiet = args.json or getattr(args, "quiet", False)
     res = finetune_fixed_point(

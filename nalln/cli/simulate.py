@@ -14,6 +14,7 @@ import argparse
 
 from nalln.cli import common as cc
 from nalln.conversion.backend import BACKENDS
+from nalln.ir.se_mode import SEMode
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="norse, lava, or loihi-emulator (bit-exact Loihi 2 fixed point, batched; always "
         "fixed point)",
     )
-    cc.add_conversion_flags(p, "(Lava) Loihi fixed point: the recorded grid or a calibration")
+    cc.add_conversion_flags(
+        p,
+        "(Lava) Loihi fixed point: the recorded grid or a calibration",
+        (*SEMode.deployable(), SEMode.ONCHIP),
+    )
     p.add_argument(
         "--n",
         type=int,
@@ -41,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="split of the run's manifest (default test)",
     )
     cc.add_graph_input_flags(p)
+    cc.add_semantics_flags(p)
     cc.add_output(
         p, "--out", kind="folder", help="report folder (default RUN/simulate-<backend>-<se>)"
     )
@@ -65,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         inputs=args.inputs,
         progress=cc.show_progress(args),
+        choices=cc.semantics_choices(args),
     )
     m = res.metrics
     if cc.json_or_banner(args, m, m["synthetic"]):

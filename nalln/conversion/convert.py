@@ -27,6 +27,7 @@ from nalln.conversion.inputs import Inputs, load_inputs, steps_for
 from nalln.conversion.nir_io import GRAPH_FILE, Artefact, read_artefact, write_artefact
 from nalln.conversion.plan import lower
 from nalln.conversion.portable import check_portable_request, portable_export, portable_summary
+from nalln.conversion.semantics import Choices, require_nir_semantics
 from nalln.conversion.sources import (
     PASS_INPUTS,
     Source,
@@ -36,11 +37,13 @@ from nalln.conversion.sources import (
     prepare,
     run_index,
     training_images,
+    with_choices,
 )
 from nalln.errors import NallnError
 from nalln.io import staged_folder, write_bytes, write_json
 from nalln.ir.plan import Plan
 from nalln.ir.se_mode import SEMode
+from nalln.ir.semantics import ResetRule
 from nalln.loihi.quant_plan import bias_in_current
 
 TARGETS = ("nir", "lava", "norse")
@@ -112,7 +115,7 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
                 "groups": syn.groups,
                 "input": "graded (24-bit)" if k == 0 else "binary spikes",
                 "se_gate": st.gate.name if st.gate else None,
-                "neuron": "lava.proc.lif.LIFReset" if st.neuron else "readout (recorded)",
+                "neuron": _lava_neuron(st.neuron),
                 "nir_neuron": st.neuron.nir_type if st.neuron else None,
                 "decay_du": st.neuron.current_decay if st.neuron else None,
                 "decay_dv": st.neuron.decay if st.neuron else None,
@@ -126,7 +129,17 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
                 "bias_into_current": _bias_columns(st),
             }
         )
+        if st.neuron is not None and st.neuron.reset is not ResetRule.ZERO:
+            rows[-1]["reset"] = st.neuron.reset.value
     return rows
+
+
+def _lava_neuron(n) -> str:
+    if n is None:
+        return "readout (recorded)"
+    if n.reset is ResetRule.ZERO:
+        return "lava.proc.lif.LIFReset"
+    return "nalln LIFResetSubtract (lava.proc.lif.LIFReset resetting by subtraction)"
 
 
 def _calibration_images(
@@ -143,6 +156,19 @@ def _calibration_images(
     return x
 
 
+def _refuse_onchip(source) -> None:
+    """A run fine-tuned with on-chip SE has no file form yet: NIR has no node for its gate."""
+    from nalln.loihi.grid import recorded_grid
+
+    grid = recorded_grid(source.loaded.run_meta) if source.loaded is not None else None
+    if grid is not None and grid.se_mode is SEMode.ONCHIP:
+        raise NallnError(
+            "this run was fine-tuned with on-chip SE, which convert cannot write yet (no NIR "
+            "node or netx layer computes its gate); run it with `nalln simulate RUN --se onchip "
+            "--backend lava --fixed-point` or `--backend loihi-emulator`"
+        )
+
+
 def convert(
     source_path: str | Path,
     *,
@@ -156,6 +182,7 @@ def convert(
     portable: bool = False,
     steps: int | None = None,
     inputs: str | Path | None = None,
+    choices: Choices | None = None,
 ) -> ConvertResult:
     """Convert into a staging folder and move the files into ``out`` only when everything
     worked, so a failed conversion leaves nothing half-made behind."""
@@ -167,7 +194,9 @@ def convert(
         opts = ConvertOptions(
             to, SEMode.parse(se, SEMode.deployable()), fixed_point, data, calibration, progress
         )
-        opts = dataclasses.replace(opts, portable=portable, steps=steps, inputs=inputs)
+        opts = dataclasses.replace(
+            opts, portable=portable, steps=steps, inputs=inputs, choices=choices
+        )
         res = _convert_into(source_path, stage.path, opts)
         moved = stage.publish(path.name for path in res.files.values())
         files = {name: moved[path.name] for name, path in res.files.items()}
@@ -189,6 +218,7 @@ class ConvertOptions:
     portable: bool = False
     steps: int | None = None
     inputs: str | Path | None = None
+    choices: Choices | None = None  # semantics flags (recorded into the written graph)
 
 
 def _convert_into(source_path: str | Path, out: Path, opts: ConvertOptions) -> ConvertResult:
@@ -204,7 +234,8 @@ def _convert_into(source_path: str | Path, out: Path, opts: ConvertOptions) -> C
         raise NallnError(f"unknown target {to!r}; use one of {', '.join(TARGETS)}")
     if fixed_point and to != "lava":
         raise NallnError("--fixed-point applies to --to lava (Loihi's fixed point)")
-    source = load_source(source_path)
+    source = with_choices(load_source(source_path), opts.choices)
+    _refuse_onchip(source)
     given = None
     if inputs is not None:
         if source.loaded is not None:
@@ -363,6 +394,7 @@ def _lava_files(source, artefact, out, req: LavaRequest, progress, summary):
         return files
     try:
         require_fixed_point(plan)
+        require_nir_semantics(plan)
     except NallnError as exc:
         if fixed_point:
             raise

@@ -1,8 +1,9 @@
 """Lava back-end: a Lava process graph built from the deployment plan, run on the CPU with
 ``Loihi2SimCfg`` (float ``floating_pt`` or Loihi bit-accurate ``fixed_pt`` models).
 
-Per stage: Lava ``Conv`` or ``Dense`` -> [our ``SEGate`` process, hybrid] -> Lava ``LIFReset``,
-plus one of our ``Recorder`` processes per layer. How the Lava-specific pitfalls are handled
+Per stage: Lava ``Conv`` or ``Dense`` -> [our ``SEGate`` process, hybrid] -> Lava ``LIFReset``
+(our ``LIFResetSubtract`` for a population that resets by subtraction, float only), plus one of
+our ``Recorder`` processes per layer. How the Lava-specific pitfalls are handled
 (toolchain.md):
 
 * Latency. Every Conv/Dense sends the previous step's result, so stage ``k`` (0-based) sees the
@@ -30,6 +31,10 @@ plus one of our ``Recorder`` processes per layer. How the Lava-specific pitfalls
 * Lava's Conv models store ``groups`` as int8 (breaks >= 128-channel depthwise convs) and loop
   over channel pairs in Python: the run configuration maps Conv to our fixed models.
 
+* On-chip SE (a QStage with ``onchip``): the gate branch and Lava's ``ProdNeuron`` between the
+  Conv and the LIF (:func:`_onchip_gate`); the main path waits ``4 - lag`` steps, so that layer
+  and every later one read their windows that many steps later.
+
 Recorders write their layer's spikes (or the readout current) to a file from inside their Lava
 process, which avoids reading Vars back (~40 us per element).
 """
@@ -47,10 +52,12 @@ import torch
 from tqdm.auto import tqdm
 
 from nalln.conversion import lava_compat
+from nalln.conversion.semantics import require_nir_semantics
 from nalln.errors import NallnError
 from nalln.ir.drive import Drive
-from nalln.ir.plan import Plan, Stage
+from nalln.ir.plan import Neuron, Plan, Stage
 from nalln.ir.reference import Trace
+from nalln.ir.semantics import ResetRule, SpikeMode
 from nalln.loihi.arithmetic import round_input
 from nalln.loihi.quant_plan import BiasDrive, QStage, QuantPlan, bias_in_current
 
@@ -135,6 +142,17 @@ def _check_expressible(st: Stage) -> None:
             "Lava process graph records spikes and currents, not a readout membrane, yet: use "
             "--backend norse"
         )
+    n = st.neuron
+    if n is not None and n.v_min is not None:
+        raise NallnError(
+            f"{n.nir_type} node {n.name!r} floors its membrane at v_min = {n.v_min:g}; Lava's "
+            "LIF has no floor: use --backend norse"
+        )
+    if n is not None and n.spikes is SpikeMode.MULTI:
+        raise NallnError(
+            f"{n.nir_type} node {n.name!r} sends several spikes per step (--spikes multi); "
+            "Lava's LIF sends at most one: use --backend norse"
+        )
 
 
 def _float_drives(st: Stage) -> tuple[BiasDrive, ...]:
@@ -170,8 +188,18 @@ def _(plan: Plan) -> LavaNetwork:
     return LavaNetwork(plan, tuple(layers), None, "floating_pt", False)
 
 
+def reset_amount(n: Neuron) -> float | None:
+    """What a spike subtracts from ``v`` (``LIFResetSubtract``); ``None``: Lava's reset to 0."""
+    if n.reset is ResetRule.ZERO:
+        return None
+    if n.reset is ResetRule.SUBTRACT:
+        return float(n.v_th)
+    return float(n.v_th) / (1.0 - float(n.decay))  # subtract-undecayed (nalln.ir.semantics)
+
+
 @lava_network.register
 def _(qp: QuantPlan) -> LavaNetwork:
+    require_nir_semantics(qp.plan)
     layers = []
     for q in qp.stages:
         lif = (
@@ -219,6 +247,7 @@ def run_lava(
 
     from nalln.conversion.lava_processes.processes import (
         FrameSource,
+        LIFResetSubtract,
         Recorder,
         RecurrentDense,
         SEGate,
@@ -239,8 +268,10 @@ def run_lava(
     recorders: dict[str, tuple[Path, tuple[int, ...], bool]] = {}
     last = 0
     always = None  # the always-on neuron that drives bias columns, if any layer needs one
+    shift = 0  # steps the main-path delays of earlier on-chip SE blocks add
     for k, layer in enumerate(net.layers):
         st, syn = layer.stage, layer.stage.synapse
+        base = 2 + k + shift  # Lava step of this stage's current for image 0, step 0
         if syn.kind == "conv":
             weight = _lava_conv_weight(layer.weight).astype(layer.dtype)
             synapse = Conv(
@@ -266,14 +297,20 @@ def run_lava(
         if st.neuron is None:  # readout: record the current
             path = folder / f"{k}.npy"
             rec = Recorder(
-                shape=out_shape, first_step=2 + k, n_steps=N * T, path=str(path), binary=False
+                shape=out_shape, first_step=base, n_steps=N * T, path=str(path), binary=False
             )
             current.connect(rec.a_in)
             procs.append(rec)
             recorders[st.name] = (path, out_shape, False)
-            last = 2 + k + N * T - 1
+            last = base + N * T - 1
             break
-        if st.gate is not None:
+        onchip = getattr(st, "onchip", None)
+        if onchip is not None:
+            current, delay = _onchip_gate(onchip, current, out_shape, bias, T, base, procs)
+            shift += delay
+            base += delay
+            neuron_bias = np.zeros(out_shape)
+        elif st.gate is not None:
             g = st.gate
             gate = SEGate(
                 shape=out_shape,
@@ -292,12 +329,16 @@ def run_lava(
         else:
             neuron_bias = _broadcast_bias(np.asarray(bias), out_shape)
         n = st.neuron
-        lif = LIFReset(
+        amount = reset_amount(n)
+        lif_kind = LIFReset if amount is None else LIFResetSubtract
+        extra = {} if amount is None else {"reset_amount": amount}
+        lif = lif_kind(
             shape=out_shape,
             bias_mant=neuron_bias.astype(layer.dtype),
             reset_interval=T,
-            reset_offset=(2 + k) % T,
+            reset_offset=base % T,
             **layer.lif,
+            **extra,
         )
         current.connect(lif.a_in)
         procs.append(lif)
@@ -305,7 +346,7 @@ def run_lava(
             loop = RecurrentDense(
                 weights=np.asarray(layer.recurrent).astype(layer.dtype),
                 reset_interval=T,
-                reset_offset=2 + k,
+                reset_offset=base,
                 weight_exp=layer.recurrent_exp,
             )
             lif.s_out.connect(loop.s_in)
@@ -321,16 +362,16 @@ def run_lava(
             column = (
                 Dense(**kw)
                 if d.from_step == 0
-                else RecurrentDense(**kw, reset_interval=T, reset_offset=2 + k)
+                else RecurrentDense(**kw, reset_interval=T, reset_offset=base)
             )
             always.s_out.connect(column.s_in)
             column.a_out.reshape(out_shape).connect(lif.a_in)
             procs.append(column)
-        last = 2 + k + N * T - 1
+        last = base + N * T - 1
         if record:
             path = folder / f"{k}.npy"
             rec = Recorder(
-                shape=out_shape, first_step=2 + k, n_steps=N * T, path=str(path), binary=True
+                shape=out_shape, first_step=base, n_steps=N * T, path=str(path), binary=True
             )
             lif.s_out.connect(rec.a_in)
             procs.append(rec)
@@ -374,6 +415,60 @@ def run_lava(
     finally:
         tmp.cleanup()
     return LavaRun(trace, t1 - t0, t2 - t1, last, len(procs))
+
+
+def _onchip_gate(gate, current, shape: tuple[int, int, int], bias, T: int, base: int, procs: list):
+    """The on-chip SE block of one layer as Lava processes (``nalln.loihi.onchip_se``): the
+    current fans out to C accumulators (``ChannelSum``) -> Dense fc1 -> ``GradedReLU`` -> Dense
+    fc2 -> ``HardSigmoidGate`` -> Dense broadcast (each gate to its channel's positions) -> Lava's
+    ``ProdNeuron``, whose other input is the current plus bias ``delay`` steps late
+    (``CurrentDelay``). Returns the product's port and the delay (steps the layer's neurons and
+    everything after them move back)."""
+    from lava.proc.dense.process import Dense
+    from lava.proc.prodneuron.process import ProdNeuron
+
+    from nalln.conversion.lava_processes.processes import (
+        ChannelSum,
+        CurrentDelay,
+        GradedReLU,
+        HardSigmoidGate,
+    )
+    from nalln.loihi.onchip_se import GATE_BITS, GATE_ONE
+
+    s = gate.scales
+    w, h, c = shape
+    bias = np.asarray(bias, np.int64)
+    delay = s.delay
+    csum = ChannelSum(shape=shape, bias=bias, shift=s.sh0)
+    fc1 = Dense(weights=gate.w1.astype(np.int32), num_message_bits=24)
+    relu = GradedReLU(shape=(gate.hidden,), bias=gate.b1, shift=s.sh1)
+    fc2 = Dense(weights=gate.w2.astype(np.int32), num_message_bits=24)
+    sig = HardSigmoidGate(
+        shape=(c,),
+        bias=gate.b2,
+        shift=s.sh2,
+        one=GATE_ONE,
+        rest=gate.rest_gate(),
+        period=T,
+        phase=(1 - delay - base) % T,
+        lag=s.lag,
+    )
+    fan = np.zeros((w * h * c, c), np.int32)  # (W, H, C) C-order: position i is channel i % C
+    fan[np.arange(w * h * c), np.arange(w * h * c) % c] = 1
+    bcast = Dense(weights=fan, num_message_bits=24)
+    late = CurrentDelay(shape=shape, bias=bias, delay=delay)
+    prod = ProdNeuron(shape=shape, vth=0, exp=GATE_BITS)
+    current.connect(csum.a_in)
+    csum.s_out.connect(fc1.s_in)
+    fc1.a_out.connect(relu.a_in)
+    relu.s_out.connect(fc2.s_in)
+    fc2.a_out.connect(sig.a_in)
+    sig.s_out.connect(bcast.s_in)
+    current.connect(late.a_in)
+    late.a_out.connect(prod.a_in1)
+    bcast.a_out.reshape(shape).connect(prod.a_in2)
+    procs.extend([csum, fc1, relu, fc2, sig, bcast, late, prod])
+    return prod.s_out, delay
 
 
 def _collect(recorders, readout: LavaLayer, N: int, T: int) -> Trace:

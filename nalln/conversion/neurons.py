@@ -21,24 +21,27 @@ weights. NIR 1.0.8's neurons, forward-Euler with the graph's time step ``dt``, m
   (the membrane is the input of this step only).
 
 Lava and Loihi hold one decay, one threshold and one gain per population, so the parameters
-must be uniform; ``v_leak`` and ``v_reset`` must be 0 and the reset "to zero" (Lava's LIF
-resets to 0). A producer that resets by subtraction (snnTorch's default, Sinabs) records it in
-node metadata ``reset``; nalln refuses it by name rather than silently run another model.
+must be uniform; ``v_leak`` and ``v_reset`` must be 0. The reset rule (NIR's: to zero) and the
+spikes per step (NIR's: one) are the producer's semantics, read from node metadata ``reset`` /
+``spikes`` (where the user's ``--reset`` / ``--spikes`` put them for producers that record
+none, :mod:`nalln.conversion.semantics`) and carried on the population; a back-end that cannot
+run a rule refuses it by name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import nir
 import numpy as np
 
 from nalln.conversion.nir_io import node_meta
+from nalln.conversion.semantics import node_floor, node_semantics
 from nalln.errors import NallnError
+from nalln.ir.semantics import ResetRule, SpikeMode
 
 NEURON_TYPES = (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold)
-ZERO_RESETS = ("zero", "reset_to_zero", "to_zero")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ class NeuronParams:
     current_decay: float  # d_u
     v_th: float
     gain: float
+    reset: ResetRule = ResetRule.ZERO
+    spikes: SpikeMode = SpikeMode.SINGLE
+    v_min: float | None = None
 
 
 def _uniform(values: Any, what: str, name: str, kind: str) -> float:
@@ -71,33 +77,51 @@ def _zero(node: nir.NIRNode, name: str, kind: str, fields: tuple[str, ...]) -> N
             )
 
 
-def _reset_rule(meta: dict[str, Any], name: str, kind: str) -> None:
-    rule = str(meta.get("reset", "zero"))
-    if rule not in ZERO_RESETS:
+def _with_semantics(p: NeuronParams, node, name: str, kind: str) -> NeuronParams:
+    """``p`` with the node's reset rule and spike mode; one line for what cannot hold."""
+    reset, spikes = node_semantics(node, name)
+    if spikes is SpikeMode.MULTI and not p.v_th > 0:
         raise NallnError(
-            f"{kind} node {name!r} resets by {rule!r}; nalln's back-ends (like Lava's LIF) reset "
-            "to zero"
+            f"{kind} node {name!r}: several spikes per step (--spikes multi) need a positive "
+            f"threshold, it has {p.v_th:g}"
         )
+    if reset is ResetRule.SUBTRACT_UNDECAYED and p.decay >= 1:
+        raise NallnError(
+            f"{kind} node {name!r} keeps no membrane (dt/tau = 1), so an undecayed subtraction "
+            "cannot be carried to the next step; use --reset subtract or zero"
+        )
+    if reset is ResetRule.SUBTRACT_UNDECAYED and p.decay == 0:
+        reset = ResetRule.SUBTRACT  # no decay (IF): the same rule
+    v_min = node_floor(node, name)
+    if v_min is not None and reset is ResetRule.SUBTRACT_UNDECAYED:
+        raise NallnError(
+            f"{kind} node {name!r}: a membrane floor (v_min) with snnTorch's undecayed "
+            "subtraction is no producer's model; nalln runs v_min with --reset zero or subtract"
+        )
+    return replace(p, reset=reset, spikes=spikes, v_min=v_min)
 
 
 def _fraction(value: float, what: str, name: str, kind: str, dt: float) -> float:
     if not 0 < value <= 1:
         raise NallnError(
             f"{kind} node {name!r}: dt/{what} = {value:.3g} must lie in (0, 1] (dt {dt:g} s); "
-            "record the right dt in the node metadata"
+            "record the right dt in the node metadata or pass --dt SECONDS"
         )
     return value
 
 
 def neuron_params(node: nir.NIRNode, name: str, dt: float) -> NeuronParams:
-    """The population parameters of a NIR neuron node (module docstring); one-line errors for
-    what Lava's LIF cannot hold."""
+    """The population parameters of a NIR neuron node (module docstring) with its recorded
+    semantics; one-line errors for what Lava's LIF cannot hold."""
     kind = type(node).__name__
-    meta = node_meta(node)
-    node_dt = float(meta.get("dt", dt))
     if isinstance(node, nir.Threshold):
         return NeuronParams(1.0, 1.0, _uniform(node.threshold, "threshold", name, kind), 1.0)
-    _reset_rule(meta, name, kind)
+    return _with_semantics(_params(node, name, dt), node, name, kind)
+
+
+def _params(node: nir.NIRNode, name: str, dt: float) -> NeuronParams:
+    kind = type(node).__name__
+    node_dt = float(node_meta(node).get("dt", dt))
     v_th = _uniform(node.v_threshold, "threshold", name, kind)
     if isinstance(node, nir.IF):
         _zero(node, name, kind, ("v_reset",))

@@ -6,13 +6,19 @@ Norse imports correctly to Norse's own per-node importer and fixes the rest (too
 
 * LIF: Norse's ``LIFBoxCell`` from Norse's importer, wrapped so its input is multiplied by the
   node's ``r`` (Norse ignores ``r``), built with the graph's ``dt`` (Norse assumes 1 ms) and the
-  reset rule from the node metadata (Norse always resets to a value).
+  node's reset rule (:mod:`nalln.conversion.semantics`; Norse's importer always resets to a
+  value): ``reset_value``, Norse's ``reset_subtract``, or ``v - z*th/beta`` for snnTorch's
+  undecayed subtraction.
 * Conv2d: ``in_channels = weight.shape[1] * groups`` (Norse takes ``weight.shape[1]``, which
   breaks depthwise convs).
 * AvgPool2d / SumPool2d: real pooling modules (Norse drops AvgPool2d silently).
 * Flatten: NIR dims exclude the batch dimension; torch's include it (Norse flattens the batch).
-* IF: Norse's ``IAFCell`` (``v <- v + I``), input times ``r`` (Norse ignores it), ``v_reset``.
-* CubaLIF: Norse's own importer (it applies ``w_in`` and ``r``) with the graph's ``dt``.
+* IF: Norse's ``IAFCell`` (``v <- v + I``), input times ``r`` (Norse ignores it), ``v_reset``;
+  with a subtracting reset, several spikes per step or a membrane floor (Sinabs), our
+  :class:`IFCell` (Norse's ``IAFCell`` has none of them).
+* CubaLIF: Norse's own importer (it applies ``w_in`` and ``r``) with the graph's ``dt`` and the
+  node's reset rule. Several spikes per step or a membrane floor on a LIF or CubaLIF: refused
+  by name (Norse's cells send one spike and have no floor).
 * Threshold and Scale: small modules of ours (Norse imports neither).
 * Linear: ``nn.Linear(in, out)`` from the weight's shape (Norse swaps the two).
 * Recurrence (neuron -> Linear/Affine -> the same neuron): nirtorch's executor feeds the loop
@@ -34,9 +40,11 @@ from torch import nn
 
 from nalln.conversion.nir_io import Artefact, conv_padding, node_meta
 from nalln.conversion.plan import DT_FALLBACK
+from nalln.conversion.semantics import node_floor, node_semantics
 from nalln.errors import NallnError
 from nalln.ir.drive import Drive
 from nalln.ir.reference import Trace, apply_gate
+from nalln.ir.semantics import ResetRule, SpikeMode
 
 
 def _require_norse():
@@ -67,7 +75,71 @@ class GainedCell(nn.Module):
 
 class ScaledLIF(GainedCell):
     """A spiking population nalln records: Norse's LIF/IF/CubaLIF cell (or our Threshold) with
-    the NIR input gain ``r`` applied to its input where Norse ignores it (LIF, IF)."""
+    the NIR input gain ``r`` applied to its input where Norse ignores it (LIF, IF). ``counts``:
+    it sends spike counts (several per step), recorded as they are."""
+
+    counts = False
+
+
+class UndecayedSubtract:
+    """A Norse ``reset_method``: ``v - z * th / beta``, so that the next step's decay leaves
+    ``beta*v + I - z*th`` (snnTorch's ``reset_mechanism="subtract"``)."""
+
+    def __init__(self, beta: torch.Tensor) -> None:
+        self.beta = beta
+
+    def __call__(self, z, v, v_reset, th):
+        return v - z * th / self.beta
+
+
+class IFCell(nn.Module):
+    """NIR IF with what Norse's ``IAFCell`` lacks: ``v <- v + I``; ``z = [v > th]``, or
+    ``floor(v / th)`` spikes where ``v > 0`` (``multi``, Sinabs's MultiSpike); then ``v <- 0``
+    where it spiked (``zero``) or ``v <- v - z*th`` (subtracting); then ``v <- max(v, v_min)``
+    if a floor is given (Sinabs's ``min_v_mem``)."""
+
+    def __init__(
+        self,
+        v_th: torch.Tensor,
+        reset: ResetRule,
+        spikes: SpikeMode,
+        v_min: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("v_th", v_th)
+        self.reset, self.multi, self.v_min = reset, spikes is SpikeMode.MULTI, v_min
+
+    def forward(self, x: torch.Tensor, state=None):
+        v = x if state is None else state + x
+        if self.multi:
+            z = torch.where(v > 0, torch.div(v, self.v_th, rounding_mode="floor"), 0.0)
+        else:
+            z = (v > self.v_th).to(v.dtype)
+        v = torch.where(z > 0, 0.0, v) if self.reset is ResetRule.ZERO else v - z * self.v_th
+        if self.v_min is not None:
+            v = v.clamp(min=self.v_min)
+        return z, v
+
+
+def _reset_method(rule: ResetRule, beta: torch.Tensor, reset):
+    if rule is ResetRule.ZERO:
+        return reset.reset_value
+    if rule is ResetRule.SUBTRACT:
+        return reset.reset_subtract
+    return UndecayedSubtract(beta)
+
+
+def _single(kind: str, name: str, spikes: SpikeMode, node: nir.NIRNode) -> None:
+    if node_floor(node, name) is not None:
+        raise NallnError(
+            f"{kind} node {name!r} floors its membrane (v_min); Norse's {kind} cells have no "
+            "floor: run it on the reference (nalln runs v_min on IF nodes in Norse)"
+        )
+    if spikes is SpikeMode.MULTI:
+        raise NallnError(
+            f"{kind} node {name!r} sends several spikes per step (--spikes multi); Norse's "
+            f"{kind} cells send one: run it on the reference (or as an IF)"
+        )
 
 
 class Flatten(nn.Module):
@@ -87,25 +159,36 @@ def _tensor(a) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a), dtype=torch.float32)
 
 
-def node_map(node: nir.NIRNode, *, dt: float, norse_import) -> nn.Module | None:
+def node_map(node: nir.NIRNode, *, dt: float, norse_import, name: str = "") -> nn.Module | None:
     """Our map from a NIR node to a torch module (``None``: nirtorch's default)."""
+    if isinstance(node, nir.LIF | nir.IF | nir.CubaLIF):
+        rule, spikes = node_semantics(node, name)
     if isinstance(node, nir.LIF):
-        meta = node_meta(node)
+        _single("LIF", name, spikes, node)
         _, reset, _ = _require_norse()
-        rule = str(meta.get("reset", "zero"))
-        method = reset.reset_subtract if rule == "subtract" else reset.reset_value
-        node_dt = float(meta.get("dt", dt))
+        node_dt = float(node_meta(node).get("dt", dt))
+        method = _reset_method(rule, 1 - node_dt / _tensor(node.tau), reset)
         cell = norse_import(node, ignore_warnings=True, reset_method=method, dt=node_dt)
         cell.p = cell.p._replace(v_reset=_tensor(node.v_reset), reset_method=method)
         return ScaledLIF(cell, _tensor(node.r))
     if isinstance(node, nir.IF):
+        v_min = node_floor(node, name)
+        if rule is not ResetRule.ZERO or spikes is SpikeMode.MULTI or v_min is not None:
+            cell = IFCell(_tensor(node.v_threshold), rule, spikes, v_min)
+            cell = ScaledLIF(cell, _tensor(node.r))
+            cell.counts = spikes is SpikeMode.MULTI
+            return cell
         import norse.torch.module.iaf as iaf
 
         params = iaf.IAFParameters(v_th=_tensor(node.v_threshold), v_reset=_tensor(node.v_reset))
         return ScaledLIF(iaf.IAFCell(params, dt=dt), _tensor(node.r))  # Norse ignores r
     if isinstance(node, nir.CubaLIF):
+        _single("CubaLIF", name, spikes, node)
+        _, reset, _ = _require_norse()
         node_dt = float(node_meta(node).get("dt", dt))
-        cell = norse_import(node, ignore_warnings=True, dt=node_dt)  # applies w_in and r itself
+        method = _reset_method(rule, 1 - node_dt / _tensor(node.tau_mem), reset)
+        # Norse's importer applies w_in and r itself
+        cell = norse_import(node, ignore_warnings=True, reset_method=method, dt=node_dt)
         return ScaledLIF(cell, torch.ones(()))
     if isinstance(node, nir.Threshold):
         return ScaledLIF(ThresholdCell(_tensor(node.threshold)), torch.ones(()))
@@ -203,7 +286,7 @@ class NorseNetwork(nn.Module):
             built: dict[str, nn.Module] = {}
 
             def mapper(node, names=names, built=built, dt=dt):
-                mod = node_map(node, dt=dt, norse_import=norse_import)
+                mod = node_map(node, dt=dt, norse_import=norse_import, name=names.get(id(node), ""))
                 if isinstance(mod, ScaledLIF):
                     built[names[id(node)]] = mod
                 return mod
@@ -236,8 +319,8 @@ class NorseNetwork(nn.Module):
             name = self.lif_names[id(mod)]
             record[name] = []
 
-            def hook(_m, _a, out, name=name):
-                record[name].append(out[0] > 0)
+            def hook(_m, _a, out, name=name, counts=mod.counts):
+                record[name].append(out[0].clone() if counts else out[0] > 0)
 
             handles.append(mod.register_forward_hook(hook))
         states = [None] * len(self.segments)

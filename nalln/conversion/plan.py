@@ -8,7 +8,8 @@ from (Norse reads the NIR graph itself). Lowering is exact algebra:
   :math:`v > v_{th}`, then :math:`v \leftarrow v_{reset}`. The input gain :math:`r\,dt/\tau` is
   folded into the synapse before it, leaving one decay ``dt/tau`` and one threshold per
   population (what a Lava LIF or a Loihi compartment group holds). ``v_leak`` and ``v_reset``
-  must be zero and the reset rule "zero" (the only one Lava's LIF implements).
+  must be zero; the reset rule and spikes per step (NIR's: zero, single) are the node's
+  recorded semantics (:mod:`nalln.conversion.semantics`), carried on the population.
 * pooling with ``stride == kernel`` followed by a conv or (after Flatten) an Affine/Linear node is
   folded into that layer's weights (netx has no pooling layer), so e.g. GAP -> fc becomes one
   dense layer over the un-pooled map with weights ``W / (h * w)`` repeated.
@@ -182,6 +183,9 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
                 node_meta(node).get("module"),
                 params.current_decay,
                 kind,
+                params.reset,
+                params.spikes,
+                params.v_min,
             )
             if syn is None:
                 if stages or opened:

@@ -10,8 +10,9 @@ JSON keys: ``top1_agreement`` (back-end argmax == reference argmax), ``spike_agr
 no-spike), ``accuracy`` (back-end vs labels; null without labels: a NIR graph's inputs
 without ``y``, or image folders whose classes the graph does not record), ``seconds_per_image``
 (back-end wall time per image after the network is built), ``output_spike_count_difference``
-(last spiking layer), ``reference_accuracy``, ``build_seconds`` and, where they apply,
-``static_se`` and ``fixed_point``. ``outputs.npz`` holds the back-end's and the reference's
+(last spiking layer), ``reference_accuracy``, ``build_seconds``, ``semantics`` (dt and each
+population's reset rule, spikes per step and floor) and, where they apply, ``static_se`` and
+``fixed_point``. ``outputs.npz`` holds the back-end's and the reference's
 output per input and step.
 """
 
@@ -32,6 +33,7 @@ from nalln.conversion.inputs import Inputs, load_inputs, steps_for
 from nalln.conversion.nir_io import read_artefact, write_artefact
 from nalln.conversion.plan import lower
 from nalln.conversion.reference import run_torch_model
+from nalln.conversion.semantics import Choices, require_nir_semantics
 from nalln.conversion.sources import (
     NEEDS_INPUTS,
     SE_GATE_IMAGES,
@@ -42,6 +44,7 @@ from nalln.conversion.sources import (
     prepare,
     run_index,
     training_images,
+    with_choices,
 )
 from nalln.errors import NallnError
 from nalln.io import save_figure, write_json, write_text
@@ -167,10 +170,13 @@ def simulate(
     steps: int | None = None,
     inputs: str | Path | None = None,
     progress: bool = True,
+    choices: Choices | None = None,
 ) -> SimulationResult:
     """Simulate a run's split (``data``) or a NIR graph's ``inputs`` (X.npz) / images on
-    ``backend`` and measure it against the reference; everything is checked before any work."""
-    se = SEMode.parse(se, SEMode.deployable())
+    ``backend`` and measure it against the reference; everything is checked before any work.
+    ``choices``: the semantics flags for a graph that records none (``--reset``, ``--spikes``,
+    ``--dt``; :mod:`nalln.conversion.semantics`)."""
+    se = SEMode.parse(se, (*SEMode.deployable(), SEMode.ONCHIP))
     try:
         backend = Backend(backend)
     except ValueError:
@@ -189,7 +195,15 @@ def simulate(
         from nalln.conversion import lava_compat
 
         lava_compat.import_lava()  # fail early, before any work, if Lava is missing
-    source = load_source(source_path)
+    if se is SEMode.ONCHIP and not fixed_point:
+        raise NallnError(
+            "--se onchip is Loihi's integer gate: add --fixed-point (--backend lava) or use "
+            "--backend loihi-emulator"
+        )
+    source = with_choices(load_source(source_path), choices)
+    onchip = _onchip_run(source, se)
+    if onchip:
+        se = SEMode.ONCHIP  # the recorded grid computes the gates on the chip
     fixed_tag = "-fixed" if fixed_point and not backend.always_fixed_point else ""
     tag = f"{backend}{fixed_tag}-{se}"
     out_dir = Path(out) if out else _default_out(source, tag)
@@ -222,12 +236,19 @@ def simulate(
                 train_x, _ = training_images(
                     source.loaded, index, max(calibration, SE_GATE_IMAGES), progress
                 )
-            prepared = prepare(source.loaded, se, data, progress, train_x)
+            export_se = SEMode.HYBRID if onchip else se  # onchip: the gated graph, cut as hybrid
+            prepared = prepare(source.loaded, export_se, data, progress, train_x)
             write_artefact(tmp, prepared.exported)
             artefact = read_artefact(tmp)  # back-ends read what a file holds
             reference = batched(lambda b: run_torch_model(prepared.reference, b), x, 16)
-            metrics["se_mode"] = prepared.exported.se_mode  # "none" for a model without SE
-            kind = {"static": "static SE gates", "hybrid": "dynamic SE", "none": "no SE blocks"}
+            # "none" for a model without SE
+            metrics["se_mode"] = SEMode.ONCHIP if onchip else prepared.exported.se_mode
+            kind = {
+                "static": "static SE gates",
+                "hybrid": "dynamic SE",
+                "none": "no SE blocks",
+                "onchip": "on-chip SE: the chip's integer gates",
+            }
             metrics["reference"] = f"torch model ({kind[metrics['se_mode']]})"
             if prepared.static_se:
                 metrics["static_se"] = prepared.static_se
@@ -259,6 +280,7 @@ def simulate(
     metrics["seconds_per_image"] = run_s / len(x)
     metrics["build_seconds"] = build
     metrics["num_steps"] = T
+    metrics["semantics"] = semantics_of(plan)
     metrics["provenance"] = (
         "measured: wall-clock on this machine (CPU); agreement counted over every image, step "
         "and neuron"
@@ -266,6 +288,39 @@ def simulate(
     files = write_report(out_dir, metrics)
     files["outputs.npz"] = write_outputs(out_dir / "outputs.npz", reference, got)
     return SimulationResult(metrics, out_dir, files)
+
+
+def semantics_of(plan) -> dict[str, Any]:
+    """The time step and each population's reset rule, spikes per step and floor (the graph's
+    record or the user's flags; nalln.conversion.semantics), as the report states them."""
+    return {
+        "dt": plan.dt,
+        "neurons": {
+            n.name: {"reset": n.reset.value, "spikes": n.spikes.value, "v_min": n.v_min}
+            for n in plan.neurons
+        },
+    }
+
+
+def _onchip_run(source: Source, se: SEMode) -> bool:
+    """Whether the gates run on the chip: a run fine-tuned with ``--se onchip`` simulated with
+    its gates (``--se onchip`` or ``hybrid``); ``--se onchip`` on anything else is refused."""
+    from nalln.loihi.grid import recorded_grid
+
+    loaded = source.loaded
+    grid = recorded_grid(loaded.run_meta) if loaded is not None else None
+    tuned = grid is not None and grid.se_mode is SEMode.ONCHIP
+    if se is SEMode.ONCHIP and not tuned:
+        raise NallnError(
+            "--se onchip needs a run fine-tuned for it (`nalln finetune-fixed-point RUN --out "
+            "RUN_FP --se onchip`); this source has no on-chip SE grid"
+        )
+    if tuned and not se.gated:
+        raise NallnError(
+            "this run was fine-tuned with on-chip SE (its gates are part of the network); "
+            "simulate it with --se onchip"
+        )
+    return tuned
 
 
 def graph_inputs(
@@ -314,6 +369,7 @@ def _quant_plan(plan, train_x, calibration, data, source, progress):
     """The recorded grid of a fine-tuned run, or a calibration on training images."""
     from nalln.loihi.grid import fixed_point_plan
 
+    require_nir_semantics(plan)
     if train_x is None:
         if data is None:
             raise NallnError("fixed point needs calibration images: pass --data ROOT")
@@ -417,6 +473,16 @@ def report_markdown(m: dict[str, Any]) -> str:
             f"| static SE: val accuracy dynamic -> static | {st['val_accuracy_dynamic']:.4f} -> "
             f"{st['val_accuracy_static']:.4f} ({st['val_accuracy_change']:+.4f}) |"
         )
+    sem = m.get("semantics")
+    if sem:
+        rules = sorted(
+            {
+                f"reset {v['reset']}, {v['spikes']} spikes per step"
+                + ("" if v["v_min"] is None else f", floor {v['v_min']:g}")
+                for v in sem["neurons"].values()
+            }
+        )
+        lines.append(f"| semantics (dt {sem['dt']:g} s) | {'; '.join(rules) or 'no neurons'} |")
     lines += [
         "",
         "| layer | spike agreement | spikes reference | spikes back-end | mismatches |",

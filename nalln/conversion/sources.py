@@ -17,6 +17,7 @@ from torch import nn
 from nalln.conversion.export import Exported, export_model
 from nalln.conversion.fold import mean_gates, static_se_model
 from nalln.conversion.nir_io import MANIFEST, Artefact, read_artefact
+from nalln.conversion.semantics import Choices, record_choices
 from nalln.data.dataset import DatasetIndex, load_images, scan
 from nalln.data.splits import read_manifest
 from nalln.data.transforms import Preprocess, to_float
@@ -67,6 +68,19 @@ def load_source(path: str | Path) -> Source:
     if p.is_file() and p.suffix.lower() != ".safetensors":
         return Source(p, artefact=read_artefact(p))  # read_graph explains what is wrong
     return Source(p, loaded=load_model(p, "best", "cpu"))
+
+
+def with_choices(source: Source, choices: Choices | None) -> Source:
+    """A NIR source with the user's semantics flags recorded in its graph
+    (:func:`~nalln.conversion.semantics.record_choices`); a run records its own."""
+    if choices is None or not choices.given:
+        return source
+    if source.loaded is not None:
+        raise NallnError(
+            "--reset, --spikes, --v-min and --dt are for NIR graphs from other tools; a run's "
+            "export records its own (reset zero, one spike per step, no floor, its dt)"
+        )
+    return Source(source.path, artefact=record_choices(source.artefact, choices))
 
 
 def preprocess_for(source: Source) -> nn.Module:

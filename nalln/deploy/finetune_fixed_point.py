@@ -50,6 +50,7 @@ from nalln.loihi.grid import (
     quant_plan_from_grid,
     recorded_grid,
 )
+from nalln.loihi.onchip_se import DEFAULT_LAG, check_lag
 from nalln.run_meta import FINETUNE_KEY, RunMeta
 from nalln.runs import LoadedModel, RunDir, load_model
 from nalln.training.epoch import distillation, train_epoch
@@ -57,13 +58,15 @@ from nalln.training.epoch import distillation, train_epoch
 REPORT = "finetune_report.json"
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
 META_INFO = FINETUNE_KEY  # checkpoint metadata: what was done, with which settings
+FINETUNE_SE_MODES = (*SEMode.deployable(), SEMode.ONCHIP)
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Settings of a fixed-point fine-tuning run (stored in the checkpoint)."""
 
-    se: SEMode = SEMode.STATIC  # static: gates folded (NIR-native, netx); hybrid: side-car
+    se: SEMode = SEMode.STATIC  # static: gates folded (NIR-native, netx); hybrid: side-car;
+    # onchip: the gates computed by neuro-cores in integers (nalln.loihi.onchip_se)
     # the recipe that measured best (docs/conversion.md, "Where the on-chip network loses
     # accuracy"): 12 epochs, lr 3e-4, distillation 0.7 from the trained float model
     epochs: int = 12
@@ -74,9 +77,11 @@ class FinetuneConfig:
     augment: bool = True  # the run's own augmentation
     seed: int = 0
     distill: float = 0.7  # weight of distillation from the trained float model (0: CE only)
+    se_lag: int = DEFAULT_LAG  # onchip: steps between a current and the gate it produces
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "se", SEMode.parse(self.se, SEMode.deployable()))
+        object.__setattr__(self, "se", SEMode.parse(self.se, FINETUNE_SE_MODES))
+        check_lag(self.se_lag)
         if self.epochs < 0:
             raise NallnError("--epochs must be >= 0 (0: quantise onto the grid only)")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -96,7 +101,13 @@ class FinetuneResult:
     files: dict[str, Path]
 
 
-def grid_for(model: nn.Module, se_mode: SEMode, calib_x: torch.Tensor, progress: bool):
+def grid_for(
+    model: nn.Module,
+    se_mode: SEMode,
+    calib_x: torch.Tensor,
+    progress: bool,
+    lag: int = DEFAULT_LAG,
+):
     """Export ``model``, lower it and calibrate it: the grid the fine-tuning trains on."""
     from nalln.conversion.export import export_model
     from nalln.conversion.nir_io import read_artefact, write_artefact
@@ -107,7 +118,7 @@ def grid_for(model: nn.Module, se_mode: SEMode, calib_x: torch.Tensor, progress:
         write_artefact(tmp, export_model(model, se_mode=SEMode.HYBRID))
         plan = lower(read_artefact(tmp))
     qp = calibrate(plan, calib_x, progress)
-    return grid_from_quant_plan(qp, se_mode), qp.report
+    return grid_from_quant_plan(qp, se_mode, lag), qp.report
 
 
 def deployed_plan(model: nn.Module, grid: FixedPointGrid):
@@ -149,6 +160,13 @@ def start_model(
         return model, SEMode.NONE, {"se": "none (the model has no SE blocks)"}
     if cfg.se is SEMode.HYBRID:
         return model, SEMode.HYBRID, {"se": "hybrid: gates run as a side-car, fine-tuned in float"}
+    if cfg.se is SEMode.ONCHIP:
+        info = {
+            "se": f"onchip: gates computed by neuro-cores in integers (hard sigmoid, lag "
+            f"{cfg.se_lag} step), fine-tuned with the chip's arithmetic",
+            "se_lag": cfg.se_lag,
+        }
+        return model, SEMode.ONCHIP, info
     gates = mean_gates(model, calib_x)
     echo(f"static SE: gates calibrated on {len(calib_x)} training images, folded into the weights")
     info = {
@@ -231,7 +249,9 @@ def _finetune_into(
     else:
         model, se_mode, se_info = start_model(loaded, cfg, calib_x[:256], echo)
         echo(f"choosing the fixed-point grid on {cfg.calibration} training images")
-        grid, grid_report = grid_for(model, se_mode, calib_x[: cfg.calibration], progress)
+        grid, grid_report = grid_for(
+            model, se_mode, calib_x[: cfg.calibration], progress, cfg.se_lag
+        )
     net = FakeQuantNet(model, grid)
     net.eval()
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from nalln.ir.semantics import ResetRule, SpikeMode
+
 
 @dataclass(frozen=True)
 class GateSpec:
@@ -58,7 +60,8 @@ class Neuron:
     :math:`v \leftarrow (1 - d_v) v + u`, spike if :math:`v > v_{th}`, then :math:`v \leftarrow 0`
     (Lava's LIF with ``du``, ``dv``). ``current_decay = 1`` (no current memory) is a LIF
     (``decay = dt/tau``), an IF (``decay = 0``) or a Threshold (``decay = 1``); below 1 a
-    CubaLIF (``current_decay = dt/tau_syn``)."""
+    CubaLIF (``current_decay = dt/tau_syn``). ``reset`` and ``spikes`` are the producer's
+    semantics where they differ from NIR's (:mod:`nalln.ir.semantics`; default NIR's)."""
 
     name: str  # NIR node name
     shape: tuple[int, ...]
@@ -67,6 +70,9 @@ class Neuron:
     module: str | None = None  # torch module it came from (our exports)
     current_decay: float = 1.0  # du = dt / tau_syn: u <- (1 - du) u + I
     nir_type: str = "LIF"  # the NIR node it was lowered from (for messages)
+    reset: ResetRule = ResetRule.ZERO
+    spikes: SpikeMode = SpikeMode.SINGLE
+    v_min: float | None = None  # a floor on v after the reset (Sinabs's min_v_mem); None: NIR
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from nalln.ir.drive import Drive
-from nalln.ir.plan import GateSpec, Plan, Synapse
+from nalln.ir.plan import GateSpec, Neuron, Plan, Synapse
+from nalln.ir.semantics import ResetRule, SpikeMode
 
 
 @dataclass
@@ -22,6 +23,7 @@ class Trace:
 
     outputs: torch.Tensor  # [T, B, K]: per-step readout current (logits) or output spikes
     spikes: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> bool [T, B, ...]
+    # (spike counts, float, for a population that sends several per step: SpikeMode.MULTI)
 
     @property
     def logits(self) -> torch.Tensor:
@@ -67,6 +69,27 @@ def apply_gate(gate: GateSpec, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
+def fire(n: Neuron, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One step's spikes of population ``n`` (bool, or counts for ``multi``), its membrane after
+    the reset (and the floor ``v_min``), and what a ``subtract-undecayed`` reset still owes the
+    next step (after its decay); :mod:`nalln.ir.semantics`."""
+    if n.spikes is SpikeMode.MULTI:
+        z = torch.where(mem > 0, torch.div(mem, n.v_th, rounding_mode="floor"), 0.0)
+        fired = z > 0
+    else:
+        z = fired = mem > n.v_th
+    if n.reset is ResetRule.ZERO:
+        return z, _floor(n, mem.masked_fill(fired, 0.0)), None
+    amount = z.to(mem.dtype) * n.v_th
+    if n.reset is ResetRule.SUBTRACT:
+        return z, _floor(n, mem - amount), None
+    return z, mem, amount
+
+
+def _floor(n: Neuron, v: torch.Tensor) -> torch.Tensor:
+    return v if n.v_min is None else v.clamp(min=n.v_min)
+
+
 @torch.no_grad()
 def run_plan(plan: Plan, x: torch.Tensor, dtype: torch.dtype = torch.float64) -> Trace:
     """Simulate the plan on inputs ``x``: ``[B, *input_shape]`` held at each of the T steps
@@ -76,6 +99,7 @@ def run_plan(plan: Plan, x: torch.Tensor, dtype: torch.dtype = torch.float64) ->
     x = x.to(dtype)
     v = {s.name: None for s in plan.stages if s.neuron is not None}
     u = dict(v)  # synaptic current state (CubaLIF); unused where current_decay == 1
+    owed: dict[str, torch.Tensor] = {}  # subtract-undecayed: the reset of the previous step
     spikes: dict[str, list[torch.Tensor]] = {n: [] for n in v}
     outputs = []
     for t in range(plan.num_steps):
@@ -102,8 +126,11 @@ def run_plan(plan: Plan, x: torch.Tensor, dtype: torch.dtype = torch.float64) ->
                     cur = (1.0 - n.current_decay) * u[stage.name] + cur
                 u[stage.name] = cur
             mem = cur if v[stage.name] is None else (1.0 - n.decay) * v[stage.name] + cur
-            s = mem > n.v_th
-            v[stage.name] = mem.masked_fill(s, 0.0)
+            if stage.name in owed:
+                mem = mem - owed.pop(stage.name)
+            s, v[stage.name], owe = fire(n, mem)
+            if owe is not None:
+                owed[stage.name] = owe
             spikes[stage.name].append(s)
             h = s.to(dtype)
         outputs.append(h.reshape(x.shape[0], -1))

@@ -11,16 +11,24 @@ from nalln.errors import NallnError
 class SEMode(StrEnum):
     """``NONE``: the network has no SE gate (no SE, or gates already baked into the weights).
     ``STATIC``: each gate is a calibrated per-channel constant folded into the pointwise conv
-    (one NIR-native graph). ``HYBRID``: the gates run as a side-car between NIR segments."""
+    (one NIR-native graph). ``HYBRID``: the gates run as a side-car between NIR segments.
+    ``ONCHIP``: the gates run on neuro-cores with integer semantics (fixed point only; the graph
+    is cut at each gate as for hybrid, ``nalln.loihi.onchip_se`` computes them)."""
 
     NONE = "none"
     STATIC = "static"
     HYBRID = "hybrid"
+    ONCHIP = "onchip"
 
     @property
     def side_car(self) -> bool:
         """Whether the gates run off the neuro-cores, between graph segments."""
         return self is SEMode.HYBRID
+
+    @property
+    def gated(self) -> bool:
+        """Whether the plan keeps a gate stage per SE block (hybrid side-car or on-chip gate)."""
+        return self in (SEMode.HYBRID, SEMode.ONCHIP)
 
     @classmethod
     def deployable(cls) -> tuple[SEMode, ...]:

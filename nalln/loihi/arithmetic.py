@@ -333,7 +333,8 @@ def spike_stage(
     """Synapse and LIF of a layer in one: ``lif_spikes(run_stage(q, inp, graded, T), q,
     q.bias, q.vth)`` for 0/1 spikes ``inp`` [T, N, ...] or (``graded``) the held graded image
     [N, ...], or None where it does not apply (gate, loop, drive, current memory, a per-step
-    input, or a bound below that fails: then the caller takes that general path).
+    input, or a bound below that fails: then the caller takes that general path; an SE gate,
+    hybrid or on-chip, always does).
 
     Faster by what the bounds prove. The bias rides in the synapse (``a + bias`` exact in
     float32: :func:`_synapse`), so a step adds ``64 (a + bias) = 64 a + (bias << 6)`` in one
@@ -343,7 +344,9 @@ def spike_stage(
     of :func:`_lif_float` uses ``D = 64 max |a + bias|`` (bounded by ``64 (max sum |W| + max
     |bias|)`` for spikes). ``pool`` (layer and shape -> buffer) lends the spike buffer of the
     same layer's previous batch: the caller must be done with it (fresh pages fault in slowly)."""
-    if q.gate is not None or q.recurrent is not None or q.drives or int(q.du) != DU_NONE:
+    if q.gate is not None or q.onchip is not None or q.recurrent is not None:
+        return None
+    if q.drives or int(q.du) != DU_NONE:
         return None
     bias = np.asarray(q.bias, dtype=np.int64)
     peak_b = int(np.abs(bias).max(initial=0))

@@ -21,7 +21,17 @@ from nalln.loihi.arithmetic import (
     spike_stage,
     with_gate,
 )
-from nalln.loihi.quant_plan import QuantPlan
+from nalln.loihi.onchip_se import onchip_gate_int
+from nalln.loihi.quant_plan import QStage, QuantPlan
+
+
+def gated(q: QStage, a: torch.Tensor) -> tuple[torch.Tensor, dict[str, int]]:
+    """The current a gated stage's neurons receive (bias included): the hybrid side-car's, or
+    the on-chip gate's (integer semantics, :mod:`nalln.loihi.onchip_se`), and its overflows."""
+    if q.onchip is None:
+        return with_gate(q, a), {}
+    bias = torch.from_numpy(q.bias.astype(np.int64)).to(a.device).view(1, 1, -1, 1, 1)
+    return onchip_gate_int(q.onchip, a.round().to(torch.int64) + bias)
 
 
 @dataclass
@@ -84,8 +94,9 @@ def _emulate(
             outputs = (a + bias) / q.scale
             overflow[q.name] = over
             break
-        if q.gate is not None:
-            a = with_gate(q, a)
+        if q.gate is not None or q.onchip is not None:
+            a, o_gate = gated(q, a)
+            over.update(o_gate)
             s, o = lif_spikes(a, q, None, q.vth)
         else:
             s, o = lif_spikes(a, q, q.bias, q.vth)

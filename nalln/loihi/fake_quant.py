@@ -34,8 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from nalln.errors import NallnError
+from nalln.ir.se_mode import SEMode
 from nalln.loihi.arithmetic import BIAS_MAX, INPUT_MAX
 from nalln.loihi.grid import FixedPointGrid, LayerGrid, check_exact_dynamics
+from nalln.loihi.onchip_se import OnchipSE
 from nalln.models import naming
 from nalln.models.blocks import SpikingDSBlock, fold_time, round_current, se_blocks, unfold_time
 from nalln.models.fold import fold_batchnorm
@@ -165,11 +167,15 @@ class FakeQuantNet(nn.Module):
                 self.geometry[ly.name] = (mod.stride, mod.padding, mod.groups)
         self.se = nn.ModuleDict()
         for name, m in se_blocks(model).items():
+            key = naming.gated_stage(name)
+            if grid.se_mode is SEMode.ONCHIP:  # the chip's integer gate (rounds by itself)
+                self.se[key] = OnchipSE(m.se, grid.onchip_scales(key), cfg.num_steps)
+                continue
             gate = copy.deepcopy(m.se)
             gate.current_scale = None  # _gate rounds (a re-tuned run's SE may carry one)
-            self.se[naming.gated_stage(name)] = gate
-        if self.se and not grid.se_mode.side_car:
-            raise NallnError("a model with SE gates needs a hybrid-SE grid")
+            self.se[key] = gate
+        if self.se and not grid.se_mode.gated:
+            raise NallnError("a model with SE gates needs a hybrid- or onchip-SE grid")
         self.lif = LIF(cfg.num_steps, cfg.lif)
 
     @property
@@ -194,7 +200,7 @@ class FakeQuantNet(nn.Module):
 
     def _gate(self, name: str, cur: torch.Tensor) -> torch.Tensor:
         y = self.se[name](cur)
-        if not self._on_grid(name):
+        if isinstance(self.se[name], OnchipSE) or not self._on_grid(name):
             return y
         return round_current(y, self.grid.layer(name).scale)
 
@@ -249,5 +255,9 @@ class FakeQuantNet(nn.Module):
             bn.weight.fill_(1.0)
             bn.bias.copy_(b.detach().to(bn.bias.dtype))
         for name, m in se_blocks(model).items():
-            m.se.load_state_dict(self.se[naming.gated_stage(name)].state_dict())
+            gate = self.se[naming.gated_stage(name)]
+            if isinstance(gate, OnchipSE):  # the float values of the gate's integers
+                m.se.load_state_dict(gate.on_grid_state())
+            else:
+                m.se.load_state_dict(gate.state_dict())
         return model

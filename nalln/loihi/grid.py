@@ -46,10 +46,16 @@ from nalln.loihi.arithmetic import (
     lif_fixed,
     round_input,
     run_stage,
-    with_gate,
 )
 from nalln.loihi.calibration import calibrate
-from nalln.loihi.emulator import agreement, check_overflow, emulate
+from nalln.loihi.emulator import agreement, check_overflow, emulate, gated
+from nalln.loihi.onchip_se import (
+    DEFAULT_LAG,
+    OnchipScales,
+    OnchipSE,
+    choose_scales,
+    gate_from_float,
+)
 from nalln.loihi.quant_plan import QStage, QuantPlan
 from nalln.models.blocks import se_blocks
 from nalln.models.naming import gated_stage
@@ -103,6 +109,7 @@ class FixedPointGrid:
     input_scale: float
     layers: tuple[LayerGrid, ...]
     se_mode: SEMode  # the SE mode fine-tuned for (0.1.0 grids said "none" for static)
+    onchip: tuple[OnchipScales, ...] = ()  # SEMode.ONCHIP: each gate's integer scales
 
     def layer(self, name: str) -> LayerGrid:
         for g in self.layers:
@@ -110,14 +117,23 @@ class FixedPointGrid:
                 return g
         raise KeyError(name)
 
+    def onchip_scales(self, name: str) -> OnchipScales:
+        for s in self.onchip:
+            if s.name == name:
+                return s
+        raise NallnError(f"the fixed-point grid has no on-chip SE entry for layer {name!r}")
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "format": FORMAT,
             "num_steps": self.num_steps,
             "input_scale": self.input_scale,
             "se_mode": self.se_mode.value,
             "layers": [asdict(g) for g in self.layers],
         }
+        if self.onchip:
+            d["onchip_se"] = [s.to_dict() for s in self.onchip]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FixedPointGrid:
@@ -139,8 +155,9 @@ class FixedPointGrid:
                 for g in d["layers"]
             )
             mode = SEMode(str(d["se_mode"]))
-            grid = cls(int(d["num_steps"]), float(d["input_scale"]), layers, mode)
-        except (KeyError, TypeError, ValueError) as exc:
+            onchip = tuple(OnchipScales.from_dict(s) for s in d.get("onchip_se", []))
+            grid = cls(int(d["num_steps"]), float(d["input_scale"]), layers, mode, onchip)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise NallnError(f"the checkpoint's fixed-point grid is malformed ({exc})") from None
         for g in grid.layers:
             positive = all(math.isfinite(v) and v > 0 for v in (g.scale, g.weight_scale))
@@ -151,10 +168,11 @@ class FixedPointGrid:
         return grid
 
 
-def grid_from_quant_plan(qp: QuantPlan, se_mode: SEMode) -> FixedPointGrid:
+def grid_from_quant_plan(qp: QuantPlan, se_mode: SEMode, lag: int = DEFAULT_LAG) -> FixedPointGrid:
     """A grid from a calibrated plan: keep each layer's weight resolution (clip factor) and move
     its scale to ``S = vth + 2**-T`` with an integer ``vth`` (``v_th`` must be 1, as in our
-    models), so that the float threshold is exact on the grid."""
+    models), so that the float threshold is exact on the grid. ``se_mode`` onchip: each gate's
+    integer scales too (:func:`nalln.loihi.onchip_se.choose_scales`, gate ``lag``)."""
     T = qp.plan.num_steps
     off = threshold_offset(T)
     layers = []
@@ -177,7 +195,22 @@ def grid_from_quant_plan(qp: QuantPlan, se_mode: SEMode) -> FixedPointGrid:
             layers.append(LayerGrid(q.name, q.kind, alpha, S, vth, c))
         else:
             layers.append(LayerGrid(q.name, q.kind, S, S, vth, c))
-    return FixedPointGrid(T, float(input_scale), tuple(layers), SEMode(se_mode))
+    onchip = ()
+    if SEMode(se_mode) is SEMode.ONCHIP:
+        by_name = {g.name: g for g in layers}
+        onchip = tuple(
+            choose_scales(
+                q.name,
+                by_name[q.name].scale,
+                int(np.prod(q.out_shape[1:])),
+                q.gate.w1,
+                q.gate.w2,
+                lag,
+            )
+            for q in qp.stages
+            if q.gate is not None
+        )
+    return FixedPointGrid(T, float(input_scale), tuple(layers), SEMode(se_mode), onchip)
 
 
 def _on_grid(values: np.ndarray, scale: float, even: bool, what: str) -> np.ndarray:
@@ -208,10 +241,10 @@ def quant_plan_from_grid(plan: Plan, grid: FixedPointGrid) -> QuantPlan:
             f"the fixed-point grid was made for T = {grid.num_steps}, the network runs "
             f"T = {plan.num_steps}"
         )
-    if grid.se_mode.side_car and not any(st.gate is not None for st in plan.stages):
+    if grid.se_mode.gated and not any(st.gate is not None for st in plan.stages):
         raise NallnError(
-            "this checkpoint was fine-tuned for fixed point with hybrid SE (the gates run as a "
-            "side-car); convert or simulate it with --se hybrid"
+            f"this checkpoint was fine-tuned for fixed point with {grid.se_mode} SE (the network "
+            f"keeps its gates); convert or simulate it with --se {grid.se_mode}"
         )
     stages = []
     for stage, g in zip(plan.stages, grid.layers):
@@ -226,6 +259,10 @@ def quant_plan_from_grid(plan: Plan, grid: FixedPointGrid) -> QuantPlan:
         if np.abs(b).max(initial=0) > BIAS_MAX:
             raise NallnError(f"layer {g.name}'s bias leaves the 13-bit range")
         neuron = stage.neuron
+        onchip = None
+        if grid.se_mode is SEMode.ONCHIP and stage.gate is not None:
+            g_ = stage.gate
+            onchip = gate_from_float(grid.onchip_scales(g.name), g_.w1, g_.b1, g_.w2, g_.b2)
         stages.append(
             QStage(
                 stage,
@@ -235,6 +272,7 @@ def quant_plan_from_grid(plan: Plan, grid: FixedPointGrid) -> QuantPlan:
                 vth=g.vth if neuron is not None else 0,
                 dv=int(round(neuron.decay * DECAY_UNITY)) if neuron is not None else 0,
                 calibration={"clip_factor": g.clip_factor, "grid": "recorded"},
+                onchip=onchip,
             )
         )
     return QuantPlan(plan, grid.input_scale, tuple(stages))
@@ -258,7 +296,7 @@ def _with_grid_report(qp: QuantPlan, x: torch.Tensor) -> QuantPlan:
             stages.append(replace(q, calibration={**q.calibration, "top1_agreement_own": top1}))
             break
         if q.gate is not None:
-            a = with_gate(q, a)
+            a = gated(q, a)[0]
         spk, _ = lif_fixed(a, q, None if q.gate is not None else q.bias, q.vth)
         calibration = {
             **q.calibration,
@@ -291,6 +329,9 @@ def attach_gate_rounding(model: torch.nn.Module, grid: FixedPointGrid | None) ->
     """Give each SE block of a hybrid-SE fine-tuned model its layer's current scale, so that
     the float model rounds the gated current as the SE side-car does on the chip (and spikes
     as Loihi does); other models are left as they are."""
+    if grid is not None and grid.se_mode is SEMode.ONCHIP:
+        attach_onchip_gates(model, grid)
+        return
     if grid is None or not grid.se_mode.side_car:
         return
     for name, m in se_blocks(model).items():
@@ -302,6 +343,17 @@ def attach_gate_rounding(model: torch.nn.Module, grid: FixedPointGrid | None) ->
                 raise NallnError(
                     f"the checkpoint's fixed-point grid has no layer {key!r}"
                 ) from None
+
+
+def attach_onchip_gates(model: torch.nn.Module, grid: FixedPointGrid) -> None:
+    """Replace each SE module of an on-chip-SE fine-tuned model by the on-chip gate
+    (:class:`~nalln.loihi.onchip_se.OnchipSE`, same parameters), so the float model computes
+    the chip's integer gate and spikes as Loihi does."""
+    for name, m in se_blocks(model).items():
+        if m.se_position != "current":
+            raise NallnError(f"{name}: on-chip SE supports se_position='current' only")
+        if not isinstance(m.se, OnchipSE):
+            m.se = OnchipSE(m.se, grid.onchip_scales(gated_stage(name)), grid.num_steps)
 
 
 def fixed_point_plan(

@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nalln.ir.plan import GateSpec, Neuron, Plan, Stage, Synapse
+
+if TYPE_CHECKING:
+    from nalln.loihi.onchip_se import OnchipGate
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class QStage:
     recurrent_exp: int = 0  # the loop Dense's weight_exp: ``recurrent`` = mantissa << exp
     drives: tuple[BiasDrive, ...] = ()  # biases into the current (then ``bias`` is 0 for them)
     calibration: Mapping[str, Any] = field(default_factory=dict)
+    onchip: OnchipGate | None = None  # SEMode.ONCHIP: the gate's integers (replaces ``gate``)
 
     @property
     def synapse(self) -> Synapse:

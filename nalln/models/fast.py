@@ -75,7 +75,9 @@ class FastNeurALLNet(nn.Module):
         for blk in self.blocks:
             s = lif_inference(blk.dw(s), T, p)
             cur = blk.pw(s)
-            if blk.se is not None and blk.se_position == "current":
+            if getattr(blk.se, "replaces_product", False):  # on-chip SE: the whole gated current
+                cur = blk.se(cur)
+            elif blk.se is not None and blk.se_position == "current":
                 cur.mul_(blk.se.gate(cur)[:, :, None, None])
                 scale = getattr(blk.se, "current_scale", None)  # set: tuned for hybrid fixed point
                 if scale is not None:

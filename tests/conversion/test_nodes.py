@@ -15,6 +15,7 @@ from nalln.conversion.nir_io import Artefact, article
 from nalln.conversion.plan import lower
 from nalln.errors import NallnError
 from nalln.ir.reference import run_plan
+from nalln.ir.semantics import ResetRule
 
 DT = 1e-4
 KINDS = ("LIF", "IF", "CubaLIF", "Threshold")
@@ -286,10 +287,15 @@ def test_scale_varying_over_the_map_is_refused():
         lower(Artefact([g], [], {}), 2)
 
 
-def test_subtract_reset_is_refused_by_name():
+def test_a_recorded_reset_rule_is_carried_and_an_unknown_one_refused():
+    """Subtraction (Sinabs, Norse) is a semantic choice now (tests/conversion/test_producers.py
+    proves it against the producers); a rule nalln does not know is one line."""
     g = graph("IF")
     g.nodes["n2"].metadata = {"reset": "subtract"}
-    with pytest.raises(NallnError, match="IF node 'n2' resets by 'subtract'"):
+    plan = lower(Artefact([g], [], {}), 2)
+    assert {n.name: n.reset for n in plan.neurons}["n2"] is ResetRule.SUBTRACT
+    g.nodes["n2"].metadata = {"reset": "to_threshold"}
+    with pytest.raises(NallnError, match="IF node 'n2' records reset 'to_threshold', which"):
         lower(Artefact([g], [], {}), 2)
 
 

@@ -43,7 +43,7 @@ def _images(n: int = 6, seed: int = 3) -> torch.Tensor:
     return torch.randn(n, 3, 32, 32, generator=g) * 1.2
 
 
-@pytest.fixture(scope="module", params=["static", "hybrid"])
+@pytest.fixture(scope="module", params=["static", "hybrid", "onchip"])
 def quantised(request, tiny_run):
     """(start model, grid, fake-quant net) of the tiny run for one SE mode."""
     model = load_model(tiny_run).model
@@ -51,7 +51,7 @@ def quantised(request, tiny_run):
     if request.param == "static":
         model, mode = static_se_as_plain(model, mean_gates(model, x)), "none"
     else:
-        mode = "hybrid"
+        mode = request.param
     grid, _ = grid_for(model, mode, x, progress=False)
     return model, grid, FakeQuantNet(model, grid)
 

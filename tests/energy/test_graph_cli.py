@@ -164,7 +164,7 @@ def test_our_export_is_labelled_as_ours(cli, tmp_path: Path) -> None:
     [
         ("no_inputs", "pass --inputs X.npz"),
         ("no_steps", "pass --steps T"),
-        ("unlowerable", "subtract"),
+        ("unlowerable", "records reset 'to_threshold', which nalln does not know"),
         ("inputs_with_run", "--inputs and --steps are for NIR graphs"),
         ("data_with_graph", "--data is for runs"),
         ("bad_shape", "do not fit the graph's input"),
@@ -176,7 +176,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
     g = graphs.two_layer()
     g.metadata = {}  # T unknown
     if case == "unlowerable":
-        g.nodes["if1"].metadata = {"reset": "subtract"}
+        g.nodes["if1"].metadata = {"reset": "to_threshold"}  # subtract is a choice now
     path = tmp_path / "g.nir"
     nir.write(path, g)
     xs = _npz(tmp_path / "x.npz", x=np.ones((2, 3 if case != "bad_shape" else 4), np.float32))
@@ -225,7 +225,7 @@ def test_hardware_fit_on_a_graph(cli, graphs, pooled_nir: Path, tmp_path: Path) 
     cell = next(r for r in json.loads(stdout)["layers"] if r["layer"] == "cell")
     assert cell["fan_in"] == 6
     bad = graphs.two_layer()
-    bad.nodes["if1"].metadata = {"reset": "subtract"}
+    bad.nodes["if1"].metadata = {"reset": "to_threshold"}  # a rule nalln does not know
     nir.write(tmp_path / "bad.nir", bad)
     code, _, err = cli("hardware", "fit", "--target", "loihi", str(tmp_path / "bad.nir"))
-    assert code == 2 and "subtract" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "to_threshold" in err and len(err.strip().splitlines()) == 1

@@ -1,4 +1,5 @@
-"""Our own Lava processes: the image source, a spike/current recorder and the SE-gate side-car.
+"""Our own Lava processes: the image source, a spike/current recorder, the SE-gate side-car and a
+LIF that resets by subtraction.
 
 Import this module only through :mod:`nalln.conversion.lava_backend` (it needs the Lava shim).
 Every process has a float model (tag ``floating_pt``) and a fixed-point model (tag ``fixed_pt``)
@@ -207,6 +208,203 @@ class PySEGateFixed(_SEGateBase):
         x = self.a_in.recv().astype(np.int64) + self.bias.astype(np.int64)
         g = se_gate_numpy(x / self.scale, self.w1, self.b1, self.w2, self.b2)
         self.a_out.send(np.rint(x * g).astype(np.int32))
+
+
+# --- Lava's LIFReset with a subtracting reset ---------------------------------------------------
+from lava.proc.lif.models import AbstractPyLifModelFloat  # noqa: E402
+from lava.proc.lif.process import LIFReset  # noqa: E402
+
+
+class LIFResetSubtract(LIFReset):
+    """Lava's ``LIFReset`` whose spike subtracts ``reset_amount`` from ``v`` instead of zeroing
+    it: ``threshold`` (Sinabs, Norse: ``subtract``) or ``threshold / (1 - dv)`` (snnTorch's
+    ``subtract``: the next step's decay then leaves ``(1 - dv) v + I - threshold``)."""
+
+    def __init__(self, *, reset_amount: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.proc_params["reset_amount"] = float(reset_amount)
+
+
+@implements(proc=LIFResetSubtract, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyLifResetSubtractFloat(AbstractPyLifModelFloat):
+    """Lava's ``PyLifResetModelFloat`` (same state reset every ``reset_interval`` steps, same
+    dynamics, spike if ``v > vth``) with ``v <- v - reset_amount`` where it spiked."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    vth: float = LavaPyType(float, float)
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self.reset_interval = proc_params["reset_interval"]
+        self.reset_offset = proc_params["reset_offset"] % self.reset_interval
+        self.reset_amount = float(proc_params["reset_amount"])
+
+    def spiking_activation(self) -> np.ndarray:
+        return self.v > self.vth
+
+    def reset_voltage(self, spike_vector: np.ndarray) -> None:
+        self.v[spike_vector] -= self.reset_amount
+
+    def run_spk(self) -> None:
+        a_in_data = self.a_in.recv()
+        if (self.time_step % self.reset_interval) == self.reset_offset:
+            self.u *= 0
+            self.v *= 0
+        self.subthr_dynamics(activation_in=a_in_data)
+        s_out = self.spiking_activation()
+        self.reset_voltage(spike_vector=s_out)
+        self.s_out.send(s_out)
+
+
+# --- On-chip SE (SEMode.ONCHIP): the graded neurons of the gate branch -------------------------
+# Integer semantics: nalln.loihi.onchip_se (module docstring). The synapses of the branch are
+# Lava's own Dense processes (fc1, fc2, the broadcast of each gate to its channel's positions)
+# and the product is Lava's ProdNeuron; these are the graded neurons between them and the
+# delay of the main path. Fixed point only (the gate is an integer computation).
+
+
+class ChannelSum(AbstractProcess):
+    """C accumulator compartments: ``q[c] = (sum_hw a[w, h, c] + hw * bias[c]) >> shift``.
+    Sends the previous step's ``q`` (one synapse hop, as the spike-count compartments on the
+    chip: docs/conversion.md "SE on the chip")."""
+
+    def __init__(self, *, shape: tuple[int, int, int], bias: np.ndarray, shift: int) -> None:
+        super().__init__(shape=shape, bias=bias, shift=shift, name="se_sum")
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=(shape[-1],))
+
+
+@implements(proc=ChannelSum, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyChannelSumFixed(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        shape = tuple(proc_params["shape"])
+        self.bias = np.asarray(proc_params["bias"], np.int64) * (shape[0] * shape[1])
+        self.shift = int(proc_params["shift"])
+        self.buf = np.zeros(shape[-1], np.int64)
+
+    def run_spk(self) -> None:
+        self.s_out.send(self.buf.astype(np.int32))
+        a = self.a_in.recv().astype(np.int64)
+        self.buf = (a.sum(axis=(0, 1)) + self.bias) >> self.shift
+
+
+class GradedReLU(AbstractProcess):
+    """Graded ReLU neurons: ``h = max(a + bias, 0) >> shift``, sent in the same step."""
+
+    def __init__(self, *, shape: tuple[int], bias: np.ndarray, shift: int) -> None:
+        super().__init__(shape=shape, bias=bias, shift=shift, name="se_relu")
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+
+
+@implements(proc=GradedReLU, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyGradedReLUFixed(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self.bias = np.asarray(proc_params["bias"], np.int64)
+        self.shift = int(proc_params["shift"])
+
+    def run_spk(self) -> None:
+        z = self.a_in.recv().astype(np.int64) + self.bias
+        self.s_out.send((np.maximum(z, 0) >> self.shift).astype(np.int32))
+
+
+class HardSigmoidGate(AbstractProcess):
+    """Graded hard-sigmoid neurons: ``g = clip((a + bias) >> shift, 0, one)``, sent in the same
+    step, except where the product neuron will apply it to one of an image's first ``lag``
+    steps: there the gate of the branch at rest, ``rest``. The product neuron applies what is
+    sent at Lava step ``tau`` at step ``tau + 1``, to image step ``(tau + phase) mod period``."""
+
+    def __init__(
+        self,
+        *,
+        shape: tuple[int],
+        bias: np.ndarray,
+        shift: int,
+        one: int,
+        rest: np.ndarray,
+        period: int,
+        phase: int,
+        lag: int,
+    ) -> None:
+        super().__init__(
+            shape=shape,
+            bias=bias,
+            shift=shift,
+            one=one,
+            rest=rest,
+            period=period,
+            phase=phase,
+            lag=lag,
+            name="se_sigmoid",
+        )
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+
+
+@implements(proc=HardSigmoidGate, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyHardSigmoidGateFixed(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        p = proc_params
+        self.bias = np.asarray(p["bias"], np.int64)
+        self.rest = np.asarray(p["rest"], np.int64)
+        self.shift, self.one = int(p["shift"]), int(p["one"])
+        # not ``self.phase``: PyLoihiProcessModel uses that name for its protocol phase
+        self.period, self.offset, self.lag = int(p["period"]), int(p["phase"]), int(p["lag"])
+
+    def run_spk(self) -> None:
+        z = self.a_in.recv().astype(np.int64) + self.bias
+        g = np.clip(z >> self.shift, 0, self.one)
+        if (self.time_step + self.offset) % self.period < self.lag:
+            g = self.rest
+        self.s_out.send(g.astype(np.int32))
+
+
+class CurrentDelay(AbstractProcess):
+    """The main path of a gated layer: the current plus the layer's bias, ``delay`` steps late
+    (Loihi 2's synaptic delay on the pointwise synapses; 0: sent in the same step)."""
+
+    def __init__(self, *, shape: tuple[int, int, int], bias: np.ndarray, delay: int) -> None:
+        super().__init__(shape=shape, bias=bias, delay=delay, name="se_delay")
+        self.a_in = InPort(shape=shape)
+        self.a_out = OutPort(shape=shape)
+
+
+@implements(proc=CurrentDelay, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyCurrentDelayFixed(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        shape = tuple(proc_params["shape"])
+        self.bias = np.broadcast_to(np.asarray(proc_params["bias"], np.int64), shape)
+        self.fifo = [np.zeros(shape, np.int64) for _ in range(int(proc_params["delay"]))]
+
+    def run_spk(self) -> None:
+        self.fifo.append(self.a_in.recv().astype(np.int64) + self.bias)
+        self.a_out.send(self.fifo.pop(0).astype(np.int32))
 
 
 # --- Lava's Conv, with a working ``groups`` and a vectorised convolution ------------------------
