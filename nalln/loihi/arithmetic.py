@@ -97,13 +97,60 @@ def w_range(kind: str) -> int:
     return CONV_W[1] if kind == "conv" else DENSE_W[1]
 
 
+EXACT_F32 = 2**24  # every integer of magnitude <= 2^24 is a float32
+
+
 def synaptic_current(q: QStage, x: torch.Tensor) -> torch.Tensor:
-    """Integer synaptic input ``a`` for inputs ``x`` [N, *in_shape], exact: float64 for the
-    graded image; float32 for spikes (|a| <= 254 * fan-in < 2^24, so every sum is exact)."""
-    w = torch.from_numpy(q.weight).to(device=x.device, dtype=x.dtype)
-    if q.kind == "conv":
-        return F.conv2d(x, w, None, stride=q.stride, padding=q.padding, groups=q.groups)
-    return F.linear(x.reshape(x.shape[0], -1), w)
+    """Integer synaptic input ``a`` for integer inputs ``x`` [N, *in_shape], exact, in
+    ``x.dtype``: see :func:`_synapse`."""
+    return _synapse(q, x, float(x.abs().max()) if x.numel() else 0.0).to(x.dtype)
+
+
+def _l1(q: QStage) -> int:
+    """``max_o sum_i |W[o, i]|``: the largest ``|a|`` per unit of ``max |x|``."""
+    w = np.abs(q.weight.reshape(q.weight.shape[0], -1))
+    return int(w.sum(1).max(initial=0))
+
+
+def _synapse(
+    q: QStage, x: torch.Tensor, peak: float, bias: np.ndarray | None = None
+) -> torch.Tensor:
+    """``a = W x`` (``+ bias``, when given) for integer ``x`` with ``|x| <= peak``, exact.
+
+    Every partial sum of a row is an integer of magnitude at most ``peak * max_o sum_i
+    |W[o, i]| + max |bias|``; at most ``2^24`` each is a float32, so float32 is exact in any
+    summation order (spikes, ``peak = 1``: ``|a| <= 127 * fan-in`` for a conv, ``254 * fan-in``
+    for a dense, far below). CPU convolutions run oneDNN's direct algorithm (no Winograd or
+    FFT), channels last (a depthwise conv 10x faster than in NCHW); on CUDA TF32 is off and the
+    result is rounded (an identity when exact; it absorbs any sub-0.5 error of a cuDNN
+    algorithm). Above the bound (a very bright graded image) it computes in float64, exact
+    below ``2^53``. Returns float32 or float64, in the layout the convolution produced."""
+    b_peak = float(np.abs(bias).max(initial=0)) if bias is not None else 0.0
+    dt = torch.float32 if peak * _l1(q) + b_peak <= EXACT_F32 else torch.float64
+    w = torch.from_numpy(q.weight).to(device=x.device, dtype=dt)
+    b = None if bias is None else torch.from_numpy(np.asarray(bias)).to(device=x.device, dtype=dt)
+    with _exact_cuda(x.device):
+        if q.kind == "conv":
+            if dt is torch.float32:
+                x = x.to(dtype=dt, memory_format=torch.channels_last)
+                w = w.contiguous(memory_format=torch.channels_last)
+            else:
+                x = x.to(dt)
+            a = F.conv2d(x, w, b, stride=q.stride, padding=q.padding, groups=q.groups)
+        else:
+            a = F.linear(x.reshape(x.shape[0], -1).to(dt), w, b)
+    return a.round_() if a.device.type == "cuda" else a
+
+
+def _exact_cuda(device: torch.device):
+    """No TF32 on CUDA (10-bit mantissas would round large integer inputs)."""
+    import contextlib
+
+    if torch.device(device).type != "cuda":
+        return contextlib.nullcontext()
+    return torch.backends.cudnn.flags(
+        enabled=True, benchmark=False, deterministic=True, allow_tf32=False
+    )
 
 
 def gate_fixed(q: QStage, x: torch.Tensor) -> torch.Tensor:
@@ -142,7 +189,32 @@ def lif_fixed(
     """Lava's fixed-point LIF over T steps from rest; spikes [T, N, ...] and overflow counts.
     ``q.du`` is the current decay, ``q.recurrent`` (int, [n, n]) the loop weights: the spikes
     of step ``t - 1`` add ``W_rec s`` to the synaptic input of step ``t`` (none at step 0);
-    ``q.drives`` add their biases to the synaptic input from their first step on."""
+    ``q.drives`` add their biases to the synaptic input from their first step on.
+
+    A feed-forward layer without current memory (LIF, IF, Threshold: the network's every layer)
+    whose synaptic input stays in range takes :func:`_lif_float`, the same arithmetic in floats
+    (exact, proven there); :func:`lif_integer` handles the rest (loops, drives, CubaLIF, any
+    synaptic overflow) and is the reference the tests hold the float path to."""
+    s, over = lif_spikes(a_steps, q, bias, vth)
+    return s.bool(), over
+
+
+def lif_spikes(
+    a_steps: torch.Tensor, q: QStage, bias: np.ndarray | None, vth: int
+) -> tuple[torch.Tensor, dict[str, int]]:
+    """:func:`lif_fixed` with the spikes as 0/1 in whatever dtype and layout the arithmetic
+    produced (float32 channels last on the fast path: what the next synapse reads)."""
+    if q.recurrent is None and not q.drives and int(q.du) == DU_NONE:
+        fast = _lif_float(a_steps, q, bias, vth)
+        if fast is not None:
+            return fast
+    return lif_integer(a_steps, q, bias, vth)
+
+
+def lif_integer(
+    a_steps: torch.Tensor, q: QStage, bias: np.ndarray | None, vth: int
+) -> tuple[torch.Tensor, dict[str, int]]:
+    """:func:`lif_fixed` step by step in int64, Lava's arithmetic as written (bool spikes)."""
     shape = a_steps.shape[2:]
     dev = a_steps.device
     bias_v = torch.zeros(()) if bias is None else torch.from_numpy(bias.astype(np.int64))
@@ -182,6 +254,211 @@ def lif_fixed(
     return torch.stack(out), over
 
 
+def _exact_float_dtype(keep_v: int, bias_shifted: torch.Tensor, th: int) -> torch.dtype:
+    """float32 when every step of :func:`_lif_float` is exact in it, else float64.
+
+    With ``|a| <= A_MAX`` the current is ``u = 64 a``, ``|u| < 2^23``, and the drive ``64 a +
+    (bias << 6)`` (``|bias << 6| < 2^23``) has ``|.| < 2^24``: exact. The membrane ``|v| <=
+    STATE_MAX < 2^23`` after each step's clamp; ``v * keep / 4096`` is exact in float32 when
+    ``keep`` is 0 or a power of two (a scaling by ``2^-k``, e.g. ``dv = 2048``: ``v / 2``), so
+    its truncation is exact. ``trunc(v keep / 4096) + drive`` rounds only when the exact sum
+    exceeds ``2^24 > STATE_MAX``, and rounding is monotone, so the clamp and the overflow count
+    see what they see in integers. The threshold ``vth << 6 < 2^24`` is exact; the reset is
+    ``v - v = 0``. Otherwise float64 (every value ``< 2^36`` there: ``v * keep`` has at most
+    35 significant bits, exact)."""
+    power_of_two = keep_v == 0 or (keep_v & (keep_v - 1)) == 0
+    small_bias = int(bias_shifted.abs().max()) < 2**23 if bias_shifted.numel() else True
+    return torch.float32 if power_of_two and small_bias and th < 2**24 else torch.float64
+
+
+def _lif_float(
+    a_steps: torch.Tensor, q: QStage, bias: np.ndarray | None, vth: int
+) -> tuple[torch.Tensor, dict[str, int]] | None:
+    """:func:`lif_fixed` for a layer without loop, drive or current memory, computed in floats
+    (exact: :func:`_exact_float_dtype`), or None when some ``|a| > A_MAX`` (then the current
+    wraps; the int64 loop reproduces that). Spikes are float 0/1 (what the next synapse
+    reads) in the layout of ``a_steps``'s steps (channels last after a convolution), so the
+    next synapse reads them without a conversion. ``a_steps`` is not modified; with stride 0
+    over steps (a held input's current) it is read once, not T times.
+
+    Per step: ``v = trunc(v keep / 4096)`` (one exact division when ``keep`` divides 4096),
+    ``v += 64 a + (bias << 6)``, ``s = v > vth << 6``, ``v -= v s`` (reset; ``v - v = 0``
+    exactly). The membrane check per step is skipped when it is proven unneeded: with ``D =
+    max |64 a + (bias << 6)|`` and ``c = keep / 4096 <= 1``, ``|v_t| <= c |v_{t-1}| + D``
+    (truncation and reset only shrink ``|v|``), so ``|v_t| <= D (1 + c + ... + c^(T-1))``; at
+    most ``STATE_MAX`` means no step can overflow."""
+    steps = a_steps.shape[0]
+    dev = a_steps.device
+    held = steps > 1 and a_steps.stride(0) == 0
+    first = a_steps[0] if held else a_steps
+    peak_a = _peak(first)
+    if peak_a > A_MAX:
+        return None
+    shape = a_steps.shape[2:]
+    th = int(vth) << ACT_SHIFT
+    if bias is None:
+        b = torch.zeros((), dtype=torch.int64)
+    else:
+        b = torch.from_numpy(np.asarray(bias, dtype=np.int64)) << ACT_SHIFT
+        if len(shape) == 3:
+            b = b.view(-1, 1, 1)
+    keep_v = DECAY_UNITY - int(q.dv)
+    dt = _exact_float_dtype(keep_v, b, th)
+    peak_b = int(b.abs().max()) if b.numel() else 0
+    b = b.to(device=dev, dtype=dt)
+    growth = sum((keep_v / DECAY_UNITY) ** k for k in range(steps))
+    check = (peak_a * 2**ACT_SHIFT + peak_b) * growth > STATE_MAX
+    spikes = _steps_like(a_steps[0], steps, dt)
+    # a few images at a time: the chunk's membrane and drive stay in the core's cache
+    n = a_steps.shape[1]
+    per_image = max(a_steps[0, :1].numel(), 1)
+    chunk = n if dev.type != "cpu" else max(1, min(n, CHUNK_ELEMENTS // per_image))
+    membrane = 0
+    for i in range(0, n, chunk):
+        part = slice(i, min(i + chunk, n))
+        src = first[part] if held else first[:, part]
+        drive = torch.empty_like(src, dtype=dt)  # 64 a + (bias << 6): integers, exact
+        torch.add(b, src, alpha=2**ACT_SHIFT, out=drive)
+        membrane += _membrane_steps(drive, held, spikes[:, part], keep_v, th, check)
+    return spikes, {"synaptic_input": 0, "current": 0, "membrane": membrane}
+
+
+def spike_stage(
+    q: QStage,
+    inp: torch.Tensor,
+    T: int,
+    graded: bool = False,
+    pool: dict[tuple, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, dict[str, int]] | None:
+    """Synapse and LIF of a layer in one: ``lif_spikes(run_stage(q, inp, graded, T), q,
+    q.bias, q.vth)`` for 0/1 spikes ``inp`` [T, N, ...] or (``graded``) the held graded image
+    [N, ...], or None where it does not apply (gate, loop, drive, current memory, a per-step
+    input, or a bound below that fails: then the caller takes that general path; an SE gate,
+    hybrid or on-chip, always does).
+
+    Faster by what the bounds prove. The bias rides in the synapse (``a + bias`` exact in
+    float32: :func:`_synapse`), so a step adds ``64 (a + bias) = 64 a + (bias << 6)`` in one
+    pass. With 0/1 inputs ``|a| <= max_o sum_i |W[o, i]|``; at most ``A_MAX`` means no synaptic
+    overflow is possible, so ``a`` is never scanned; the graded image's current is scanned
+    once (``max |a + bias| + max |bias| <= A_MAX`` proves ``|a| <= A_MAX``). The membrane bound
+    of :func:`_lif_float` uses ``D = 64 max |a + bias|`` (bounded by ``64 (max sum |W| + max
+    |bias|)`` for spikes). ``pool`` (layer and shape -> buffer) lends the spike buffer of the
+    same layer's previous batch: the caller must be done with it (fresh pages fault in slowly)."""
+    if q.gate is not None or q.onchip is not None or q.recurrent is not None:
+        return None
+    if q.drives or int(q.du) != DU_NONE:
+        return None
+    bias = np.asarray(q.bias, dtype=np.int64)
+    peak_b = int(np.abs(bias).max(initial=0))
+    th = int(q.vth) << ACT_SHIFT
+    keep_v = DECAY_UNITY - int(q.dv)
+    power_of_two = keep_v == 0 or (keep_v & (keep_v - 1)) == 0
+    if peak_b > BIAS_MAX or not power_of_two or th >= 2**24:
+        return None
+    if graded:
+        if Drive.of(inp, q.in_shape) is not Drive.HELD:
+            return None
+        a = _synapse(q, inp, _peak(inp), bias)
+        if a.dtype != torch.float32:
+            return None
+        peak = _peak(a)
+        if peak + peak_b > A_MAX:
+            return None
+        step0 = a
+    else:
+        peak = _l1(q) + peak_b
+        if peak - peak_b > A_MAX:
+            return None
+        a = _synapse(q, prev_flat(inp), 1.0, bias)
+        if a.dtype != torch.float32:
+            return None
+        a = a.reshape(T, -1, *a.shape[1:])
+        step0 = a[0]
+    growth = sum((keep_v / DECAY_UNITY) ** k for k in range(T))
+    check = 2**ACT_SHIFT * peak * growth > STATE_MAX
+    key = (q.name, T, *step0.shape)
+    spikes = None if pool is None else pool.get(key)
+    if spikes is None or spikes.device != step0.device:
+        spikes = _steps_like(step0, T, torch.float32)
+        if pool is not None:
+            pool[key] = spikes
+    n = step0.shape[0]
+    per_image = max(step0[:1].numel(), 1)
+    chunk = n if a.device.type != "cpu" else max(1, min(n, CHUNK_ELEMENTS // per_image))
+    membrane = 0
+    for i in range(0, n, chunk):
+        part = slice(i, min(i + chunk, n))
+        drive = a[part] if graded else a[:, part]
+        out = spikes[:, part]
+        membrane += _membrane_steps(drive, graded, out, keep_v, th, check, 2**ACT_SHIFT)
+    return spikes, {"synaptic_input": 0, "current": 0, "membrane": membrane}
+
+
+CHUNK_ELEMENTS = 2**16  # neurons per chunk on the CPU: 256 KiB of float32 membrane
+
+
+def _membrane_steps(
+    drive: torch.Tensor,
+    held: bool,
+    out: torch.Tensor,
+    keep_v: int,
+    th: int,
+    check: bool,
+    gain: int = 1,
+) -> int:
+    """The T steps of :func:`_lif_float` on one chunk, in place, adding ``gain * drive`` per
+    step (integers; ``gain`` a power of two, so exact); spikes into ``out`` [T, n, ...];
+    returns the membrane overflow count."""
+    steps = out.shape[0]
+    # keep a divisor of 4096 (a power of two): v / 2^k truncated, one exact pass
+    divisor = DECAY_UNITY // keep_v if keep_v and DECAY_UNITY % keep_v == 0 else None
+    c = keep_v / DECAY_UNITY  # exact: keep_v * 2^-12
+    v = (drive if held else drive[0]) * gain
+    membrane = 0
+    for t in range(steps):
+        if t:
+            d = drive if held else drive[t]
+            if not keep_v:
+                v.copy_(d).mul_(gain)
+            elif divisor is not None:
+                v.div_(divisor, rounding_mode="trunc").add_(d, alpha=gain)
+            else:
+                v.mul_(c).trunc_().add_(d, alpha=gain)
+        if check and _peak(v) > STATE_MAX:
+            membrane += int((v.abs() > STATE_MAX).sum())
+            v.clamp_(-STATE_MAX, STATE_MAX)
+        s = out[t]
+        torch.gt(v, th, out=s)
+        if t + 1 < steps:
+            v.addcmul_(v, s, value=-1)  # reset: v - v = 0 exactly
+    return membrane
+
+
+def _peak(x: torch.Tensor) -> float:
+    """``max |x|``, read in memory order (a reduction over a permuted view is 5x slower)."""
+    if not x.numel():
+        return 0.0
+    order = sorted(range(x.dim()), key=lambda d: x.stride(d), reverse=True)
+    y = x.permute(order)
+    lo, hi = torch.aminmax(y.reshape(-1) if y.is_contiguous() else y)
+    return max(-float(lo), float(hi))
+
+
+def _steps_like(x: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
+    """An empty [steps, *x.shape] whose every step is laid out as ``x`` (channels last or
+    contiguous)."""
+    cl = x.dim() == 4 and not x.is_contiguous()
+    if cl and x.is_contiguous(memory_format=torch.channels_last):
+        flat = torch.empty(
+            (steps * x.shape[0], *x.shape[1:]),
+            dtype=dtype,
+            device=x.device,
+            memory_format=torch.channels_last,
+        )
+        return flat.view(steps, *x.shape)
+    return torch.empty((steps, *x.shape), dtype=dtype, device=x.device)
+
+
 def round_input(x: torch.Tensor, scale: float) -> tuple[torch.Tensor, int]:
     """The image as the chip receives it: 24-bit graded spikes ``round(x * scale)``, and how
     many values left that range (the one place the input is rounded)."""
@@ -196,15 +473,22 @@ def stage_inputs(prev: torch.Tensor, q: QStage) -> torch.Tensor:
 
 def run_stage(q: QStage, inp: torch.Tensor, static: bool, T: int) -> torch.Tensor:
     """Synaptic input per step [T, N, ...]. ``static``: the graded network input, ``[N, ...]``
-    held at every step (computed once) or ``[N, T, ...]`` a value per step (float64, exact)."""
+    held at every step (computed once, returned expanded: stride 0 over steps) or ``[N, T,
+    ...]`` a value per step (float64, exact); else the previous layer's spikes (float32)."""
     if static:
         drive = Drive.of(inp, q.in_shape)
-        a = synaptic_current(q, drive.flat(inp).double())
+        flat = drive.flat(inp)
+        a = _synapse(q, flat, float(flat.abs().max()) if flat.numel() else 0.0).double()
         if drive is Drive.PER_STEP:
             return a.reshape(inp.shape[0], T, *a.shape[1:]).transpose(0, 1)
         return a.unsqueeze(0).expand(T, *a.shape)
-    a = synaptic_current(q, stage_inputs(inp, q))
+    a = _synapse(q, prev_flat(inp), 1.0).float()
     return a.reshape(T, -1, *a.shape[1:])
+
+
+def prev_flat(prev: torch.Tensor) -> torch.Tensor:
+    """[T, N, ...] 0/1 spikes -> [T*N, ...] (any dtype; the synapse converts)."""
+    return prev.reshape(-1, *prev.shape[2:])
 
 
 def with_gate(q: QStage, a: torch.Tensor) -> torch.Tensor:

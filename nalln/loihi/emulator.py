@@ -13,7 +13,14 @@ import torch
 
 from nalln.errors import NallnError
 from nalln.ir.reference import Trace
-from nalln.loihi.arithmetic import A_MAX, lif_fixed, round_input, run_stage, with_gate
+from nalln.loihi.arithmetic import (
+    A_MAX,
+    lif_spikes,
+    round_input,
+    run_stage,
+    spike_stage,
+    with_gate,
+)
 from nalln.loihi.onchip_se import onchip_gate_int
 from nalln.loihi.quant_plan import QStage, QuantPlan
 
@@ -44,6 +51,26 @@ class Emulation:
 @torch.no_grad()
 def emulate(qp: QuantPlan, x: torch.Tensor) -> Emulation:
     """Bit-exact fixed-point simulation of ``qp`` on normalised images ``x`` [N, C, H, W]."""
+    return _emulate(qp, x, None, None)
+
+
+def _keep(s: torch.Tensor, sink: dict[str, torch.Tensor] | None, name: str) -> torch.Tensor:
+    """The layer's spikes as bool, written into ``sink[name]`` (a slice of the whole split's
+    trace) when it has their shape, saving a copy and a concatenation."""
+    out = None if sink is None else sink.get(name)
+    if out is None or out.shape != s.shape:
+        return s.bool()
+    return out.copy_(s)
+
+
+def _emulate(
+    qp: QuantPlan,
+    x: torch.Tensor,
+    sink: dict[str, torch.Tensor] | None,
+    pool: dict[tuple, torch.Tensor] | None,
+) -> Emulation:
+    """:func:`emulate`, writing the trace into ``sink`` and lending spike buffers from ``pool``
+    (nothing returned refers to a pooled buffer)."""
     T = qp.plan.num_steps
     xi, in_over = round_input(x, qp.input_scale)
     h: torch.Tensor = xi
@@ -51,8 +78,15 @@ def emulate(qp: QuantPlan, x: torch.Tensor) -> Emulation:
     overflow: dict[str, dict[str, int]] = {}
     outputs = None
     for k, q in enumerate(qp.stages):
-        a = run_stage(q, h, k == 0, T)
         over = {"input": in_over} if k == 0 else {}
+        fused = spike_stage(q, h, T, k == 0, pool) if q.neuron is not None else None
+        if fused is not None:  # the same arithmetic, bounds proven (see spike_stage)
+            s, o = fused
+            overflow[q.name] = {**over, **o}
+            spikes[q.name] = _keep(s, sink, q.name)
+            h = s
+            continue
+        a = run_stage(q, h, k == 0, T)
         if q.neuron is None:
             bias = torch.from_numpy(q.bias.astype(np.float64)).to(a.device)
             total = a.sum(0) + T * bias
@@ -63,14 +97,14 @@ def emulate(qp: QuantPlan, x: torch.Tensor) -> Emulation:
         if q.gate is not None or q.onchip is not None:
             a, o_gate = gated(q, a)
             over.update(o_gate)
-            s, o = lif_fixed(a, q, None, q.vth)
+            s, o = lif_spikes(a, q, None, q.vth)
         else:
-            s, o = lif_fixed(a, q, q.bias, q.vth)
+            s, o = lif_spikes(a, q, q.bias, q.vth)
         overflow[q.name] = {**over, **o}
-        spikes[q.name] = s
-        h = s
+        spikes[q.name] = _keep(s, sink, q.name)
+        h = s  # 0/1 in the layout the next synapse reads
     if outputs is None:
-        outputs = h.reshape(T, h.shape[1], -1).float()
+        outputs = h.reshape(T, h.shape[1], -1).to(torch.float32, copy=True)
     return Emulation(Trace(outputs.reshape(T, x.shape[0], -1).float(), spikes), overflow)
 
 
@@ -89,20 +123,39 @@ def emulate_batched(
     outputs (bounded memory for a whole test split at 224 px)."""
     from tqdm.auto import tqdm
 
-    outputs, spikes, overflow = [], {}, {}
-    starts = range(0, len(x), batch_size)
+    outputs, overflow = [], {}
+    T, n = qp.plan.num_steps, len(x)
+    whole = {  # the split's trace, filled in place batch by batch
+        q.name: torch.empty((T, n, *q.out_shape), dtype=torch.bool)
+        for q in qp.stages
+        if keep_spikes and q.neuron is not None
+    }
+    seen: set[str] = set()
+    pool: dict[tuple, torch.Tensor] = {}  # spike buffers, reused batch after batch
+    starts = range(0, n, batch_size)
     for i in tqdm(starts, desc="loihi emulator", disable=not progress, leave=False, unit="batch"):
-        em = emulate(qp, x[i : i + batch_size].to(device))
+        part = slice(i, min(i + batch_size, n))
+        sink = {k: v[:, part] for k, v in whole.items()} if device_is_cpu(device) else None
+        em = _emulate(qp, x[part].to(device), sink, pool)
         outputs.append(em.trace.outputs.cpu())
         if keep_spikes:
+            seen.update(em.trace.spikes)
             for k, v in em.trace.spikes.items():
-                spikes.setdefault(k, []).append(v.cpu())
+                if k not in whole or whole[k].shape[2:] != v.shape[2:]:  # not as planned
+                    whole[k] = torch.empty((T, n, *v.shape[2:]), dtype=torch.bool)
+                target = None if sink is None else sink.get(k)
+                if target is None or v.data_ptr() != target.data_ptr():
+                    whole[k][:, part].copy_(v)
         for layer, kinds in em.overflow.items():
             acc = overflow.setdefault(layer, {})
-            for kind, n in kinds.items():
-                acc[kind] = acc.get(kind, 0) + n
-    trace = Trace(torch.cat(outputs, 1), {k: torch.cat(v, 1) for k, v in spikes.items()})
-    return Emulation(trace, overflow)
+            for kind, c in kinds.items():
+                acc[kind] = acc.get(kind, 0) + c
+    spikes = {k: v for k, v in whole.items() if k in seen}
+    return Emulation(Trace(torch.cat(outputs, 1), spikes), overflow)
+
+
+def device_is_cpu(device: torch.device | str) -> bool:
+    return torch.device(device).type == "cpu"
 
 
 def check_overflow(em: Emulation, what: str) -> None:
