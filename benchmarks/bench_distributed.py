@@ -54,6 +54,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="32 px, 96 images, 2 epochs")
     ap.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL, one GPU a rank)")
+    ap.add_argument(
+        "--predict-per-class", type=int, default=400, help="images per class for predict"
+    )
     ap.add_argument("--json", default="benchmarks/results/bench_distributed.json")
     args = ap.parse_args()
     from nalln.data.synth import SynthSpec, generate
@@ -71,6 +74,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nalln-bench-dist-") as tmp:
         data = Path(tmp) / "data"
         generate(data, SynthSpec(n_per_class=per_class, size=size, seed=3), progress=False)
+        many = Path(tmp) / "predict"  # a larger set: sharding pays when compute beats start-up
+        n_pred = args.predict_per_class // (4 if args.quick else 1)
+        generate(many, SynthSpec(n_per_class=n_pred, size=size, seed=4), progress=False)
         flags = ["--image-size", str(size), "--epochs", str(epochs), "--batch-size", "16"]
         flags += ["--patience", "50", "--device", args.device, "-q"]
         for procs, threads, sync in configs:
@@ -80,7 +86,7 @@ def main() -> None:
             with open(run / "metrics.csv", newline="") as fh:
                 epoch_s = [float(r["seconds"]) for r in csv.DictReader(fh)]
             pred = Path(tmp) / f"pred-{procs}-{threads}-{int(sync)}.csv"
-            predict = ["predict", str(run), str(data), "--out", str(pred), "--device", args.device]
+            predict = ["predict", str(run), str(many), "--out", str(pred), "--device", args.device]
             pred_wall = _run(_nalln(procs, predict), threads)
             rows.append(
                 {
@@ -101,6 +107,7 @@ def main() -> None:
         r["train_speedup"] = base["median_epoch_s"] / r["median_epoch_s"]
         r["predict_speedup"] = base["predict_wall_s"] / r["predict_wall_s"]
     images = 4 * per_class
+    predicted = 4 * n_pred
     result = {
         "what": "nalln train / predict throughput against torchrun processes (measured)",
         "machine": {
@@ -110,7 +117,8 @@ def main() -> None:
             "gpus": gpus,
             "torch": torch.__version__,
         },
-        "data": f"SYNTHETIC, {images} images at {size} px (train split ~80%), global batch 16",
+        "data": f"SYNTHETIC, {images} images at {size} px (train split ~80%), global batch 16; "
+        f"predict: {predicted} other images",
         "epochs": epochs,
         "baseline": "1 process, 1 thread, same invocation",
         "rows": rows,
