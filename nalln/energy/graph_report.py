@@ -24,10 +24,10 @@ from nalln.energy.report import (
     SCHEMA,
     EnergyReport,
     ReportOptions,
+    count_sections,
     layer_rows,
     make_plan,
     memory_access_counts,
-    sparsity,
 )
 from nalln.energy.validation import validation_note
 from nalln.errors import NallnError
@@ -252,51 +252,7 @@ def build_graph_report(
             "nalln_version": __version__,
         },
         "rules": GRAPH_RULES,
-        "snn": {
-            "totals": snn.totals,
-            "sparsity": sparsity(snn),
-            "layers": layers,
-            "populations": [
-                {
-                    "name": P.name,
-                    "fed_by": P.source,
-                    "neurons": P.neurons,
-                    "spikes": snn.per_inference(float(P.spikes.sum())),
-                    "firing_rate": snn.per_inference(float(P.spikes.sum()))
-                    / (P.neurons * P.num_steps),
-                    "membrane_updates": P.neurons * P.num_steps,
-                    "per_step_spikes": [float(v) / max(1, snn.n) for v in P.spikes],
-                }
-                for P in snn.populations
-            ],
-            "extra_ops": [
-                {
-                    "name": E.name,
-                    "kind": E.kind,
-                    "adds": snn.per_inference(E.adds),
-                    "muls": snn.per_inference(E.muls),
-                }
-                for E in snn.extras
-            ],
-            "memory_accesses": mem,
-        },
-        "ann": {
-            "totals": ann.totals,
-            "layers": [
-                {
-                    "name": L.name,
-                    "dense_macs": ann.per_inference(float(L.dense.sum())),
-                    "effective_macs": ann.per_inference(float(L.ac.sum() + L.mac.sum())),
-                }
-                for L in ann.layers
-            ],
-        },
-        "options": {
-            "baseline": plan_t.baseline.id,
-            "host": plan_t.host.id,
-            "targets": [t.id for t in plan_t.targets],
-            "models": plan_t.models,
-        },
+        **count_sections(snn, ann, layers, mem, plan_t),
         "targets": targets,
         "summary": summary,
         "caveats": graph_caveats(

@@ -224,6 +224,76 @@ def _steps_list(a: np.ndarray, n: int) -> list[float]:
     return [float(v) / max(1, n) for v in a]
 
 
+def count_sections(
+    snn: NetworkCounts, ann: NetworkCounts, layers: list, mem: dict, plan: Plan
+) -> dict[str, Any]:
+    """The counted part of a report (``snn``, ``ann``, ``options``), the same for a run and a
+    NIR graph."""
+    return {
+        "snn": {
+            "totals": snn.totals,
+            "sparsity": sparsity(snn),
+            "layers": layers,
+            "populations": population_rows(snn),
+            "extra_ops": extra_rows(snn),
+            "memory_accesses": mem,
+        },
+        "ann": ann_section(ann),
+        "options": options_of(plan),
+    }
+
+
+def population_rows(snn: NetworkCounts) -> list[dict[str, Any]]:
+    """Per population, per inference: neurons, spikes, firing rate (the report's ``snn``)."""
+    return [
+        {
+            "name": P.name,
+            "fed_by": P.source,
+            "neurons": P.neurons,
+            "spikes": snn.per_inference(float(P.spikes.sum())),
+            "firing_rate": snn.per_inference(float(P.spikes.sum())) / (P.neurons * P.num_steps),
+            "membrane_updates": P.neurons * P.num_steps,
+            "per_step_spikes": _steps_list(P.spikes, snn.n),
+        }
+        for P in snn.populations
+    ]
+
+
+def extra_rows(snn: NetworkCounts) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": E.name,
+            "kind": E.kind,
+            "adds": snn.per_inference(E.adds),
+            "muls": snn.per_inference(E.muls),
+        }
+        for E in snn.extras
+    ]
+
+
+def ann_section(ann: NetworkCounts) -> dict[str, Any]:
+    return {
+        "totals": ann.totals,
+        "layers": [
+            {
+                "name": L.name,
+                "dense_macs": ann.per_inference(float(L.dense.sum())),
+                "effective_macs": ann.per_inference(float(L.ac.sum() + L.mac.sum())),
+            }
+            for L in ann.layers
+        ],
+    }
+
+
+def options_of(plan: Plan) -> dict[str, Any]:
+    return {
+        "baseline": plan.baseline.id,
+        "host": plan.host.id,
+        "targets": [t.id for t in plan.targets],
+        "models": plan.models,
+    }
+
+
 def layer_rows(snn: NetworkCounts, ann: NetworkCounts) -> list[dict[str, Any]]:
     """Per synaptic layer of the SNN, with its population and the ANN twin's counts."""
     rows = []
@@ -459,51 +529,7 @@ def build_report(
             "model_config": cfg,
         },
         "rules": RULES,
-        "snn": {
-            "totals": snn.totals,
-            "sparsity": sparsity(snn),
-            "layers": layers,
-            "populations": [
-                {
-                    "name": P.name,
-                    "fed_by": P.source,
-                    "neurons": P.neurons,
-                    "spikes": snn.per_inference(float(P.spikes.sum())),
-                    "firing_rate": snn.per_inference(float(P.spikes.sum()))
-                    / (P.neurons * P.num_steps),
-                    "membrane_updates": P.neurons * P.num_steps,
-                    "per_step_spikes": _steps_list(P.spikes, snn.n),
-                }
-                for P in snn.populations
-            ],
-            "extra_ops": [
-                {
-                    "name": E.name,
-                    "kind": E.kind,
-                    "adds": snn.per_inference(E.adds),
-                    "muls": snn.per_inference(E.muls),
-                }
-                for E in snn.extras
-            ],
-            "memory_accesses": mem,
-        },
-        "ann": {
-            "totals": ann.totals,
-            "layers": [
-                {
-                    "name": L.name,
-                    "dense_macs": ann.per_inference(float(L.dense.sum())),
-                    "effective_macs": ann.per_inference(float(L.ac.sum() + L.mac.sum())),
-                }
-                for L in ann.layers
-            ],
-        },
-        "options": {
-            "baseline": plan.baseline.id,
-            "host": plan.host.id,
-            "targets": [t.id for t in plan.targets],
-            "models": plan.models,
-        },
+        **count_sections(snn, ann, layers, mem, plan),
         "targets": targets,
         "summary": summary,
         "caveats": caveats(snn, ann, plan, synthetic, synthetic_model),
