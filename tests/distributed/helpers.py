@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..faults.helpers import TINY_TRAIN_FLAGS
-
-TINY = (*TINY_TRAIN_FLAGS, "-q")
+# the tiny model of tests/faults (TINY_TRAIN_FLAGS), quiet
+TINY = tuple(
+    "--image-size 32 --width-multiplier 0.25 --set model_config.head_hidden=16 "
+    "--set model_config.refine_channels=64 --batch-size 8 -q".split()
+)
 TIMEOUT = 420  # seconds per command: two processes on a shared 2-core machine
 
 
