@@ -415,7 +415,7 @@ def _fixed_point_summary(qp, em) -> dict[str, Any]:
 
 def _run_emulator(plan, x, train_x, calibration, data, source, metrics, progress, world=SINGLE):
     from nalln.inference import pick_device
-    from nalln.loihi.emulator import Emulation, check_overflow, emulate_batched
+    from nalln.loihi.emulator import Emulation, add_overflow, check_overflow, emulate_batched
 
     t0 = time.perf_counter()
     # every rank calibrates on the same images; rank 0's plan is used by all, to be certain
@@ -429,10 +429,7 @@ def _run_emulator(plan, x, train_x, calibration, data, source, metrics, progress
         parts = gather_shards([part], world)
         overflow: dict[str, dict[str, int]] = {}
         for p in parts:
-            for layer, kinds in p.overflow.items():
-                acc = overflow.setdefault(layer, {})
-                for kind, count in kinds.items():
-                    acc[kind] = acc.get(kind, 0) + count
+            add_overflow(overflow, p.overflow)
         em = Emulation(concat([p.trace for p in parts]), overflow)
     else:
         em = emulate_batched(qp, x, EMULATOR_BATCH, device, progress=progress)

@@ -146,16 +146,21 @@ def emulate_batched(
                 target = None if sink is None else sink.get(k)
                 if target is None or v.data_ptr() != target.data_ptr():
                     whole[k][:, part].copy_(v)
-        for layer, kinds in em.overflow.items():
-            acc = overflow.setdefault(layer, {})
-            for kind, c in kinds.items():
-                acc[kind] = acc.get(kind, 0) + c
+        add_overflow(overflow, em.overflow)
     spikes = {k: v for k, v in whole.items() if k in seen}
     return Emulation(Trace(torch.cat(outputs, 1), spikes), overflow)
 
 
 def device_is_cpu(device: torch.device | str) -> bool:
     return torch.device(device).type == "cpu"
+
+
+def add_overflow(total: dict[str, dict[str, int]], part: dict[str, dict[str, int]]) -> None:
+    """Add one batch's (or rank's) overflow counts into ``total``, layer by layer and kind."""
+    for layer, kinds in part.items():
+        acc = total.setdefault(layer, {})
+        for kind, count in kinds.items():
+            acc[kind] = acc.get(kind, 0) + count
 
 
 def check_overflow(em: Emulation, what: str) -> None:

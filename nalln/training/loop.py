@@ -33,7 +33,14 @@ from nalln.data.groups import split_groups
 from nalln.data.quality import reference_stats
 from nalln.data.splits import SplitSpec, check_manifest, make_splits, read_manifest, write_manifest
 from nalln.data.transforms import Preprocess, build_augmentation, fit_preprocess, to_float
-from nalln.distributed.collect import agree, all_equal, broadcast, gather_shards, shard_range
+from nalln.distributed.collect import (
+    agree,
+    all_equal,
+    broadcast,
+    gather_shards,
+    shard_range,
+    world_fits,
+)
 from nalln.distributed.sync_bn import convert_global_batch_norm
 from nalln.distributed.world import SINGLE, World, current
 from nalln.errors import DataError, NallnError
@@ -305,11 +312,7 @@ def _same_job(world: World, cfg: TrainConfig, data_root: str | Path, out: str | 
 def _check_world(world: World, n_train: int, batch_size: int) -> None:
     if not world.distributed:
         return
-    if world.size > n_train:
-        raise NallnError(
-            f"{world.size} processes for {n_train} training images: the world size is larger "
-            "than the data; start fewer processes (torchrun --nproc-per-node)"
-        )
+    world_fits(n_train, world, "training images")
     if batch_size < world.size:
         raise NallnError(
             f"--batch-size {batch_size} is the global batch and {world.size} processes would "
