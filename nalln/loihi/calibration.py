@@ -153,10 +153,12 @@ def _calibrate_stage(
             clipped = max(clipped, rec_clipped)
         drives = _drives(stage, scale, exponent)
         q = QStage(stage, w_int, bias, scale, 0, dv, du, rec, rec_exp, drives)
+        if n is not None and n.v_min is not None:  # the floor on the layer's scale
+            q = replace(q, vmin=int(np.clip(round(n.v_min * scale), -VTH_MAX, VTH_MAX)))
         if stem_scale is not None:
             a = run_stage(q, round_input(inp, in_scale)[0], True, T)
-        else:
-            a = run_stage(q, inp, False, T)
+        else:  # 0/1 spikes, or the counts of a multi-spike layer
+            a = run_stage(q, inp, False, T, float(inp.max()) if inp.numel() else 1.0)
         if stage.neuron is None:
             total = a.sum(0) + T * torch.from_numpy(bias.astype(np.float64))
             if int((total.abs() > A_MAX).sum()):
