@@ -43,7 +43,7 @@ from nalln.errors import NallnError
 from nalln.io import staged_folder, write_bytes, write_json
 from nalln.ir.plan import Plan
 from nalln.ir.se_mode import SEMode
-from nalln.ir.semantics import departures
+from nalln.ir.semantics import SpikeMode, departures
 from nalln.loihi.quant_plan import bias_in_current
 
 TARGETS = ("nir", "lava", "norse")
@@ -113,7 +113,7 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
                 "stride": list(syn.stride),
                 "padding": list(syn.padding),
                 "groups": syn.groups,
-                "input": "graded (24-bit)" if k == 0 else "binary spikes",
+                "input": _stage_input(plan, k),
                 "se_gate": st.gate.name if st.gate else None,
                 "neuron": _lava_neuron(st.neuron),
                 "nir_neuron": st.neuron.nir_type if st.neuron else None,
@@ -133,6 +133,15 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
         if n is not None and departures(n.reset, n.spikes, n.v_min):
             rows[-1].update(reset=n.reset.value, spikes=n.spikes.value, v_min=n.v_min)
     return rows
+
+
+def _stage_input(plan: Plan, k: int) -> str:
+    if k == 0:
+        return "graded (24-bit)"
+    prev = plan.stages[k - 1].neuron
+    if prev is not None and prev.spikes is SpikeMode.MULTI:
+        return "graded (24-bit): the previous population's spike counts"
+    return "binary spikes"
 
 
 def _lava_neuron(n) -> str:

@@ -412,6 +412,19 @@ def test_convert_to_lava_runs_subtraction_in_float_and_fixed_point_but_not_netx(
     ] * 2
 
 
+def test_the_lava_plan_says_where_counts_travel():
+    from nalln.conversion.convert import lava_plan_table
+
+    name = "sinabs_iaf_events"
+    art = record_choices(read_artefact(HERE / f"{name}.nir"), choices(name))
+    rows = lava_plan_table(lower(art, 8))
+    assert [(r["reset"], r["spikes"], r["v_min"]) for r in rows] == [
+        ("subtract", "multi", None)
+    ] * 2
+    assert "sends several spikes per step" in rows[0]["neuron"]
+    assert rows[1]["input"] == "graded (24-bit): the previous population's spike counts"
+
+
 def test_semantics_flags_are_for_foreign_graphs_not_runs(run_cli, tiny_run, tmp_path, capsys):
     out = tmp_path / "s"
     code = run_cli(

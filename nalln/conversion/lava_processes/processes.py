@@ -232,7 +232,9 @@ class ProgrammableLIF(LIFReset):
       threshold's exponent); ``None``: no floor.
     """
 
-    def __init__(self, *, reset: str = "zero", multi: bool = False, v_min=None, **kwargs) -> None:
+    def __init__(
+        self, *, reset: str = "zero", multi: bool = False, v_min: float | None = None, **kwargs
+    ) -> None:
         if reset not in RESETS:
             raise ValueError(f"reset must be one of {RESETS}, not {reset!r}")
         super().__init__(**kwargs)
@@ -242,8 +244,8 @@ class ProgrammableLIF(LIFReset):
 
 
 class _ProgrammableLIF:
-    """The step both models share: the window reset, Lava's sub-threshold dynamics (with what
-    an undecayed subtraction owes added to the bias), the spike, the reset and the floor."""
+    """What both models share: the window reset (``u``, ``v`` and what an undecayed subtraction
+    owes), the spike, the reset and the floor."""
 
     def _init_rules(self, proc_params, floor_shift: int) -> None:
         self.reset_interval = proc_params["reset_interval"]
