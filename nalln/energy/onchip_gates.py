@@ -69,7 +69,8 @@ ASSUMPTIONS = (
     "clip, multiply), one compartment each; the main path waits 4 - lag steps in Loihi 2 "
     "synaptic delays on the pointwise synapses (no extra compartments; without delays it "
     "would need (4 - lag) C HW relay compartments per block); the pointwise synapses end on "
-    "the product neurons, which feed each LIF through one synapse"
+    "the product neurons, which feed each LIF through one synapse; the gates' graded messages "
+    "are charged e_spike each but no mesh hops"
 )
 
 
@@ -126,9 +127,14 @@ class GateCounts:
         nz = (spikes != 0).to(torch.float64)
         cnt = nz.sum(dim=(-1, -2))  # [T, B, C_in]: the count compartments' graded messages
         v = gate_stages(self.gate, current)
-        w1 = torch.from_numpy((self.gate.w1 != 0).sum(0).astype(np.float64))  # per input c
-        w2 = torch.from_numpy((self.gate.w2 != 0).sum(0).astype(np.float64))  # per input j
-        pw = torch.from_numpy(self.pw_nonzero.astype(np.float64))
+        dev = current.device
+
+        def column_nonzeros(w: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.asarray(w, np.float64)).to(dev)
+
+        w1 = column_nonzeros((self.gate.w1 != 0).sum(0))  # nonzero weights per input channel
+        w2 = column_nonzeros((self.gate.w2 != 0).sum(0))  # per hidden neuron
+        pw = column_nonzeros(self.pw_nonzero)
 
         def add(into: dict[str, np.ndarray], part: str, per_step: torch.Tensor) -> None:
             into[part][:T] += per_step.reshape(T, -1).sum(1).cpu().double().numpy()
@@ -138,8 +144,8 @@ class GateCounts:
 
         add(self.events, "count", nz)
         add(self.events, "sum", nonzero(cnt) * pw)
-        add(self.events, "fc1", nonzero(v["q"]).cpu() * w1)
-        add(self.events, "fc2", nonzero(v["h"]).cpu() * w2)
+        add(self.events, "fc1", nonzero(v["q"]) * w1)
+        add(self.events, "fc2", nonzero(v["h"]) * w2)
         add(self.events, "broadcast", nonzero(v["gl"]) * self.hw)
         add(self.events, "product", nonzero(v["y"]))
         add(self.sent, "count", nonzero(cnt))

@@ -204,6 +204,19 @@ def test_counted_events_equal_a_hand_count(lag):
     assert got["lag"] == lag and got["main_path_delay_steps"] == 4 - lag
 
 
+def test_gate_counts_of_shards_merge_to_one_pass():
+    """torchrun shards: the gates' counts add up as the layers' do."""
+    from nalln.energy.counting import merge_counts
+
+    model, x = OneBlock(), _images(4)
+    whole = count_model(model, x, batch_size=4).gates[0]
+    merged = merge_counts([count_model(model, x[:1]), count_model(model, x[1:])]).gates[0]
+    for part, v in whole.events.items():
+        assert np.array_equal(merged.events[part], v), part
+    for part, v in whole.sent.items():
+        assert np.array_equal(merged.sent[part], v), part
+
+
 def test_gate_energy_is_counts_times_cited_constants():
     """loihi2 (PROXY loihi) ops+memory: binary and graded events at e_synop, neuron updates at
     e_neuron_update, messages at e_spike; the high end adds e_synaptic_update - e_synop per
