@@ -251,6 +251,13 @@ def test_gate_energy_is_counts_times_cited_constants():
     assert extra == pytest.approx(t["graded_events"] * (e["e_synaptic_update"] - e["e_synop"]))
     assert not any("graded" in x.what for x in lo.terms)
     assert any("graded (24-bit) message" in n for n in hi.notes)
+    # the same counts on an ASIC running the SNN (adds / MACs) and on a GPU (dense FLOPs)
+    a = estimate(counts, host, "ops", reg).by_what()
+    assert a["on-chip SE: MACs (graded)"] == pytest.approx(t["graded_events"] * host.value("e_mac"))
+    gpu = reg.get("gpu-t4")
+    d = estimate(counts, gpu, "dense", reg).by_what()["on-chip SE gate FLOPs"]
+    per_step = 2 * C * HW * HW + 4 * C * (C // 4)
+    assert d == pytest.approx(per_step * T * gpu.value("pj_per_flop_fp32"))
     ann = count_model(relu_twin(model), _images(), batch_size=4, network="ann")
     assert {L.name for L in ann.layers} >= {"block.se.fc1", "block.se.fc2"} and not ann.gates
     assert [E.kind for E in ann.extras] == ["se_gate"]
