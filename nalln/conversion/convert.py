@@ -107,15 +107,18 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
                 f"{'Conv' if syn.kind == 'conv' else 'Dense'}",
                 "from_nir_node": syn.source,
                 "weight_shape_torch": list(syn.weight.shape),
-                "lava_shape_whc": list(reversed(syn.out_shape))
-                if len(syn.out_shape) == 3
+                "lava_shape_whc": list(reversed(syn.out_image))
+                if syn.kind == "conv"
                 else list(syn.out_shape),
                 "stride": list(syn.stride),
                 "padding": list(syn.padding),
                 "groups": syn.groups,
                 "input": "graded (24-bit)" if k == 0 else "binary spikes",
                 "se_gate": st.gate.name if st.gate else None,
-                "neuron": _lava_neuron(st.neuron),
+                "neuron": _lava_neuron(st.neuron)
+                if st.readout is None
+                else f"nalln LIReadout ({st.readout.nir_type}: lava.proc.lif.LIFReset that never "
+                f"fires, dv = {st.readout.decay:g}; its membrane v is the output)",
                 "nir_neuron": st.neuron.nir_type if st.neuron else None,
                 "decay_du": st.neuron.current_decay if st.neuron else None,
                 "decay_dv": st.neuron.decay if st.neuron else None,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nalln.ir.plan import GateSpec, Neuron, Plan, Stage, Synapse
+from nalln.ir.plan import GateSpec, Neuron, Plan, Readout, Stage, Synapse
 
 if TYPE_CHECKING:
     from nalln.loihi.onchip_se import OnchipGate
@@ -96,6 +96,11 @@ class QStage:
     def neuron(self) -> Neuron | None:
         return self.stage.neuron
 
+    @property
+    def readout(self) -> Readout | None:
+        """An LI / Integrator readout (a LIF that never fires: ``dv``, ``vth`` = 17-bit max)."""
+        return self.stage.readout
+
     def describe(self) -> dict[str, Any]:
         """Everything but the tensors, as JSON-ready values."""
         return {
@@ -119,6 +124,7 @@ class QStage:
             "calibration": dict(self.calibration),
             "gate": self.gate.name if self.gate else None,
             "neuron": self.neuron.name if self.neuron else None,
+            **({} if self.readout is None else {"readout": self.readout.nir_type}),
         }
 
 
@@ -168,7 +174,9 @@ def save_quant_plan(qp: QuantPlan, folder: str | Path) -> dict[str, Path]:
             "a = W_int * s (conv: 8-bit; dense: even 8-bit mantissa x 2) + recurrent_int * "
             "s(t-1); per step u = trunc(u * (4096 - (du + 1)) / 4096) + (a << 6); "
             "v = trunc(v * (4096 - dv) / 4096) + u + (bias << 6); spike if v > (vth << 6); "
-            "v = 0 after a spike; float current = a / scale; input = round(x * input_scale)"
+            "v = 0 after a spike; float current = a / scale; input = round(x * input_scale); "
+            "an LI / Integrator readout is that LIF with du = 4095, vth = 2^17 - 1 (never "
+            "reached) and output v / (64 * scale)"
         ),
         "input_scale": qp.input_scale,
         "layers": layers,
