@@ -264,3 +264,22 @@ def test_energy_report_and_hardware_fit_run_on_the_new_fixtures(run_cli, tmp_pat
         assert run_cli(["hardware", "fit", "--target", "loihi2", str(graph), "--json"]) == 0
         fit = json.loads(capsys.readouterr().out)
         assert fit["feasible"] is True and fit["neurons"] > 0, fit
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize(
+    ("name", "extra", "compared"),
+    [
+        ("norse_li_readout", ["--dt", "1e-6"], "LI readout membrane at the last step"),
+        ("nir_api_conv1d", [], "output spikes of input"),
+    ],
+)
+def test_convert_to_lava_writes_netx_for_the_new_fixtures(run_cli, tmp_path, name, extra, compared):
+    """netx holds the LI readout (CUBA, ``vDecay = dv``) and the Conv1d (a [C, 1, L] conv);
+    both files are loaded back with lava-dl's netx and equal the fixed-point plan."""
+    out = tmp_path / "c"
+    args = ["convert", str(FIXTURES / f"{name}.nir"), "--to", "lava", "--out", str(out), "-q"]
+    assert run_cli([*args, "--inputs", str(FIXTURES / f"{name}.npz"), *extra]) == 0
+    netx = json.loads((out / "convert.json").read_text())["netx"]
+    assert netx["compared"].startswith(compared) and netx["max_abs_difference"] < 1e-6
+    assert (out / "network.net").stat().st_size > 0
