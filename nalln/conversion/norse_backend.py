@@ -221,10 +221,7 @@ def node_map(node: nir.NIRNode, *, dt: float, norse_import, name: str = "") -> n
             groups=groups,
             bias=node.bias is not None,
         )
-        conv.weight.data = _tensor(w)
-        if node.bias is not None:
-            conv.bias.data = _tensor(node.bias)
-        return conv
+        return _with_weights(conv, node)
     if isinstance(node, nir.Linear):  # Norse swaps in_features and out_features
         w = np.asarray(node.weight)
         lin = nn.Linear(w.shape[1], w.shape[0], bias=False)
@@ -261,7 +258,12 @@ def _conv1d(node: nir.Conv1d, name: str) -> nn.Conv1d:
         groups=groups,
         bias=node.bias is not None,
     )
-    conv.weight.data = _tensor(w)
+    return _with_weights(conv, node)
+
+
+def _with_weights(conv: nn.Module, node: nir.NIRNode) -> nn.Module:
+    """``conv`` holding the node's weight and (if any) bias."""
+    conv.weight.data = _tensor(node.weight)
     if node.bias is not None:
         conv.bias.data = _tensor(node.bias)
     return conv

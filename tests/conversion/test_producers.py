@@ -168,17 +168,21 @@ def test_lava_float_reproduces_the_producer_exactly(name, tmp_path):
 def test_loihi_fixed_point_agrees_on_zero_reset_producers(name, tmp_path):
     """The issue's bar (>= 0.97 spike agreement) on the emulator, calibrated on the fixture's
     own inputs (not a held-out figure; measured 1.0). snntorch_conv_lif measures 0.954 (docs)."""
-    _, spikes, steps = load(name)
-    res = simulate(
+    assert _emulated(name, tmp_path / "s")["spike_agreement"]["overall"] >= 0.97
+
+
+def _emulated(name: str, out: Path) -> dict:
+    """The metrics of ``simulate --backend loihi-emulator`` on the fixture's inputs."""
+    _, _, steps = load(name)
+    return simulate(
         HERE / f"{name}.nir",
         backend="loihi-emulator",
         inputs=HERE / f"{name}.npz",
         steps=steps,
-        out=tmp_path / "s",
+        out=out,
         choices=choices(name),
         progress=False,
-    )
-    assert res.metrics["spike_agreement"]["overall"] >= 0.97
+    ).metrics
 
 
 @pytest.mark.parametrize("name", ["nir_api_conv1d", "norse_li_readout"])
@@ -186,16 +190,7 @@ def test_loihi_fixed_point_agrees_on_the_conv1d_and_li_readout_producers(name, t
     """Emulator against the float reference, calibrated on the fixture's 4 inputs (not held
     out): every layer's spikes >= 0.97 (measured 0.9987-1.0), top-1 of the time-averaged output
     equal; Norse's LI membrane within 1 % of its largest value per step (measured 0.35 %)."""
-    _, _, steps = load(name)
-    m = simulate(
-        HERE / f"{name}.nir",
-        backend="loihi-emulator",
-        inputs=HERE / f"{name}.npz",
-        steps=steps,
-        out=tmp_path / "s",
-        choices=choices(name),
-        progress=False,
-    ).metrics
+    m = _emulated(name, tmp_path / "s")
     assert min(m["spike_agreement"]["per_layer"].values()) >= 0.97
     assert m["top1_agreement"] == 1.0 and not m["fixed_point"]["overflows"]
     if LISTING[name].get("output") == "membrane":
