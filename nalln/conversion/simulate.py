@@ -511,7 +511,8 @@ def report_markdown(m: dict[str, Any]) -> str:
         "| measure | value |",
         "|---|---|",
         f"| top-1 agreement with the reference | {m['top1_agreement']:.4f} |",
-        f"| spike agreement (all layers) | {sa['overall']:.6f} |",
+        "| spike agreement (all layers) | "
+        + ("no spiking layer |" if sa["overall"] is None else f"{sa['overall']:.6f} |"),
         f"| accuracy on the back-end | {_acc(m['accuracy'], m.get('accuracy_ci95'))} |",
         f"| accuracy of the reference | "
         f"{_acc(m['reference_accuracy'], m.get('reference_accuracy_ci95'))} |",

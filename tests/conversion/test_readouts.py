@@ -283,3 +283,49 @@ def test_convert_to_lava_writes_netx_for_the_new_fixtures(run_cli, tmp_path, nam
     netx = json.loads((out / "convert.json").read_text())["netx"]
     assert netx["compared"].startswith(compared) and netx["max_abs_difference"] < 1e-6
     assert (out / "network.net").stat().st_size > 0
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("li", [True, False])
+def test_a_conv_readout_on_graded_input_runs_in_fixed_point(li):
+    """A Conv1d right on the per-step graded input as the readout (an LI membrane, or nalln's
+    own current readout): one bias per channel of the [C, L] map, on Lava and the emulator
+    alike (bit for bit), close to float; Lava float equals the reference."""
+    from nalln.conversion.lava_backend import run_lava
+    from nalln.loihi.calibration import calibrate
+    from nalln.loihi.emulator import emulate
+
+    rng = np.random.default_rng(3)
+    shape = (3, 10)
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([2, 10])}),
+        "conv": nir.Conv1d(
+            input_shape=10,
+            weight=rng.normal(0, 1, (3, 2, 3)),
+            stride=1,
+            padding="same",
+            dilation=1,
+            groups=1,
+            bias=np.array([0.5, -0.3, 0.1]),
+        ),
+        "li": nir.LI(
+            tau=np.full(shape, 4e-4),
+            r=np.ones(shape),
+            v_leak=np.zeros(shape),
+            metadata={"dt": DT},
+        ),
+        "output": nir.Output(output_type={"output": np.array(shape)}),
+    }
+    if not li:
+        del nodes["li"]
+    plan = plan_of(nir.NIRGraph(nodes, list(itertools.pairwise(nodes)), type_check=False), 5)
+    x = torch.from_numpy(rng.normal(0, 1, (3, 5, 2, 10)))
+    qp = calibrate(plan, x)
+    em = emulate(qp, x)
+    got = run_lava(qp, x).trace
+    assert not em.overflowed and torch.equal(got.outputs, em.trace.outputs)
+    ref = run_plan(plan, x).outputs
+    peak = float(ref.abs().max())
+    assert float((em.trace.outputs.double() - ref).abs().max()) < 0.02 * peak
+    lava_float = run_lava(plan, x).trace.outputs.double()
+    assert float((lava_float - ref).abs().max()) <= 1e-6 * peak
