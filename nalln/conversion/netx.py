@@ -157,6 +157,9 @@ def run_netx(path: str | os.PathLike, qp: QuantPlan, x: torch.Tensor) -> np.ndar
             src.run(condition=RunSteps(num_steps=depth + T + 1), run_cfg=cfg)
             if not spiking:
                 v = np.asarray(net.layers[-1].neuron.v.get(), dtype=np.float64)
+                if v.ndim == 3:  # a conv readout: (W, H, C) -> torch's C-order
+                    v = v.transpose(2, 1, 0)
+                v = v.reshape(-1)
         finally:
             src.stop()
         if spiking:
