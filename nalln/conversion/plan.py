@@ -25,6 +25,7 @@ from typing import Any
 import nir
 import numpy as np
 
+from nalln.conversion.conv1d import conv1d_synapse
 from nalln.conversion.neurons import NEURON_TYPES, READOUT_TYPES, neuron_params, readout_params
 from nalln.conversion.nir_io import Artefact, ChainNode, chain_of, conv_padding, node_meta
 from nalln.conversion.scale import scale_inputs, scale_outputs
@@ -94,7 +95,15 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
                 f"node {name!r} follows readout {closed!r}; nalln runs LI and Integrator nodes "
                 "only as the last layer before the Output"
             )
-        if isinstance(node, nir.Conv2d):
+        if isinstance(node, nir.Conv1d):
+            need_no_synapse(name, "Conv1d")
+            if pool is not None or flat_from is not None or pre_scale is not None:
+                raise NallnError(
+                    f"Conv1d node {name!r} follows pooling, Flatten or Scale; nalln folds none "
+                    "of them into a Conv1d"
+                )
+            syn = conv1d_synapse(node, name, shape, item.out_shape)
+        elif isinstance(node, nir.Conv2d):
             need_no_synapse(name, "Conv2d")
             if flat_from is not None:
                 raise NallnError(f"Conv2d node {name!r} follows a Flatten")

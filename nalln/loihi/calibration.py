@@ -44,9 +44,10 @@ from nalln.loihi.arithmetic import (
     w_range,
     with_gate,
 )
-from nalln.loihi.emulator import agreement, check_overflow, emulate
+from nalln.loihi.emulator import agreement, check_overflow, emulate, readout_outputs
 from nalln.loihi.quant_plan import BiasDrive, QStage, QuantPlan, bias_in_current
 
+READOUT_FACTORS = (0.75, 0.5, 0.25, 0.125, 0.0625)  # below 1: an LI/I membrane that would overflow
 STEM_HEADROOM = 2.0  # calibration max of the stem current uses half the 17-bit input range
 
 
@@ -88,13 +89,22 @@ def _stem_scale(stage: Stage, x: torch.Tensor, T: int, exponent: bool) -> float:
     w = torch.from_numpy(s.weight)
     x = Drive.of(x, s.in_shape).flat(x)  # every value the stem receives
     cur = (
-        F.conv2d(x.double(), w, None, stride=s.stride, padding=s.padding, groups=s.groups)
+        F.conv2d(
+            x.double().reshape(len(x), *s.in_image),
+            w,
+            None,
+            stride=s.stride,
+            padding=s.padding,
+            groups=s.groups,
+        )
         if s.kind == "conv"
         else F.linear(x.double().flatten(1), w)
     )
     peak = float(cur.abs().max())
-    n = stage.neuron
+    n, ro = stage.neuron, stage.readout
     build_up = 1.0 if n is None else _build_up(n.decay, T) * _build_up(n.current_decay, T)
+    if ro is not None:  # an LI / Integrator membrane sums its current over the window
+        build_up = _build_up(ro.decay, T)
     if stage.recurrent is not None:
         peak += float(np.abs(stage.recurrent.weight).sum(1).max())
     scale = A_MAX / (max(STEM_HEADROOM, build_up) * (peak or 1.0))
@@ -110,6 +120,8 @@ def _candidates(stage: Stage, k: int, exponent: bool) -> list[float]:
     s = stage.synapse
     bmax = 0.0 if bias_in_current(stage) else float(np.abs(s.bias).max())
     factors = list(STEM_FACTORS if k == 0 else CLIP_FACTORS)
+    if stage.readout is not None:  # an integrating membrane may need a smaller scale to fit
+        factors += [f for f in READOUT_FACTORS if f < min(factors)]
     if k > 0 and bmax > 0:  # the 13-bit bias mantissa caps the scale
         cap = BIAS_MAX / bmax / _base_alpha(stage, exponent)
         if cap < max(factors):
@@ -160,10 +172,12 @@ def _calibrate_stage(
         else:  # 0/1 spikes, or the counts of a multi-spike layer
             a = run_stage(q, inp, False, T, float(inp.max()) if inp.numel() else 1.0)
         if stage.neuron is None:
-            total = a.sum(0) + T * torch.from_numpy(bias.astype(np.float64))
-            if int((total.abs() > A_MAX).sum()):
+            if stage.readout is not None:
+                q = replace(q, dv=int(round(stage.readout.decay * DECAY_UNITY)), vth=VTH_MAX)
+            outputs, over = readout_outputs(q, a)
+            if any(over.values()):
                 continue
-            logits = ((a + torch.from_numpy(bias.astype(np.float64))) / scale).mean(0)
+            logits = outputs.mean(0)
             mse = float(((logits - ref_out) ** 2).mean())
             top1 = float((logits.argmax(1) == ref_out.argmax(1)).double().mean())
             key = (mse, -top1, abs(c - 1.0))
@@ -205,18 +219,6 @@ def _calibrate_stage(
     return best[1], best[2]
 
 
-def require_fixed_point(plan: Plan) -> None:
-    """What nalln's Loihi arithmetic (emulator, calibration, Lava fixed point, netx) cannot run,
-    refused by name: an LI/Integrator readout (its membrane is not modelled)."""
-    for st in plan.stages:
-        if st.readout is not None:
-            raise NallnError(
-                f"{st.readout.nir_type} node {st.readout.name!r} is a non-spiking readout; "
-                "nalln's Loihi fixed point has no readout membrane yet: run it in float "
-                "(--backend norse)"
-            )
-
-
 @torch.no_grad()
 def calibrate(
     plan: Plan, x: torch.Tensor, progress: bool = False, *, recurrent_exp: bool = True
@@ -225,7 +227,6 @@ def calibrate(
     ``recurrent_exp``: a loop Dense may carry a weight exponent (``weight_exp > 0``), so the
     layer's scale is set by its input; ``False`` keeps every weight an 8-bit integer with
     exponent 0 (what netx's ``dense_rec`` holds), capping the scale by the loop weights."""
-    require_fixed_point(plan)
     T = plan.num_steps
     ref = run_plan(plan, x, dtype=torch.float32)  # the torch model's precision
     ref_logits = ref.outputs.mean(0).double()
