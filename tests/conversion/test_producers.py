@@ -160,14 +160,11 @@ def test_lava_float_reproduces_the_producer_exactly(name, tmp_path):
         assert got.max() > 1  # counts, not 0/1
 
 
-FIXED = [n for n in NAMES if n != "snntorch_conv_lif"]  # its 0.954: docs/conversion.md
-
-
-@pytest.mark.parametrize("name", FIXED)
+@pytest.mark.parametrize("name", NAMES)
 def test_loihi_fixed_point_agrees_with_the_producers(name, tmp_path):
     """The issue's bar (>= 0.97 spike agreement) on the emulator, calibrated on the fixture's
     own inputs (not a held-out figure; measured per fixture in docs/conversion.md), for every
-    reset rule, spike mode and floor the fixtures need."""
+    reset rule, spike mode and floor the fixtures need (held out: test_fixed_point_producers.py)."""
     assert _emulated(name, tmp_path / "s")["spike_agreement"]["overall"] >= 0.97
 
 
