@@ -101,6 +101,20 @@ def delayed(history: list[torch.Tensor], delay: np.ndarray, t: int) -> torch.Ten
     return values.gather(0, idx)[0] * valid
 
 
+def delay_trace(s: torch.Tensor, delay: np.ndarray | None) -> torch.Tensor:
+    """A whole trace ``s`` [T, N, *shape] read ``delay`` steps late per element (zeros first):
+    what a delayed synapse reads, for the back-ends that run layer by layer."""
+    if delay is None:
+        return s
+    T = s.shape[0]
+    d = torch.as_tensor(np.asarray(delay), dtype=torch.int64, device=s.device)
+    t = torch.arange(T, device=s.device).view(T, *([1] * d.dim()))
+    idx = t - d  # [T, *shape]
+    valid = (idx >= 0).unsqueeze(1)
+    idx = idx.clamp(min=0).unsqueeze(1).expand(T, *s.shape[1:])
+    return torch.where(valid, s.gather(0, idx), torch.zeros((), dtype=s.dtype, device=s.device))
+
+
 def delayed_sources(plan: Plan) -> set[str]:
     """What some synapse reads with a delay (its history must be kept)."""
     return {

@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from nalln.errors import NallnError
 from nalln.ir.drive import Drive
-from nalln.ir.plan import Plan, Stage
-from nalln.ir.reference import run_plan
+from nalln.ir.plan import PLAN_INPUT, Plan, Stage
+from nalln.ir.reference import delay_trace, run_plan
 from nalln.loihi.arithmetic import (
     A_MAX,
     BIAS_MAX,
@@ -37,6 +37,7 @@ from nalln.loihi.arithmetic import (
     VTH_MAX,
     current_du,
     lif_fixed,
+    narrow,
     quantise_recurrent,
     quantise_weight,
     round_input,
@@ -45,7 +46,7 @@ from nalln.loihi.arithmetic import (
     with_gate,
 )
 from nalln.loihi.emulator import agreement, check_overflow, emulate
-from nalln.loihi.quant_plan import BiasDrive, QStage, QuantPlan, bias_in_current
+from nalln.loihi.quant_plan import BiasDrive, QStage, QSynapse, QuantPlan, bias_in_current
 
 STEM_HEADROOM = 2.0  # calibration max of the stem current uses half the 17-bit input range
 
@@ -57,7 +58,27 @@ def _base_alpha(stage: Stage, exponent: bool) -> float:
     alpha = w_range(s.kind) / (float(np.abs(s.weight).max()) or 1.0)
     if stage.recurrent is not None and not exponent:
         alpha = min(alpha, DENSE_W[1] / (float(np.abs(stage.recurrent.weight).max()) or 1.0))
+    for m in stage.merged:  # a merged conv has no weight exponent in our Lava conv: it caps S
+        if m.kind == "conv":
+            alpha = min(alpha, w_range("conv") / (float(np.abs(m.weight).max()) or 1.0))
     return alpha
+
+
+def _merged(stage: Stage, scale: float) -> tuple[tuple[QSynapse, ...], float]:
+    """The merged synapses on the population's scale ``S``, so their currents add in the same
+    units: a dense one as even 8-bit mantissas times its own ``2^e`` (the smallest ``e >= 0``
+    that fits, as a loop's), a conv one with ``e = 0`` (``S`` is capped for it); and the
+    largest clipped fraction."""
+    out, clipped = [], 0.0
+    for m in stage.merged:
+        if m.kind == "conv":
+            w, c = quantise_weight(m.weight, scale, "conv")
+            e = 0
+        else:
+            w, e, c = quantise_recurrent(m.weight, scale, True)
+        out.append(QSynapse(m, w, e))
+        clipped = max(clipped, c)
+    return tuple(out), clipped
 
 
 def _drives(stage: Stage, scale: float, exponent: bool) -> tuple[BiasDrive, ...]:
@@ -126,6 +147,7 @@ def _calibrate_stage(
     stem_scale: float | None,
     ref_out: torch.Tensor | None,
     exponent: bool = True,
+    merged_inp: tuple[torch.Tensor, ...] = (),
 ) -> tuple[QStage, float | None]:
     """Best quantisation of one layer, judged on its own error: it receives the float
     reference's input (image or previous layer's spikes), so the choice is not confounded by
@@ -141,7 +163,8 @@ def _calibrate_stage(
         scale = stem_scale if stem_scale is not None else alpha
         in_scale = scale / alpha if stem_scale is not None else None
         w_int, clipped = quantise_weight(s.weight, alpha, s.kind)
-        bias = np.rint(s.bias * scale * (not bias_in_current(stage))).astype(np.int64)
+        total_bias = sum(m.bias for m in stage.synapses)  # merged biases add in the neuron
+        bias = np.rint(total_bias * scale * (not bias_in_current(stage))).astype(np.int64)
         if np.abs(bias).max(initial=0) > BIAS_MAX:
             continue
         n = stage.neuron
@@ -152,11 +175,17 @@ def _calibrate_stage(
             rec, rec_exp, rec_clipped = quantise_recurrent(stage.recurrent.weight, scale, exponent)
             clipped = max(clipped, rec_clipped)
         drives = _drives(stage, scale, exponent)
-        q = QStage(stage, w_int, bias, scale, 0, dv, du, rec, rec_exp, drives)
+        merged, m_clipped = _merged(stage, scale)
+        clipped = max(clipped, m_clipped)
+        q = QStage(stage, w_int, bias, scale, 0, dv, du, rec, rec_exp, drives, merged=merged)
         if stem_scale is not None:
             a = run_stage(q, round_input(inp, in_scale)[0], True, T)
         else:
             a = run_stage(q, inp, False, T)
+        for i, m_inp in enumerate(merged_inp):  # a merge: the currents add
+            a = a.double() + run_stage(q.part(i), m_inp, False, T).double()
+        if merged_inp:
+            a = narrow(a)
         if stage.neuron is None:
             total = a.sum(0) + T * torch.from_numpy(bias.astype(np.float64))
             if int((total.abs() > A_MAX).sum()):
@@ -206,7 +235,17 @@ def _calibrate_stage(
 def require_fixed_point(plan: Plan) -> None:
     """What nalln's Loihi arithmetic (emulator, calibration, Lava fixed point, netx) cannot run,
     refused by name: an LI/Integrator readout (its membrane is not modelled)."""
-    for st in plan.stages:
+    for k, st in enumerate(plan.stages):
+        for syn in st.synapses:
+            if plan.reads(k, syn) == PLAN_INPUT and (
+                k or syn is not st.synapse or syn.delay is not None
+            ):
+                raise NallnError(
+                    f"synapse {syn.source!r} reads the graded input "
+                    f"{'with a delay' if syn.delay is not None else 'beside the first layer'}; "
+                    "nalln's Loihi fixed point feeds the input to the first layer only: run it "
+                    "in float"
+                )
         if st.readout is not None:
             raise NallnError(
                 f"{st.readout.nir_type} node {st.readout.name!r} is a non-spiking readout; "
@@ -232,7 +271,13 @@ def calibrate(
     inp: torch.Tensor = x.double()
     input_scale = 1.0
     bar = tqdm(plan.stages, desc="calibrating fixed point", disable=not progress, leave=False)
+
+    def read(k: int, syn) -> torch.Tensor:  # the float reference's spikes a synapse reads
+        return delay_trace(ref.spikes[plan.reads(k, syn)], syn.delay)
+
     for k, stage in enumerate(bar):
+        if k and (stage.synapse.reads is not None or stage.synapse.delay is not None):
+            inp = read(k, stage.synapse)
         q, in_scale = _calibrate_stage(
             stage,
             inp,
@@ -242,6 +287,7 @@ def calibrate(
             stem_scale if k == 0 else None,
             ref_logits if stage.neuron is None else None,
             recurrent_exp,
+            tuple(read(k, m) for m in stage.merged),
         )
         if k == 0:
             input_scale = float(in_scale)

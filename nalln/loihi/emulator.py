@@ -12,10 +12,12 @@ import numpy as np
 import torch
 
 from nalln.errors import NallnError
-from nalln.ir.reference import Trace
+from nalln.ir.plan import PLAN_INPUT
+from nalln.ir.reference import Trace, delay_trace
 from nalln.loihi.arithmetic import (
     A_MAX,
     lif_spikes,
+    narrow,
     round_input,
     run_stage,
     spike_stage,
@@ -32,6 +34,25 @@ def gated(q: QStage, a: torch.Tensor) -> tuple[torch.Tensor, dict[str, int]]:
         return with_gate(q, a), {}
     bias = torch.from_numpy(q.bias.astype(np.int64)).to(a.device).view(1, 1, -1, 1, 1)
     return onchip_gate_int(q.onchip, a.round().to(torch.int64) + bias)
+
+
+def _graph_current(
+    qp: QuantPlan, k: int, q: QStage, outs: dict[str, torch.Tensor], T: int
+) -> torch.Tensor:
+    """The synaptic input [T, N, ...] of stage ``k`` of a graph: each synapse on what it reads
+    (the graded input or a population's spikes, ``delay`` steps late where delayed), the
+    merged synapses' integer currents summed (float64, exact below 2^53)."""
+    total = None
+    for i, syn in enumerate(q.stage.synapses):
+        part = q if i == 0 else q.part(i - 1)
+        src = qp.plan.reads(k, syn)
+        inp = outs[src]
+        if src == PLAN_INPUT:
+            a = run_stage(part, inp, True, T)
+        else:
+            a = run_stage(part, delay_trace(inp, syn.delay), False, T)
+        total = a.double() if total is None else total + a.double()
+    return narrow(total)
 
 
 @dataclass
@@ -77,16 +98,18 @@ def _emulate(
     spikes: dict[str, torch.Tensor] = {}
     overflow: dict[str, dict[str, int]] = {}
     outputs = None
+    outs: dict[str, torch.Tensor] = {PLAN_INPUT: xi}  # what a synapse may read (a graph)
     for k, q in enumerate(qp.stages):
         over = {"input": in_over} if k == 0 else {}
-        fused = spike_stage(q, h, T, k == 0, pool) if q.neuron is not None else None
+        plain = not q.merged and q.synapse.reads is None and q.synapse.delay is None
+        fused = spike_stage(q, h, T, k == 0, pool) if q.neuron is not None and plain else None
         if fused is not None:  # the same arithmetic, bounds proven (see spike_stage)
             s, o = fused
             overflow[q.name] = {**over, **o}
             spikes[q.name] = _keep(s, sink, q.name)
-            h = s
+            h = outs[q.name] = s
             continue
-        a = run_stage(q, h, k == 0, T)
+        a = run_stage(q, h, k == 0, T) if plain else _graph_current(qp, k, q, outs, T)
         if q.neuron is None:
             bias = torch.from_numpy(q.bias.astype(np.float64)).to(a.device)
             total = a.sum(0) + T * bias
@@ -102,7 +125,7 @@ def _emulate(
             s, o = lif_spikes(a, q, q.bias, q.vth)
         overflow[q.name] = {**over, **o}
         spikes[q.name] = _keep(s, sink, q.name)
-        h = s  # 0/1 in the layout the next synapse reads
+        h = outs[q.name] = s  # 0/1 in the layout the next synapse reads
     if outputs is None:
         outputs = h.reshape(T, h.shape[1], -1).to(torch.float32, copy=True)
     return Emulation(Trace(outputs.reshape(T, x.shape[0], -1).float(), spikes), overflow)
