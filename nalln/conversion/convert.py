@@ -98,8 +98,10 @@ def _bias_columns(st) -> list[str]:
 def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
     """The Lava process graph in words: one row per stage."""
     rows = []
+    levels = plan.levels()
     for k, st in enumerate(plan.stages):
         syn = st.synapse
+        level = levels[st.name]
         rows.append(
             {
                 "stage": st.name,
@@ -120,8 +122,8 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
                 "decay_du": st.neuron.current_decay if st.neuron else None,
                 "decay_dv": st.neuron.decay if st.neuron else None,
                 "v_th": st.neuron.v_th if st.neuron else None,
-                "first_lava_step": 2 + k,
-                "reset_offset": (2 + k) % plan.num_steps,
+                "first_lava_step": 2 + level,
+                "reset_offset": (2 + level) % plan.num_steps,
                 "recurrent": None
                 if st.recurrent is None
                 else f"{st.recurrent.source}: Dense (RecurrentDense) from s_out back into a_in, "
@@ -131,6 +133,16 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
         )
         if st.neuron is not None and st.neuron.reset is not ResetRule.ZERO:
             rows[-1]["reset"] = st.neuron.reset.value
+        if not plan.is_chain:  # a graph: what each synapse reads, and how late
+            rows[-1]["synapses"] = [
+                {
+                    "from_nir_node": s.source,
+                    "reads": plan.reads(k, s),
+                    "aligned_by_steps": level - 1 - levels[plan.reads(k, s)],
+                    "nir_delay_steps": None if s.delay is None else s.delay.tolist(),
+                }
+                for s in st.synapses
+            ]
     return rows
 
 

@@ -276,12 +276,13 @@ def run_lava(
     always = None  # the always-on neuron that drives bias columns, if any layer needs one
     shift = 0  # steps the main-path delays of earlier on-chip SE blocks add
     # what each synapse may read: port, Lava shape, message bits, level (hops from the input)
+    levels = plan.levels()
     ports = {PLAN_INPUT: (port, prev_shape, 24, -1, 1)}  # (+ the step image 0's step 0 arrives)
     for k, layer in enumerate(net.layers):
         st = layer.stage
         syns = st.synapses
         weights = [(layer.weight, 0), *layer.merged]
-        level = 1 + max(ports[plan.reads(k, s)][3] for s in syns)
+        level = levels[st.name]
         base = 2 + level + shift  # Lava step of this stage's current for image 0, step 0
         currents = []
         for syn, (w, w_exp) in zip(syns, weights, strict=True):

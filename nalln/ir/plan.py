@@ -130,6 +130,16 @@ class Plan:
             return syn.reads
         return PLAN_INPUT if k == 0 else self.stages[k - 1].name
 
+    def levels(self) -> dict[str, int]:
+        """Hops from the input (the input is -1; a stage is one more than the deepest thing
+        its synapses read): on a pipelined back-end (Lava: one step per Conv/Dense) stage
+        ``k`` of a chain is at level ``k``; a merge's shorter paths wait the difference."""
+        out = {PLAN_INPUT: -1}
+        for k, st in enumerate(self.stages):
+            syns = st.synapses if st.synapse is not None else ()
+            out[st.name] = 1 + max((out[self.reads(k, s)] for s in syns), default=-1)
+        return out
+
     @property
     def is_chain(self) -> bool:
         """Every stage reads only the stage before it, without delays (netx's layer list)."""
