@@ -33,7 +33,9 @@ LISTING: dict[str, dict] = json.loads((HERE / "fixtures.json").read_text())
 NAMES = sorted(LISTING)
 RECURRENT = ("nir_api_if_cubalif", "snntorch_rsynaptic")
 LAVA = (
+    "nir_api_delay",
     "nir_api_if_cubalif",
+    "nir_api_skip_merge",
     "norse_events",
     "sinabs_iaf_single",
     "snntorch_conv_lif",
@@ -151,7 +153,9 @@ def test_lava_float_reproduces_the_producer_exactly(name, tmp_path):
     assert got.shape == spikes[:2].shape and (got == spikes[:2]).all()
 
 
-@pytest.mark.parametrize("name", ["nir_api_if_cubalif", "norse_events"])
+@pytest.mark.parametrize(
+    "name", ["nir_api_delay", "nir_api_if_cubalif", "nir_api_skip_merge", "norse_events"]
+)
 def test_loihi_fixed_point_agrees_on_zero_reset_producers(name, tmp_path):
     """The issue's bar (>= 0.97 spike agreement) on the emulator, calibrated on the fixture's
     own inputs (not a held-out figure; measured 1.0). snntorch_conv_lif measures 0.954 (docs)."""
