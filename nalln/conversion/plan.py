@@ -1,4 +1,4 @@
-r"""Lowering a checked NIR chain to a deployment plan: synapse -> [SE gate] -> neuron stages.
+r"""Lowering a checked NIR graph to a deployment plan: synapse(s) -> [SE gate] -> neuron stages.
 
 This is what the Lava process graph, the netx file and the fixed-point calibration are built
 from (Norse reads the NIR graph itself). Lowering is exact algebra:
@@ -15,6 +15,21 @@ from (Norse reads the NIR graph itself). Lowering is exact algebra:
   dense layer over the un-pooled map with weights ``W / (h * w)`` repeated.
 * a segment that ends in a synapse and the next that starts with a neuron are joined through the
   SE side-car gate between them (hybrid export).
+* a graph (branches and merges; :func:`_lower_chain`): nodes are lowered in topological order
+  and each node's output is a sum of terms :math:`\sum_j L_j(s_j)`, each a linear map
+  :math:`L_j` (synapse, pooling, Flatten, Scale, Delay, in any of the orders above) of one
+  source :math:`s_j` (the input or a population's spikes). NIR sums the edges into a node, and
+  every linear node distributes over the sum: :math:`W \sum_j x_j + b = \sum_j W x_j + b`
+  (the bias once, on the first term), so a population receiving several edges gets one
+  synapse per term (:attr:`Stage.merged`), their currents summed, the neuron's gain applied
+  to each; a bare population in a merge (a skip straight into a neuron) gets the identity
+  synapse. A branch (one population read by several nodes) needs nothing: each reader's
+  synapse names what it reads (``Synapse.reads``). A chain is the graph whose every term is
+  its predecessor's, and lowers exactly as before (``reads`` is None throughout).
+* a NIR ``Delay`` ``d`` (time) on a population's output (or the input) is, per element,
+  ``round(d / dt)`` whole steps (else refused) on the synapse that reads it:
+  :math:`y_t = x_{t - d}`, zero before step 0 (``Synapse.delay``); a Delay after a synapse
+  would also delay its bias, and is refused.
 """
 
 from __future__ import annotations
@@ -353,6 +368,8 @@ def _as_chain(stages: list[Stage]) -> list[Stage]:
 
 
 def graph_dt(graph: nir.NIRGraph, info: dict[str, Any]) -> float:
+    """The graph's time step: recorded in its info, else in a neuron's metadata, else
+    snnTorch's unrecorded 1e-4 (what lowering and a Delay's steps use)."""
     if "dt" in info:
         return float(info["dt"])
     for node in graph.nodes.values():
