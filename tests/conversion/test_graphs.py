@@ -195,3 +195,67 @@ def test_a_delay_that_is_not_whole_steps_is_refused():
     g.nodes["delay"] = nir.Delay(delay=np.full(8, 1.5e-3))
     with pytest.raises(NallnError, match="Delay node 'delay': delays \\[1.5\\] steps"):
         lower(Artefact([g], [], {}), 8)
+
+
+def conv_residual(seed: int = 5) -> nir.NIRGraph:
+    """A residual conv block: ``Conv -> LIF -> {Conv -> LIF -> Conv, identity} -> LIF`` (the
+    identity skip goes straight into the last LIF: lowered as a 1x1 eye conv)."""
+    rng = np.random.default_rng(seed)
+    dt = 1e-3
+
+    def lif(shape, th):
+        k = np.ones(shape)
+        return nir.LIF(
+            tau=2e-3 * k, r=k, v_leak=0 * k, v_threshold=th * k, v_reset=0 * k, metadata={"dt": dt}
+        )
+
+    def conv(ci, co, scale, bias=True):
+        return nir.Conv2d(
+            input_shape=(6, 6),
+            weight=rng.normal(0.1, scale, (co, ci, 3, 3)),
+            stride=1,
+            padding=1,
+            dilation=1,
+            groups=1,
+            bias=rng.normal(0.1, 0.1, co) if bias else np.zeros(co),
+        )
+
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([2, 6, 6])}),
+        "c1": conv(2, 3, 1.0),
+        "l1": lif((3, 6, 6), 0.3),
+        "c2": conv(3, 3, 0.8),
+        "l2": lif((3, 6, 6), 0.3),
+        "c3": conv(3, 3, 0.8, bias=False),
+        "l3": lif((3, 6, 6), 0.5),
+        "output": nir.Output(output_type={"output": np.array([3, 6, 6])}),
+    }
+    edges = [("input", "c1"), ("c1", "l1"), ("l1", "c2"), ("c2", "l2"), ("l2", "c3")]
+    edges += [("c3", "l3"), ("l1", "l3"), ("l3", "output")]
+    return nir.NIRGraph(nodes, edges, type_check=False)
+
+
+@pytest.mark.lava
+def test_a_conv_residual_block_runs_exactly_on_lava_float_and_fixed():
+    from nalln.conversion.lava_backend import run_lava
+    from nalln.loihi.calibration import calibrate
+    from nalln.loihi.emulator import agreement, emulate
+
+    plan = lower(Artefact([conv_residual()], [], {}), 6)
+    last = plan.stages[-1]
+    assert [s.source for s in last.synapses] == ["c3", "l3.skip.l1"]
+    assert last.merged[0].kind == "conv" and last.merged[0].weight.shape == (3, 3, 1, 1)
+    x = torch.from_numpy(np.random.default_rng(1).normal(0.5, 1.0, (6, 2, 6, 6)))
+    ref = run_plan(plan, x)
+    assert all(0.02 < float(s.double().mean()) < 0.9 for s in ref.spikes.values())
+    lava = run_lava(plan, x[:3]).trace
+    for k, s in ref.spikes.items():
+        assert torch.equal(lava.spikes[k], s[:, :3]), k
+    qp = calibrate(plan, x)
+    assert qp.stages[-1].merged[0].exp == 0  # a merged conv shares S without an exponent
+    em = emulate(qp, x[:3]).trace
+    fixed = run_lava(qp, x[:3]).trace
+    for k, s in em.spikes.items():
+        assert torch.equal(fixed.spikes[k], s), k
+    full = emulate(qp, x).trace
+    assert min(agreement(full.spikes[k], ref.spikes[k]) for k in ref.spikes) >= 0.97
