@@ -292,6 +292,17 @@ def _cycle_path(succ: dict[str, list[str]], edge: tuple[str, str]) -> list[str]:
     return path[::-1]
 
 
+def _reachable(start: str, nbrs: dict[str, list[str]]) -> set[str]:
+    """Every node a walk along ``nbrs`` reaches from ``start`` (``start`` included)."""
+    seen, stack = {start}, [start]
+    while stack:
+        for m in nbrs[stack.pop()]:
+            if m not in seen:
+                seen.add(m)
+                stack.append(m)
+    return seen
+
+
 def topological_order(nodes: list[str], edges: list[tuple[str, str]]) -> list[str]:
     """Kahn's order, ties broken by file order (a chain keeps its order); the graph is acyclic."""
     indeg = {n: 0 for n in nodes}
@@ -364,20 +375,7 @@ def chain_of(graph: nir.NIRGraph, label: str = "graph") -> list[ChainNode]:
             "takes one Lava step per hop, not NIR's one step, so it is not supported yet)"
         )
     pred_of = {n: [a for a, b in edges if b == n] for n in nodes}
-    seen = {inputs[0]}
-    stack = [inputs[0]]
-    while stack:
-        for m in succ[stack.pop()]:
-            if m not in seen:
-                seen.add(m)
-                stack.append(m)
-    reach = {outputs[0]}
-    stack = [outputs[0]]
-    while stack:
-        for m in pred_of[stack.pop()]:
-            if m not in reach:
-                reach.add(m)
-                stack.append(m)
+    seen, reach = _reachable(inputs[0], succ), _reachable(outputs[0], pred_of)
     off = [n for n in nodes if n not in seen or n not in reach]
     if off:
         raise NallnError(

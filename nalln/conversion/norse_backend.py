@@ -39,11 +39,11 @@ import torch
 from torch import nn
 
 from nalln.conversion.nir_io import Artefact, chain_of, conv_padding, node_meta, recurrent_loops
-from nalln.conversion.plan import DT_FALLBACK, graph_dt
+from nalln.conversion.plan import DT_FALLBACK, delay_steps, graph_dt
 from nalln.conversion.semantics import node_floor, node_semantics
 from nalln.errors import NallnError
 from nalln.ir.drive import Drive
-from nalln.ir.reference import Trace, apply_gate
+from nalln.ir.reference import Trace, apply_gate, delayed
 from nalln.ir.semantics import ResetRule, SpikeMode
 
 
@@ -240,7 +240,8 @@ def node_map(
     if isinstance(node, nir.Flatten):
         return Flatten(node.start_dim, node.end_dim)
     if isinstance(node, nir.Delay):
-        return DelayLine(_delay_steps(node, name, dt if delay_dt is None else delay_dt))
+        d_dt = dt if delay_dt is None else delay_dt
+        return DelayLine(torch.as_tensor(delay_steps(node, name, d_dt, np.shape(node.delay))))
     if isinstance(node, nir.Input | nir.Output):
         return None
     return norse_import(node, ignore_warnings=True, dt=dt)
@@ -276,14 +277,6 @@ class IntegratorCell(nn.Module):
         return v, v
 
 
-def _delay_steps(node: nir.Delay, name: str, dt: float) -> torch.Tensor:
-    d = np.asarray(node.delay, np.float64) / dt
-    steps = np.rint(d)
-    if np.any(np.abs(d - steps) > 1e-6 * np.maximum(1.0, np.abs(d))) or np.any(steps < 0):
-        raise NallnError(f"Delay node {name!r}: delay / dt is not a whole number of steps")
-    return torch.as_tensor(steps.astype(np.int64))
-
-
 class DelayLine(nn.Module):
     """NIR Delay: the input of ``steps`` steps before, per element (zero before step 0); the
     state is the inputs so far (Norse has no delay node)."""
@@ -294,11 +287,8 @@ class DelayLine(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None):
         past = [x] if state is None else [*state, x]
-        values = torch.stack(past)  # [t + 1, B, ...]
-        t = len(past) - 1
-        idx = (t - self.steps).expand(1, *x.shape)
-        valid = (idx >= 0).to(x.dtype)
-        return values.gather(0, idx.clamp(min=0))[0] * valid[0], past
+        steps = np.broadcast_to(self.steps.cpu().numpy(), x.shape[1:])  # a scalar delay too
+        return delayed(past, steps, len(past) - 1), past
 
 
 def _in_topological_order(executor: nn.Module, graph: nir.NIRGraph) -> nn.Module:

@@ -122,7 +122,7 @@ def _identity(t: _Term, name: str) -> Synapse:
     return Synapse("dense", np.eye(n), np.zeros(n), shape, shape, source=name)
 
 
-def _delay_steps(node: nir.Delay, name: str, dt: float, shape: tuple[int, ...]) -> np.ndarray:
+def delay_steps(node: nir.Delay, name: str, dt: float, shape: tuple[int, ...]) -> np.ndarray:
     """NIR's delay (time units) as whole steps ``delay / dt`` per element."""
     d = np.broadcast_to(np.asarray(node.delay, np.float64), shape) / dt
     steps = np.rint(d)
@@ -250,7 +250,7 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
                 syn = Synapse("dense", w, b, tuple(in_shape), item.out_shape, source=name)
                 out.append(replace(t, syn=syn, pool=None, pre_scale=None, flat_from=None))
         elif isinstance(node, nir.Delay):
-            steps = _delay_steps(node, name, dt, shape)
+            steps = delay_steps(node, name, dt, shape)
             for t in terms:
                 if not t.bare:
                     raise NallnError(
