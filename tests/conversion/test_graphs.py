@@ -259,3 +259,16 @@ def test_a_conv_residual_block_runs_exactly_on_lava_float_and_fixed():
         assert torch.equal(fixed.spikes[k], s), k
     full = emulate(qp, x).trace
     assert min(agreement(full.spikes[k], ref.spikes[k]) for k in ref.spikes) >= 0.97
+
+
+@pytest.mark.norse
+def test_a_conv_residual_block_runs_exactly_on_norse():
+    from nalln.conversion.norse_backend import NorseNetwork
+
+    g = conv_residual()
+    plan = lower(Artefact([g], [], {}), 6)
+    x = torch.from_numpy(np.random.default_rng(1).normal(0.5, 1.0, (6, 2, 6, 6)))
+    ref = run_plan(plan, x)
+    got = NorseNetwork(Artefact([conv_residual()], [], {})).run(x, 6)
+    for k, s in ref.spikes.items():
+        assert torch.equal(got.spikes[k], s), k
