@@ -27,7 +27,7 @@ from nalln.conversion.inputs import Inputs, load_inputs, steps_for
 from nalln.conversion.nir_io import GRAPH_FILE, Artefact, read_artefact, write_artefact
 from nalln.conversion.plan import lower
 from nalln.conversion.portable import check_portable_request, portable_export, portable_summary
-from nalln.conversion.semantics import Choices, require_nir_semantics
+from nalln.conversion.semantics import Choices
 from nalln.conversion.sources import (
     PASS_INPUTS,
     Source,
@@ -41,9 +41,9 @@ from nalln.conversion.sources import (
 )
 from nalln.errors import NallnError
 from nalln.io import staged_folder, write_bytes, write_json
-from nalln.ir.plan import Plan
+from nalln.ir.plan import PLAN_INPUT, Plan
 from nalln.ir.se_mode import SEMode
-from nalln.ir.semantics import ResetRule
+from nalln.ir.semantics import SpikeMode, departures
 from nalln.loihi.quant_plan import bias_in_current
 
 TARGETS = ("nir", "lava", "norse")
@@ -115,7 +115,7 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
                 "stride": list(syn.stride),
                 "padding": list(syn.padding),
                 "groups": syn.groups,
-                "input": "graded (24-bit)" if k == 0 else "binary spikes",
+                "input": _stage_input(plan, k),
                 "se_gate": st.gate.name if st.gate else None,
                 "neuron": _lava_neuron(st.neuron),
                 "nir_neuron": st.neuron.nir_type if st.neuron else None,
@@ -131,8 +131,9 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
                 "bias_into_current": _bias_columns(st),
             }
         )
-        if st.neuron is not None and st.neuron.reset is not ResetRule.ZERO:
-            rows[-1]["reset"] = st.neuron.reset.value
+        n = st.neuron
+        if n is not None and departures(n.reset, n.spikes, n.v_min):
+            rows[-1].update(reset=n.reset.value, spikes=n.spikes.value, v_min=n.v_min)
         if not plan.is_chain:  # a graph: what each synapse reads, and how late
             rows[-1]["synapses"] = [
                 {
@@ -146,12 +147,23 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
     return rows
 
 
+def _stage_input(plan: Plan, k: int) -> str:
+    src = plan.reads(k, plan.stages[k].synapse)
+    if src == PLAN_INPUT:
+        return "graded (24-bit)"
+    prev = next(st for st in plan.stages if st.name == src).neuron
+    if prev is not None and prev.spikes is SpikeMode.MULTI:
+        return "graded (24-bit): the previous population's spike counts"
+    return "binary spikes"
+
+
 def _lava_neuron(n) -> str:
     if n is None:
         return "readout (recorded)"
-    if n.reset is ResetRule.ZERO:
+    what = departures(n.reset, n.spikes, n.v_min)
+    if not what:
         return "lava.proc.lif.LIFReset"
-    return "nalln LIFResetSubtract (lava.proc.lif.LIFReset resetting by subtraction)"
+    return f"nalln ProgrammableLIF (lava.proc.lif.LIFReset that {what})"
 
 
 def _calibration_images(
@@ -354,10 +366,13 @@ def _netx_grid(plan, qp, x, progress, summary):
     """The fixed-point plan netx can hold: ``qp`` itself, unless a loop Dense needs a weight
     exponent (netx's ``dense_rec`` derives one exponent <= 0 from 8-bit weights); then the plan
     is calibrated again with exponent 0, and both agreements are reported."""
+    from nalln.conversion.netx import semantics_refusal
     from nalln.loihi.calibration import calibrate
 
     if not any(q.recurrent_exp for q in qp.stages) or any(q.drives for q in qp.stages):
         return qp  # nothing to change, or netx cannot hold it anyway (netx_refusal)
+    if semantics_refusal(qp):
+        return qp
     nq = calibrate(plan, x, progress, recurrent_exp=False)
 
     def agreement(p):
@@ -406,7 +421,6 @@ def _lava_files(source, artefact, out, req: LavaRequest, progress, summary):
         return files
     try:
         require_fixed_point(plan)
-        require_nir_semantics(plan)
     except NallnError as exc:
         if fixed_point:
             raise

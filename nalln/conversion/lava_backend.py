@@ -2,9 +2,10 @@
 ``Loihi2SimCfg`` (float ``floating_pt`` or Loihi bit-accurate ``fixed_pt`` models).
 
 Per stage: Lava ``Conv`` or ``Dense`` -> [our ``SEGate`` process, hybrid] -> Lava ``LIFReset``
-(our ``LIFResetSubtract`` for a population that resets by subtraction, float only), plus one of
-our ``Recorder`` processes per layer. How the Lava-specific pitfalls are handled
-(toolchain.md):
+(our ``ProgrammableLIF`` for a population with a producer's semantics: a subtracting reset, spike
+counts as graded spikes - then the next synapse reads 24-bit messages - or a membrane floor;
+float and fixed point), plus one of our ``Recorder`` processes per layer. How the Lava-specific
+pitfalls are handled (toolchain.md):
 
 * Latency. Every Conv/Dense sends the previous step's result, so stage ``k`` (0-based) sees the
   image's step ``t`` at Lava step ``t + k + 1`` (the source sends on steps 1..T). Each LIF's
@@ -52,12 +53,11 @@ import torch
 from tqdm.auto import tqdm
 
 from nalln.conversion import lava_compat
-from nalln.conversion.semantics import require_nir_semantics
 from nalln.errors import NallnError
 from nalln.ir.drive import Drive
-from nalln.ir.plan import PLAN_INPUT, Neuron, Plan, Stage
+from nalln.ir.plan import PLAN_INPUT, Plan, Stage
 from nalln.ir.reference import Trace
-from nalln.ir.semantics import ResetRule, SpikeMode
+from nalln.ir.semantics import SpikeMode, departures
 from nalln.loihi.arithmetic import round_input
 from nalln.loihi.quant_plan import BiasDrive, QStage, QuantPlan, bias_in_current
 
@@ -144,17 +144,6 @@ def _check_expressible(st: Stage) -> None:
             "Lava process graph records spikes and currents, not a readout membrane, yet: use "
             "--backend norse"
         )
-    n = st.neuron
-    if n is not None and n.v_min is not None:
-        raise NallnError(
-            f"{n.nir_type} node {n.name!r} floors its membrane at v_min = {n.v_min:g}; Lava's "
-            "LIF has no floor: use --backend norse"
-        )
-    if n is not None and n.spikes is SpikeMode.MULTI:
-        raise NallnError(
-            f"{n.nir_type} node {n.name!r} sends several spikes per step (--spikes multi); "
-            "Lava's LIF sends at most one: use --backend norse"
-        )
 
 
 def _float_drives(st: Stage) -> tuple[BiasDrive, ...]:
@@ -193,18 +182,18 @@ def _(plan: Plan) -> LavaNetwork:
     return LavaNetwork(plan, tuple(layers), None, "floating_pt", False)
 
 
-def reset_amount(n: Neuron) -> float | None:
-    """What a spike subtracts from ``v`` (``LIFResetSubtract``); ``None``: Lava's reset to 0."""
-    if n.reset is ResetRule.ZERO:
+def neuron_rules(st: Stage | QStage) -> dict | None:
+    """``ProgrammableLIF``'s semantics for a population that is not NIR's (``v_min`` in float,
+    or the fixed point's mantissa ``vmin``); ``None``: Lava's own ``LIFReset``."""
+    n = st.neuron
+    if n is None or not departures(n.reset, n.spikes, n.v_min):
         return None
-    if n.reset is ResetRule.SUBTRACT:
-        return float(n.v_th)
-    return float(n.v_th) / (1.0 - float(n.decay))  # subtract-undecayed (nalln.ir.semantics)
+    floor = st.vmin if isinstance(st, QStage) else n.v_min
+    return {"reset": n.reset.value, "multi": n.spikes is SpikeMode.MULTI, "v_min": floor}
 
 
 @lava_network.register
 def _(qp: QuantPlan) -> LavaNetwork:
-    require_nir_semantics(qp.plan)
     layers = []
     for q in qp.stages:
         lif = (
@@ -254,7 +243,7 @@ def run_lava(
     from nalln.conversion.lava_processes.delay import WindowedDelay
     from nalln.conversion.lava_processes.processes import (
         FrameSource,
-        LIFResetSubtract,
+        ProgrammableLIF,
         Recorder,
         RecurrentDense,
         SEGate,
@@ -277,6 +266,7 @@ def run_lava(
     shift = 0  # steps the main-path delays of earlier on-chip SE blocks add
     # what each synapse may read: port, Lava shape, message bits, level (hops from the input)
     levels = plan.levels()
+    graded = 0  # message bits of what the last population sends (24: a multi-spike's counts)
     ports = {PLAN_INPUT: (port, prev_shape, 24, -1, 1)}  # (+ the step image 0's step 0 arrives)
     for k, layer in enumerate(net.layers):
         st = layer.stage
@@ -345,9 +335,9 @@ def run_lava(
         else:
             neuron_bias = _broadcast_bias(np.asarray(bias), out_shape)
         n = st.neuron
-        amount = reset_amount(n)
-        lif_kind = LIFReset if amount is None else LIFResetSubtract
-        extra = {} if amount is None else {"reset_amount": amount}
+        rules = neuron_rules(st)
+        lif_kind = LIFReset if rules is None else ProgrammableLIF
+        extra = rules or {}
         lif = lif_kind(
             shape=out_shape,
             bias_mant=neuron_bias.astype(layer.dtype),
@@ -386,17 +376,19 @@ def run_lava(
             column.a_out.reshape(out_shape).connect(lif.a_in)
             procs.append(column)
         last = base + N * T - 1
+        multi = n.spikes is SpikeMode.MULTI  # graded spikes: counts, weighed downstream
         if record:
             path = folder / f"{k}.npy"
             rec = Recorder(
-                shape=out_shape, first_step=base, n_steps=N * T, path=str(path), binary=True
+                shape=out_shape, first_step=base, n_steps=N * T, path=str(path), binary=not multi
             )
             lif.s_out.connect(rec.a_in)
             procs.append(rec)
-            recorders[n.name] = (path, out_shape, True)
+            recorders[n.name] = (path, out_shape, "counts" if multi else True)
         port = lif.s_out
         prev_shape = out_shape
-        ports[st.name] = (port, out_shape, 0, level, base)
+        graded = 24 if multi else 0
+        ports[st.name] = (port, out_shape, graded, level, base)
     if not recorders:  # nothing recorded: still need the output spikes
         path = folder / "out.npy"
         rec = Recorder(
@@ -404,11 +396,11 @@ def run_lava(
             first_step=last - N * T + 1,
             n_steps=N * T,
             path=str(path),
-            binary=True,
+            binary=not graded,  # graded: the last population sends counts
         )
         port.connect(rec.a_in)
         procs.append(rec)
-        recorders["__output__"] = (path, prev_shape, True)
+        recorders["__output__"] = (path, prev_shape, "counts" if graded else True)
     cfg = Loihi2SimCfg(
         select_tag=net.select_tag,
         exception_proc_model_map=conv_model_map(net.fixed),
@@ -519,7 +511,7 @@ def _collect(recorders, readout: LavaLayer, N: int, T: int) -> Trace:
     outputs = None
     for name, (path, shape, binary) in recorders.items():
         data = np.load(path, allow_pickle=False)
-        if binary:
+        if binary is True:
             size = int(np.prod(shape))
             data = np.unpackbits(data, axis=1, count=size).astype(bool)
         data = data.reshape(N, T, *shape)  # steps are image-major: j*T + t
@@ -528,7 +520,9 @@ def _collect(recorders, readout: LavaLayer, N: int, T: int) -> Trace:
         tensor = torch.from_numpy(np.ascontiguousarray(data.swapaxes(0, 1)))  # T, N, ...
         if name == "__output__":
             outputs = tensor.reshape(T, N, -1).float()
-        elif binary:
+        elif binary == "counts":  # a multi-spike population's graded spikes
+            spikes[name] = tensor.float()
+        elif binary is True:
             spikes[name] = tensor
         else:
             cur = tensor.double().reshape(T, N, -1)

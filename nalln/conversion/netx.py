@@ -32,6 +32,7 @@ import torch
 from nalln.conversion import lava_compat
 from nalln.errors import NallnError
 from nalln.ir.plan import PLAN_INPUT
+from nalln.ir.semantics import departures
 from nalln.loihi.arithmetic import VTH_MAX
 from nalln.loihi.quant_plan import QuantPlan
 
@@ -50,11 +51,31 @@ def _neuron(group: h5py.Group, dv: int, vth: int, du: int = 4095) -> None:
     n.create_dataset("gradedSpike", data=False)
 
 
+def semantics_refusal(qp: QuantPlan) -> str | None:
+    """Why netx cannot hold a population with a producer's semantics (one line), or None:
+    netx builds its CUBA neurons as Lava's ``LIF``/``LIFReset``: reset to zero, one spike per
+    step, no floor (no netx neuron type sends a count)."""
+    for q in qp.stages:
+        n = q.neuron
+        what = "" if n is None else departures(n.reset, n.spikes, n.v_min)
+        if what:
+            return (
+                f"netx cannot hold {n.nir_type} node {n.name!r}: it {what}, and netx's CUBA "
+                "neuron resets to zero and sends one spike per step (Lava fixed point runs it: "
+                "fixed_point.json)"
+            )
+    return None
+
+
 def netx_refusal(qp: QuantPlan) -> str | None:
     """Why netx cannot hold ``qp`` (one line), or None: netx's layers have no always-on neuron
     to carry a bias into the current (a CubaLIF's input bias, a loop Affine's bias), and its
-    ``dense_rec`` derives one weight exponent <= 0 from 8-bit weights; its file is a
-    sequence of layers, each reading the one before (no branch, merge or delay)."""
+    ``dense_rec`` derives one weight exponent <= 0 from 8-bit weights; its neurons have NIR's
+    semantics only (:func:`semantics_refusal`); its file is a sequence of layers, each reading
+    the one before (no branch, merge or delay)."""
+    reason = semantics_refusal(qp)
+    if reason:
+        return reason
     plan = qp.plan
     for k, q in enumerate(qp.stages):
         if q.merged:

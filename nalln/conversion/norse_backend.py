@@ -133,12 +133,12 @@ def _single(kind: str, name: str, spikes: SpikeMode, node: nir.NIRNode) -> None:
     if node_floor(node, name) is not None:
         raise NallnError(
             f"{kind} node {name!r} floors its membrane (v_min); Norse's {kind} cells have no "
-            "floor: run it on the reference (nalln runs v_min on IF nodes in Norse)"
+            "floor: use --backend lava (nalln runs v_min on IF nodes in Norse)"
         )
     if spikes is SpikeMode.MULTI:
         raise NallnError(
             f"{kind} node {name!r} sends several spikes per step (--spikes multi); Norse's "
-            f"{kind} cells send one: run it on the reference (or as an IF)"
+            f"{kind} cells send one: use --backend lava (or run it as an IF)"
         )
 
 

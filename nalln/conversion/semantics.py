@@ -184,23 +184,3 @@ def record_choices(artefact, choices: Choices):
     if choices.dt is not None:
         info["dt"] = choices.dt
     return dataclasses.replace(artefact, info=info)
-
-
-def require_nir_semantics(plan) -> None:
-    """Refuse, by node, a population that Loihi's fixed point (emulator, Lava ``fixed_pt``,
-    netx) cannot run: it resets to zero and sends one spike per step (a ``Plan``)."""
-    for n in plan.neurons:
-        if n.v_min is not None:
-            raise NallnError(
-                f"{n.nir_type} node {n.name!r} floors its membrane at v_min = {n.v_min:g}; "
-                "nalln's Loihi fixed point has no floor: run it on the reference or Norse"
-            )
-        if n.reset is not ResetRule.ZERO or n.spikes is not SpikeMode.SINGLE:
-            what = f"resets by {n.reset.value!r}" if n.reset is not ResetRule.ZERO else ""
-            what += " and " if what and n.spikes is SpikeMode.MULTI else ""
-            what += "sends several spikes per step" if n.spikes is SpikeMode.MULTI else ""
-            raise NallnError(
-                f"{n.nir_type} node {n.name!r} {what}; nalln's Loihi fixed point resets to zero "
-                "and sends one spike per step: run it in float (lava without --fixed-point, or "
-                "norse)"
-            )

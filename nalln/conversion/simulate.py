@@ -34,7 +34,7 @@ from nalln.conversion.inputs import Inputs, load_inputs, steps_for
 from nalln.conversion.nir_io import read_artefact, write_artefact
 from nalln.conversion.plan import lower
 from nalln.conversion.reference import run_torch_model
-from nalln.conversion.semantics import Choices, require_nir_semantics
+from nalln.conversion.semantics import Choices
 from nalln.conversion.sources import (
     NEEDS_INPUTS,
     SE_GATE_IMAGES,
@@ -394,7 +394,6 @@ def _quant_plan(plan, train_x, calibration, data, source, progress):
     """The recorded grid of a fine-tuned run, or a calibration on training images."""
     from nalln.loihi.grid import fixed_point_plan
 
-    require_nir_semantics(plan)
     if train_x is None:
         if data is None:
             raise NallnError("fixed point needs calibration images: pass --data ROOT")

@@ -14,6 +14,8 @@ import dataclasses
 
 from torch import nn
 
+from nalln.loihi.onchip_se import OnchipSE
+from nalln.models.blocks import SqueezeExcite
 from nalln.models.neuron import LIF
 
 
@@ -28,9 +30,26 @@ def replace_neurons(model: nn.Module) -> int:
     return swapped
 
 
+def conventional_se(model: nn.Module) -> int:
+    """Swap every on-chip SE gate (``--se onchip`` runs) for the float ``SqueezeExcite`` with
+    the same fc1 / fc2 in place, so the twin computes (and is charged for) its SE blocks as a
+    conventional network does; returns how many were swapped."""
+    swapped = 0
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, OnchipSE):
+                se = SqueezeExcite(child.fc1.in_features)
+                se.fc1, se.fc2 = child.fc1, child.fc2
+                setattr(parent, child_name, se)
+                swapped += 1
+    return swapped
+
+
 def relu_twin(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` as a conventional network: one step, ReLU neurons, eval mode."""
+    """A copy of ``model`` as a conventional network: one step, ReLU neurons, float SE gates,
+    eval mode."""
     ann = copy.deepcopy(model)
+    conventional_se(ann)
     cfg = getattr(ann, "config", None)
     if dataclasses.is_dataclass(cfg) and hasattr(cfg, "num_steps"):
         ann.config = dataclasses.replace(cfg, num_steps=1)

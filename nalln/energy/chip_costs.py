@@ -30,6 +30,7 @@ from nalln.energy.chip_fit import FitResult
 from nalln.energy.cost_models import Term, group_of
 from nalln.energy.counting import NetworkCounts
 from nalln.energy.modes import Bound
+from nalln.energy.onchip_gates import graded_surcharge
 from nalln.hardware_targets.schema import Target
 
 
@@ -165,8 +166,12 @@ def chip_costs(
     st, notes, latency = static_terms(counts, chip, energy, fit, bound)
     hops, hop_notes = hop_terms(counts, chip, energy, fit, bound)
     io = io_terms(counts, chip, host, bound)
+    graded: list[Term] = []
+    if bound is Bound.HIGH:  # graded events of on-chip SE gates at the high figure
+        graded, graded_notes = graded_surcharge(counts, chip.id, energy)
+        notes += graded_notes
     if not io:
         notes.append(f"host {host.id} has no e_io_bit: host I/O not charged")
     if energy is not chip:
         notes.append(f"static power and hops of {chip.id}: PROXY figures of {energy.id}")
-    return ChipCosts(bound, tuple(st + hops + io), tuple(notes + hop_notes), latency)
+    return ChipCosts(bound, tuple(st + hops + io + graded), tuple(notes + hop_notes), latency)

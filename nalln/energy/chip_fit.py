@@ -16,18 +16,24 @@ ceil(neurons / neurons-per-core-that-fit), chips = ceil(cores / cores per chip),
 by any per-chip neuron and synapse maxima. Layers with analog input (the direct-coded stem, the
 SE gates, the pooled head input) run on the host; their neuron populations are on the chip and
 receive their input from the host.
+
+An on-chip SE gate (a run fine-tuned with ``--se onchip``) is placed on cores of its own, one
+row per part before the LIF it gates (count, sum, fc1, fc2, product, delay; the parts and the
+modelling assumptions are in :mod:`nalln.energy.onchip_gates`): the pointwise synapses end on
+the product neurons, so the gated LIF keeps one synapse per neuron.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from nalln.energy.counting import NetworkCounts, SynapticLayer, count_model
+from nalln.energy.onchip_gates import ASSUMPTIONS, GateCounts
 from nalln.errors import NallnError
 from nalln.hardware_targets.schema import Target
 
@@ -183,7 +189,15 @@ def fit_network(counts: NetworkCounts, target: Target) -> FitResult:
     rows: list[LayerFit] = []
     notes: list[str] = []
     placed_sources: set[str] = set()
+    gates = {G.population: G for G in counts.gates}
     for P in counts.populations:
+        G = gates.get(P.name)
+        if G is not None:  # on-chip SE: the gate's parts, then the LIF fed by the products
+            rows += gate_rows(G, counts.layer(G.layer), values)
+            rows.append(_fit_row(P.name, f"{G.name}.se.product", P.neurons, 1, None, values))
+            rows[-1] = replace(rows[-1], input=GRADED)
+            placed_sources.add(G.layer)
+            continue
         L = counts.layer(P.source) if P.source else None
         on_chip = L is not None and L.spike_input
         fan_in = L.fan_in if on_chip else 0
@@ -214,6 +228,8 @@ def fit_network(counts: NetworkCounts, target: Target) -> FitResult:
     notes.append(
         "synapses are expanded per neuron (no convolutional weight sharing): an upper bound"
     )
+    if counts.gates:
+        notes.append(ASSUMPTIONS)
     if "fan_in_per_core" not in values:
         notes.append(f"{target.id} publishes no per-core fan-in limit: not checked")
     if "synapses_per_core" not in values:
@@ -224,6 +240,65 @@ def fit_network(counts: NetworkCounts, target: Target) -> FitResult:
         for k, c in limits.items()
     }
     return FitResult(target.id, rows, limit_info, notes)
+
+
+GRADED = "graded (on chip)"
+
+
+def _part_layer(name: str, in_shape: tuple[int, ...], out: int, kernel: tuple[int, int] | None):
+    """A synaptic layer of a gate part, for its input axons: a per-channel sum over the map
+    (``kernel`` = the map, one group per channel) or a dense layer."""
+    conv = kernel is not None
+    return SynapticLayer(
+        name=name,
+        kind="depthwise" if conv else "linear",
+        role="se",
+        in_shape=in_shape,
+        out_shape=(out, 1, 1) if conv else (out,),
+        weights=0,
+        nonzero_weights=0,
+        kernel=kernel or (1,),
+        stride=(1, 1) if conv else (1,),
+        groups=out if conv else 1,
+        num_steps=1,
+    )
+
+
+def gate_rows(G: GateCounts, pw: SynapticLayer, values: dict[str, float]) -> list[LayerFit]:
+    """The placement of one on-chip SE gate's parts (before the LIF it gates)."""
+    cin, h, w = G.in_shape
+    C, H, hw = G.channels, G.hidden, G.hw
+    b = f"{G.name}.se"
+    count = _fit_row(
+        f"{b}.count", pw.name, cin, hw, _part_layer(f"{b}.count", G.in_shape, cin, (h, w)), values
+    )
+    parts = [
+        count,
+        _fit_row(f"{b}.sum", f"{b}.count", C, cin, _part_layer(b, (cin,), C, None), values),
+        _fit_row(f"{b}.fc1", f"{b}.sum", H, C, _part_layer(b, (C,), H, None), values),
+        _fit_row(f"{b}.fc2", f"{b}.fc1", C, H, _part_layer(b, (H,), C, None), values),
+        # the pointwise synapses (delayed) and one broadcast synapse from the channel's gate
+        _fit_row(f"{b}.product", pw.name, C * hw, cin + 1, pw, values, loop_axons=C),
+    ]
+    parts[1:-1] = [replace(r, input=GRADED) for r in parts[1:-1]]
+    parts[-1] = replace(parts[-1], input="spikes + graded (on chip)")
+    delay = G.gate.scales.delay
+    parts.append(
+        LayerFit(
+            layer=f"{b}.delay",
+            fed_by=pw.name,
+            input=GRADED,
+            neurons=0,
+            fan_in=0,
+            synapses=0,
+            per_core=0,
+            cores=0,
+            binding="-",
+            feasible=True,
+            note=f"{delay}-step synaptic delay, assumed (else {delay * C * hw:,} relay neurons)",
+        )
+    )
+    return parts
 
 
 def _fit_row(

@@ -40,6 +40,7 @@ from typing import Any
 from nalln.energy.counting import NetworkCounts, SynapticLayer
 from nalln.energy.dataflow import reuse_reads
 from nalln.energy.modes import DENSE_PRECISIONS, MODELS, CostModel, Dataflow, Precision
+from nalln.energy.onchip_gates import asic_terms, chip_terms, dense_flops
 from nalln.errors import NallnError
 from nalln.hardware_targets.registry import TargetRegistry
 from nalln.hardware_targets.schema import Target
@@ -226,6 +227,8 @@ def _ops_terms(counts: NetworkCounts, a: _Asic, dense_macs: bool = False) -> lis
         if mac:
             terms.append(Term(g, "MACs", mac, a.mac, False, a.t.id))
     terms += _extra_ops_terms(counts, a)
+    if not dense_macs:
+        terms += asic_terms(counts, a, memory=False)
     return terms
 
 
@@ -337,6 +340,8 @@ def _memory_terms(
             add(g, "reset on spike", th_out, a.acc, True)
             add(g, "memory: output spike writes", th_out, a.mem(P.neurons, 1), True)
     terms += _extra_ops_terms(counts, a, memory=True)
+    if ann is None:
+        terms += asic_terms(counts, a, memory=True)
     return terms
 
 
@@ -370,6 +375,7 @@ def _chip_terms(
         if L.spike_input:
             sop = pi(L.ac.sum() + L.mac.sum())
             terms.append(Term(group_of(L.name), "synaptic events", sop, syn, True, chip.id))
+    terms += chip_terms(counts, chip.id, energy, memory=model != CostModel.OPS)
     if model == CostModel.OPS:
         terms += _rebrand(_ops_terms(host_counts, host), host.t.id)
     else:
@@ -410,6 +416,8 @@ def _dense_terms(counts: NetworkCounts, t: Target, precision: Precision) -> list
         terms.append(Term(g, what, per * P.neurons * P.num_steps, e, False, t.id))
     for E in counts.extras:
         terms.append(Term(E.name, "pooling/gate FLOPs", pi(E.adds + E.muls), e, False, t.id))
+    for G in counts.gates:
+        terms.append(Term(f"{G.name}.se", "on-chip SE gate FLOPs", dense_flops(G), e, False, t.id))
     return terms
 
 

@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from nalln.energy.fanout import SYNAPTIC_TYPES, fanout_map, forward_with, weight_mask
-from nalln.models.blocks import SpikingHead, SqueezeExcite
+from nalln.loihi.onchip_se import OnchipSE
+from nalln.models.blocks import SpikingDSBlock, SpikingHead, SqueezeExcite
 from nalln.models.neuron import LIF
 
 POPULATION_TYPES: tuple[type[nn.Module], ...] = (LIF, nn.ReLU)
@@ -138,6 +139,7 @@ class NetworkCounts:
     layers: list[SynapticLayer]
     populations: list[Population]
     extras: list[ExtraOps]
+    gates: list[Any] = field(default_factory=list)  # on-chip SE: onchip_gates.GateCounts
 
     def per_inference(self, value: float | np.floating) -> float:
         """A sum over the ``n`` samples seen -> per inference (a plain float)."""
@@ -199,6 +201,8 @@ class OpCounter:
         self._spike_outputs: dict[int, weakref.ref] = {}
         self._last_synaptic: str | None = None
         self._handles: list[Any] = []
+        self.gates: dict[str, Any] = {}
+        self._gate_input: dict[str, torch.Tensor] = {}
         se_children = {
             f"{n}.{c}" if n else c
             for n, m in model.named_modules()
@@ -214,6 +218,8 @@ class OpCounter:
                 self._handles.append(m.register_forward_hook(self._population_hook(name)))
             elif isinstance(m, SqueezeExcite):
                 self._handles.append(m.register_forward_pre_hook(self._extra_hook(name, "se_gate")))
+            if isinstance(m, SpikingDSBlock) and isinstance(m.se, OnchipSE):
+                self._watch_gate(name, m)
         # The head pools its input (GAP) before its first Linear; the pooled tensor is gone by
         # then, so the pool is counted from the last population's output shape.
         self._gap_layers = {
@@ -362,6 +368,38 @@ class OpCounter:
         if kind == "se_gate":
             E.muls += count  # the gate multiplies every element of the current
 
+    def _watch_gate(self, name: str, block: SpikingDSBlock) -> None:
+        """An on-chip SE gate (``--se onchip`` run): the pointwise layer's input spikes and
+        the gate's integer current, counted by :mod:`nalln.energy.onchip_gates`."""
+        from nalln.energy.onchip_gates import GateCounts
+
+        conv = next(c for c, m in block.pw.named_children() if isinstance(m, nn.Conv2d))
+        weight = getattr(block.pw, conv).weight.detach()
+
+        def spikes_in(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            self._gate_input[name] = inputs[0].detach()
+
+        def gate_out(module: OnchipSE, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            cur = inputs[0].detach()
+            steps, _ = self._steps_of(cur, f"{name}.se")
+            s = self._gate_input.pop(name)
+            G = self.gates.get(name)
+            if G is None:
+                G = self.gates[name] = GateCounts(
+                    name=name,
+                    layer=f"{name}.pw.{conv}",
+                    population=f"{name}.pw_lif",
+                    in_shape=tuple(s.shape[1:]),
+                    gate=module.integer_gate(),
+                    num_steps=self.T,
+                    pw_nonzero=(weight != 0).reshape(weight.shape[0], -1).sum(0).cpu().numpy(),
+                )
+            x = torch.round(cur.double() * module.scales.scale).to(torch.int64)
+            G.observe(s.reshape(steps, -1, *s.shape[1:]), x.reshape(steps, -1, *x.shape[1:]))
+
+        self._handles.append(block.pw.register_forward_pre_hook(spikes_in))
+        self._handles.append(block.se.register_forward_hook(gate_out))
+
     def result(self) -> NetworkCounts:
         return NetworkCounts(
             network=self.network,
@@ -370,6 +408,7 @@ class OpCounter:
             layers=list(self.layers.values()),
             populations=list(self.populations.values()),
             extras=list(self.extras.values()),
+            gates=list(self.gates.values()),
         )
 
 
@@ -445,6 +484,12 @@ def merge_counts(parts: Sequence[NetworkCounts]) -> NetworkCounts:
         )
         for i, e in enumerate(first.extras)
     ]
+    gates = [total([p.gates[i] for p in parts]) for i in range(len(first.gates))]
     return replace(
-        first, n=sum(p.n for p in parts), layers=layers, populations=populations, extras=extras
+        first,
+        n=sum(p.n for p in parts),
+        layers=layers,
+        populations=populations,
+        extras=extras,
+        gates=gates,
     )

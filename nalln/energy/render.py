@@ -234,6 +234,35 @@ def where_rows(rep: dict[str, Any]) -> list[str]:
     return lines
 
 
+def onchip_se_table(rep: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
+    """One row per on-chip SE gate (``--se onchip`` runs): counted neurons, synapses, events
+    per inference and neuron updates."""
+    rows = [
+        [
+            g["block"],
+            f"{g['channels']} x {g['positions']} (C_in {g['in_channels']}, lag {g['lag']})",
+            count_str(g["neurons_total"]),
+            count_str(g["synapses_total"]),
+            count_str(sum(g["binary_events"].values())),
+            count_str(sum(g["graded_events"].values())),
+            count_str(sum(g["messages_sent"].values())),
+            count_str(g["neuron_updates"]),
+        ]
+        for g in rep["snn"].get("onchip_se") or []
+    ]
+    headers = [
+        "SE gate",
+        "C x HW",
+        "neurons",
+        "synapses",
+        "binary events",
+        "graded events",
+        "messages",
+        "neuron updates",
+    ]
+    return rows, headers
+
+
 def terminal_text(rep: dict[str, Any], files: dict[str, Path] | None = None) -> str:
     src = rep["source"]
     lines = []
@@ -253,6 +282,10 @@ def terminal_text(rep: dict[str, Any], files: dict[str, Path] | None = None) -> 
         )
     rows, headers = layer_table(rep)
     lines.append(format_table(rows, headers, align="lllrrrrrrrr"))
+    rows, headers = onchip_se_table(rep)
+    if rows:
+        lines.append("on-chip SE gates on neuro-cores (counted, per inference):")
+        lines.append(format_table(rows, headers, align="llrrrrrr"))
     rows, headers = summary_table(rep)
     lines.append("")
     lines.append(
@@ -316,6 +349,14 @@ def markdown(rep: dict[str, Any]) -> str:
             for e in rep["snn"]["extra_ops"]
         ),
         "",
+    ]
+    rows, headers = onchip_se_table(rep)
+    if rows:
+        md += ["## On-chip SE gates (counted, per inference)", ""]
+        md += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        md += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+        md += [""]
+    md += [
         "## SNN vs ANN under matched cost models (estimated, per inference)",
         "",
         "Every row prices both sides under one cost model (see `matched` in the rules). "

@@ -20,6 +20,7 @@ from nalln import __version__
 from nalln.data.dataset import DatasetIndex, Record, load_images, scan
 from nalln.distributed.collect import agree, gather_shards, sequence_shard, world_fits
 from nalln.distributed.world import current
+from nalln.energy import onchip_gates
 from nalln.energy.baseline import relu_twin
 from nalln.energy.cost_models import MODELS, availability, estimate, group_of
 from nalln.energy.counting import NetworkCounts, count_model, merge_counts
@@ -69,6 +70,14 @@ RULES = {
         "the SE block's fc1 / fc2 are MACs (analog input); its global pooling (one add per "
         "element) and gate (one multiply per element of the current, before the LIF) are "
         "counted separately (NeuroBench does not count them)"
+    ),
+    "se_onchip": (
+        "a run fine-tuned with --se onchip computes its SE gates on neuro-cores (no host "
+        "part): spikes into C_in count compartments are binary events; the copy of the "
+        "pointwise weights into C accumulators, fc1, fc2, the broadcast of each gate to its "
+        "positions and product -> LIF are graded events (one per nonzero 24-bit message and "
+        "nonzero weight), counted from the gate's integer values on these images; every gate "
+        "neuron updates at every step; the ANN twin computes the same SE blocks in float"
     ),
     "head": (
         "GAP -> fc1 -> BN1d -> LIF -> fc2: the pooled spike counts are analog, so fc1 counts "
@@ -237,6 +246,8 @@ def count_sections(
             "populations": population_rows(snn),
             "extra_ops": extra_rows(snn),
             "memory_accesses": mem,
+            "onchip_se": [G.summary(snn.n) for G in snn.gates],
+            "onchip_se_totals": onchip_gates.totals(snn) if snn.gates else None,
         },
         "ann": ann_section(ann),
         "options": options_of(plan),
@@ -387,15 +398,27 @@ def caveats(
             f"an implementation that recomputes it at every step does {T}x that "
             f"({T * macs:,.0f}), which is what NeuroBench counts on a step-by-step model."
         )
-    out.append(
-        "The stem, the SE blocks and the head's fc1 take analog input: no chip in the list runs "
-        "them on binary spikes, so on neuromorphic targets they are charged to the host "
-        f"({plan.host.id}); the SE gate multiplies two signals, which no neuromorphic chip "
-        "here can do: a deployable version folds the gates. The host-chip traffic this forces "
-        "(stem current in, SE current out and back, pooled spikes out, fc1 current in) is "
-        "charged per bit (host I/O terms, a DRAM-access proxy for the link: no link figure "
-        "found)."
-    )
+    if snn.gates:
+        out.append(
+            "On-chip SE: the gates run on neuro-cores (count, sum, fc1, fc2, product neurons, "
+            "Loihi 2 synaptic delays), no host part; the stem and the head's fc1 take analog "
+            f"input and are charged to the host ({plan.host.id}) with their host-chip traffic "
+            "(host I/O terms, a DRAM-access proxy for the link). "
+            + onchip_gates.GRADED_NOTE
+            + ". "
+            + onchip_gates.ASSUMPTIONS
+            + "."
+        )
+    else:
+        out.append(
+            "The stem, the SE blocks and the head's fc1 take analog input: no chip in the list "
+            "runs them on binary spikes, so on neuromorphic targets they are charged to the host "
+            f"({plan.host.id}); the SE gate multiplies two signals, which no neuromorphic chip "
+            "here can do: a deployable version folds the gates. The host-chip traffic this "
+            "forces (stem current in, SE current out and back, pooled spikes out, fc1 current "
+            "in) is charged per bit (host I/O terms, a DRAM-access proxy for the link: no link "
+            "figure found)."
+        )
     if head_fc1 is not None:
         out.append(
             "GAP -> fc1: pooled spike counts are analog, so fc1 counts MACs (NeuroBench) unless "

@@ -41,3 +41,14 @@ class SpikeMode(StrEnum):
 
     SINGLE = "single"
     MULTI = "multi"
+
+
+def departures(reset: ResetRule, spikes: SpikeMode, v_min: float | None) -> str:
+    """What a population does that NIR's (and Lava's LIF, netx's CUBA neuron) does not, as a
+    phrase (``"resets by 'subtract' and sends several spikes per step"``); ``""``: NIR's."""
+    what = [f"resets by {reset.value!r}"] if reset is not ResetRule.ZERO else []
+    if spikes is SpikeMode.MULTI:
+        what.append("sends several spikes per step")
+    if v_min is not None:
+        what.append(f"floors its membrane at v_min = {v_min:g}")
+    return " and ".join(what)

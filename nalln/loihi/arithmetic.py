@@ -8,7 +8,12 @@ the neuron's previous spikes) and 12-bit decays::
     v = trunc(v * (4096 - dv) / 4096) + u + (bias_mant << 6)   # 24-bit, saturates
     spike if v > (vth << 6); then v = 0
 
-(``trunc`` is Lava's ``sign(p) * (|p| >> 12)``.) ``du = 4095`` is no current memory (LIF, IF,
+(``trunc`` is Lava's ``sign(p) * (|p| >> 12)``.) A population with a producer's semantics
+(:mod:`nalln.ir.semantics`; Loihi 2 microcode, :func:`lif_integer`) changes only the spike and
+the reset: ``z = v // (vth << 6)`` where ``v > 0`` (multi: a graded spike carrying the count,
+which the next synapse weighs), ``v -= z (vth << 6)`` (subtract), or that amount subtracted
+next step after the decay, with the bias (subtract-undecayed), then ``v = max(v, vmin << 6)``
+(a floor ``vmin = round(v_min S)``). ``du = 4095`` is no current memory (LIF, IF,
 Threshold); a CubaLIF with ``dt/tau_syn = alpha`` gets ``du = round(4096 alpha) - 1``.
 A float layer ``I = W s + b`` with threshold ``v_th`` maps onto it with one scale ``S`` per
 layer: ``a = round(W S) s``, ``bias_mant = round(b S)``, ``vth = round(v_th S)``,
@@ -44,6 +49,7 @@ import torch.nn.functional as F
 
 from nalln.ir.drive import Drive
 from nalln.ir.se_gate import se_gate_numpy
+from nalln.ir.semantics import ResetRule, SpikeMode
 
 if TYPE_CHECKING:
     from nalln.loihi.quant_plan import QStage
@@ -202,7 +208,21 @@ def lif_fixed(
     (exact, proven there); :func:`lif_integer` handles the rest (loops, drives, CubaLIF, any
     synaptic overflow) and is the reference the tests hold the float path to."""
     s, over = lif_spikes(a_steps, q, bias, vth)
-    return s.bool(), over
+    return (s if counts(q) else s.bool()), over
+
+
+def nir_neuron(q: QStage) -> bool:
+    """Lava's own LIF: reset to zero, one spike per step, no floor (NIR's semantics); the
+    float fast paths take only these."""
+    n = q.neuron
+    return n is None or (
+        n.reset is ResetRule.ZERO and n.spikes is SpikeMode.SINGLE and n.v_min is None
+    )
+
+
+def counts(q: QStage) -> bool:
+    """The population sends spike counts (graded spikes), not 0/1."""
+    return q.neuron is not None and q.neuron.spikes is SpikeMode.MULTI
 
 
 def lif_spikes(
@@ -210,7 +230,7 @@ def lif_spikes(
 ) -> tuple[torch.Tensor, dict[str, int]]:
     """:func:`lif_fixed` with the spikes as 0/1 in whatever dtype and layout the arithmetic
     produced (float32 channels last on the fast path: what the next synapse reads)."""
-    if q.recurrent is None and not q.drives and int(q.du) == DU_NONE:
+    if q.recurrent is None and not q.drives and int(q.du) == DU_NONE and nir_neuron(q):
         fast = _lif_float(a_steps, q, bias, vth)
         if fast is not None:
             return fast
@@ -220,7 +240,11 @@ def lif_spikes(
 def lif_integer(
     a_steps: torch.Tensor, q: QStage, bias: np.ndarray | None, vth: int
 ) -> tuple[torch.Tensor, dict[str, int]]:
-    """:func:`lif_fixed` step by step in int64, Lava's arithmetic as written (bool spikes)."""
+    """:func:`lif_fixed` step by step in int64, Lava's arithmetic as written (bool spikes, or
+    float32 counts for a multi-spike population), with the producer's semantics of
+    ``q.neuron`` (module docstring): the membrane is clamped to 24 bits before the spike, the
+    count is ``v // th`` where ``v > 0``, the undecayed subtraction is owed to the next step
+    (subtracted with the bias, before the clamp), and the floor follows the reset."""
     shape = a_steps.shape[2:]
     dev = a_steps.device
     bias_v = torch.zeros(()) if bias is None else torch.from_numpy(bias.astype(np.int64))
@@ -238,6 +262,11 @@ def lif_integer(
     th = int(vth) << ACT_SHIFT
     keep_u, keep_v = DECAY_UNITY - (int(q.du) + 1), DECAY_UNITY - int(q.dv)
     over = {"synaptic_input": 0, "current": 0, "membrane": 0}
+    n = q.neuron
+    multi = counts(q)
+    reset = ResetRule.ZERO if n is None else n.reset
+    floor = None if q.vmin is None else int(q.vmin) << ACT_SHIFT
+    owed = torch.zeros_like(u) if reset is ResetRule.SUBTRACT_UNDECAYED else None
     out = []
     for t in range(a_steps.shape[0]):
         a = a_steps[t].to(torch.int64)
@@ -251,13 +280,23 @@ def lif_integer(
         over["current"] += int((u.abs() > STATE_MAX).sum())
         u = wrap_current(u)
         v = decay_fixed(v, keep_v) + u + bias_v
+        if owed is not None:
+            v = v - owed
         bad = v.abs() > STATE_MAX
         over["membrane"] += int(bad.sum())
         v = v.clamp(-STATE_MAX, STATE_MAX)
-        s = v > th
-        v = v.masked_fill(s, 0)
+        s = torch.where(v > 0, torch.div(v, th, rounding_mode="floor"), 0) if multi else v > th
+        if reset is ResetRule.ZERO:
+            v = v.masked_fill(s > 0, 0)
+        elif reset is ResetRule.SUBTRACT:
+            v = v - s * th
+        else:
+            owed = s * th
+        if floor is not None:
+            v = v.clamp(min=floor)
         out.append(s)
-    return torch.stack(out), over
+    spikes = torch.stack(out)
+    return (spikes.float() if multi else spikes), over
 
 
 def _exact_float_dtype(keep_v: int, bias_shifted: torch.Tensor, th: int) -> torch.dtype:
@@ -352,7 +391,7 @@ def spike_stage(
     same layer's previous batch: the caller must be done with it (fresh pages fault in slowly)."""
     if q.gate is not None or q.onchip is not None or q.recurrent is not None:
         return None
-    if q.drives or int(q.du) != DU_NONE:
+    if q.drives or int(q.du) != DU_NONE or not nir_neuron(q):
         return None
     bias = np.asarray(q.bias, dtype=np.int64)
     peak_b = int(np.abs(bias).max(initial=0))
@@ -477,10 +516,13 @@ def stage_inputs(prev: torch.Tensor, q: QStage) -> torch.Tensor:
     return prev.reshape(-1, *prev.shape[2:]).float()
 
 
-def run_stage(q: QStage, inp: torch.Tensor, static: bool, T: int) -> torch.Tensor:
+def run_stage(
+    q: QStage, inp: torch.Tensor, static: bool, T: int, peak: float = 1.0
+) -> torch.Tensor:
     """Synaptic input per step [T, N, ...]. ``static``: the graded network input, ``[N, ...]``
     held at every step (computed once, returned expanded: stride 0 over steps) or ``[N, T,
-    ...]`` a value per step (float64, exact); else the previous layer's spikes (float32)."""
+    ...]`` a value per step (float64, exact); else the previous layer's spikes (float32), 0/1
+    or counts of at most ``peak`` (a multi-spike layer's graded spikes)."""
     if static:
         drive = Drive.of(inp, q.in_shape)
         flat = drive.flat(inp)
@@ -488,7 +530,7 @@ def run_stage(q: QStage, inp: torch.Tensor, static: bool, T: int) -> torch.Tenso
         if drive is Drive.PER_STEP:
             return a.reshape(inp.shape[0], T, *a.shape[1:]).transpose(0, 1)
         return a.unsqueeze(0).expand(T, *a.shape)
-    a = _synapse(q, prev_flat(inp), 1.0).float()
+    a = _synapse(q, prev_flat(inp), max(float(peak), 1.0))  # float32, or float64 if needed
     return a.reshape(T, -1, *a.shape[1:])
 
 

@@ -178,12 +178,15 @@ def _calibrate_stage(
         merged, m_clipped = _merged(stage, scale)
         clipped = max(clipped, m_clipped)
         q = QStage(stage, w_int, bias, scale, 0, dv, du, rec, rec_exp, drives, merged=merged)
+        if n is not None and n.v_min is not None:  # the floor on the layer's scale
+            q = replace(q, vmin=int(np.clip(round(n.v_min * scale), -VTH_MAX, VTH_MAX)))
         if stem_scale is not None:
             a = run_stage(q, round_input(inp, in_scale)[0], True, T)
-        else:
-            a = run_stage(q, inp, False, T)
+        else:  # 0/1 spikes, or the counts of a multi-spike layer
+            a = run_stage(q, inp, False, T, float(inp.max()) if inp.numel() else 1.0)
         for i, m_inp in enumerate(merged_inp):  # a merge: the currents add
-            a = a.double() + run_stage(q.part(i), m_inp, False, T).double()
+            peak = float(m_inp.max()) if m_inp.numel() else 1.0
+            a = a.double() + run_stage(q.part(i), m_inp, False, T, max(peak, 1.0)).double()
         if merged_inp:
             a = narrow(a)
         if stage.neuron is None:

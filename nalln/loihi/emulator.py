@@ -16,6 +16,7 @@ from nalln.ir.plan import PLAN_INPUT
 from nalln.ir.reference import Trace, delay_trace
 from nalln.loihi.arithmetic import (
     A_MAX,
+    counts,
     lif_spikes,
     narrow,
     round_input,
@@ -37,10 +38,15 @@ def gated(q: QStage, a: torch.Tensor) -> tuple[torch.Tensor, dict[str, int]]:
 
 
 def _graph_current(
-    qp: QuantPlan, k: int, q: QStage, outs: dict[str, torch.Tensor], T: int
+    qp: QuantPlan,
+    k: int,
+    q: QStage,
+    outs: dict[str, torch.Tensor],
+    peaks: dict[str, float],
+    T: int,
 ) -> torch.Tensor:
     """The synaptic input [T, N, ...] of stage ``k`` of a graph: each synapse on what it reads
-    (the graded input or a population's spikes, ``delay`` steps late where delayed), the
+    (the graded input or a population's spikes or counts, ``delay`` steps late where delayed), the
     merged synapses' integer currents summed (float64, exact below 2^53)."""
     total = None
     for i, syn in enumerate(q.stage.synapses):
@@ -50,7 +56,7 @@ def _graph_current(
         if src == PLAN_INPUT:
             a = run_stage(part, inp, True, T)
         else:
-            a = run_stage(part, delay_trace(inp, syn.delay), False, T)
+            a = run_stage(part, delay_trace(inp, syn.delay), False, T, peaks[src])
         total = a.double() if total is None else total + a.double()
     return narrow(total)
 
@@ -75,12 +81,16 @@ def emulate(qp: QuantPlan, x: torch.Tensor) -> Emulation:
     return _emulate(qp, x, None, None)
 
 
-def _keep(s: torch.Tensor, sink: dict[str, torch.Tensor] | None, name: str) -> torch.Tensor:
-    """The layer's spikes as bool, written into ``sink[name]`` (a slice of the whole split's
-    trace) when it has their shape, saving a copy and a concatenation."""
+def _keep(
+    s: torch.Tensor, sink: dict[str, torch.Tensor] | None, name: str, graded: bool = False
+) -> torch.Tensor:
+    """The layer's spikes as bool (``graded``: float32 counts), written into ``sink[name]`` (a
+    slice of the whole split's trace) when it has their shape and dtype, saving a copy and a
+    concatenation."""
     out = None if sink is None else sink.get(name)
-    if out is None or out.shape != s.shape:
-        return s.bool()
+    want = torch.float32 if graded else torch.bool
+    if out is None or out.shape != s.shape or out.dtype != want:
+        return s.to(want)
     return out.copy_(s)
 
 
@@ -99,17 +109,22 @@ def _emulate(
     overflow: dict[str, dict[str, int]] = {}
     outputs = None
     outs: dict[str, torch.Tensor] = {PLAN_INPUT: xi}  # what a synapse may read (a graph)
+    peaks: dict[str, float] = {PLAN_INPUT: 1.0}  # the largest spike count each carries
+    peak = 1.0  # the largest spike count h carries (a multi-spike layer's graded spikes)
     for k, q in enumerate(qp.stages):
         over = {"input": in_over} if k == 0 else {}
         plain = not q.merged and q.synapse.reads is None and q.synapse.delay is None
-        fused = spike_stage(q, h, T, k == 0, pool) if q.neuron is not None and plain else None
+        fuse = q.neuron is not None and peak == 1.0 and plain
+        fused = spike_stage(q, h, T, k == 0, pool) if fuse else None
         if fused is not None:  # the same arithmetic, bounds proven (see spike_stage)
             s, o = fused
             overflow[q.name] = {**over, **o}
             spikes[q.name] = _keep(s, sink, q.name)
             h = outs[q.name] = s
+            peaks[q.name] = 1.0
             continue
-        a = run_stage(q, h, k == 0, T) if plain else _graph_current(qp, k, q, outs, T)
+        graph = not plain
+        a = _graph_current(qp, k, q, outs, peaks, T) if graph else run_stage(q, h, k == 0, T, peak)
         if q.neuron is None:
             bias = torch.from_numpy(q.bias.astype(np.float64)).to(a.device)
             total = a.sum(0) + T * bias
@@ -124,8 +139,10 @@ def _emulate(
         else:
             s, o = lif_spikes(a, q, q.bias, q.vth)
         overflow[q.name] = {**over, **o}
-        spikes[q.name] = _keep(s, sink, q.name)
-        h = outs[q.name] = s  # 0/1 in the layout the next synapse reads
+        spikes[q.name] = _keep(s, sink, q.name, counts(q))
+        peak = max(float(s.max()), 1.0) if counts(q) and s.numel() else 1.0
+        peaks[q.name] = peak
+        h = outs[q.name] = s  # 0/1 (or counts) in the layout the next synapse reads
     if outputs is None:
         outputs = h.reshape(T, h.shape[1], -1).to(torch.float32, copy=True)
     return Emulation(Trace(outputs.reshape(T, x.shape[0], -1).float(), spikes), overflow)
@@ -149,7 +166,7 @@ def emulate_batched(
     outputs, overflow = [], {}
     T, n = qp.plan.num_steps, len(x)
     whole = {  # the split's trace, filled in place batch by batch
-        q.name: torch.empty((T, n, *q.out_shape), dtype=torch.bool)
+        q.name: torch.empty((T, n, *q.out_shape), dtype=torch.float32 if counts(q) else torch.bool)
         for q in qp.stages
         if keep_spikes and q.neuron is not None
     }
@@ -165,7 +182,7 @@ def emulate_batched(
             seen.update(em.trace.spikes)
             for k, v in em.trace.spikes.items():
                 if k not in whole or whole[k].shape[2:] != v.shape[2:]:  # not as planned
-                    whole[k] = torch.empty((T, n, *v.shape[2:]), dtype=torch.bool)
+                    whole[k] = torch.empty((T, n, *v.shape[2:]), dtype=v.dtype)
                 target = None if sink is None else sink.get(k)
                 if target is None or v.data_ptr() != target.data_ptr():
                     whole[k][:, part].copy_(v)

@@ -251,11 +251,13 @@ def _sat_count(v: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def onchip_gate_int(gate: OnchipGate, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, int]]:
-    """The integer reference: ``x`` int64 ``[T, N, C, H, W]`` (current with bias) -> gated
-    current int64, and how many values left 24 bits (``q``, ``z1``, ``z2``). The dense products
-    run in float64 (exact: every partial sum is an integer below 2**53; CUDA has no int64
-    matmul)."""
+def gate_stages(gate: OnchipGate, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every value the gate's neurons hold at every step, for ``x`` int64 ``[T, N, C, H, W]``
+    (current with bias): ``m, q, z1, h, z2, g`` (the gate computed at each step), ``gl`` (the
+    gate each step uses, after the lag) and ``y`` (the gated current). What the emulator, the
+    energy counts (``nalln.energy.onchip_gates``) and :func:`onchip_gate_int` read. The dense
+    products run in float64 (exact: every partial sum is an integer below 2**53; CUDA has no
+    int64 matmul)."""
     s = gate.scales
     x = x.to(torch.int64)
     dev = x.device
@@ -272,8 +274,16 @@ def onchip_gate_int(gate: OnchipGate, x: torch.Tensor) -> tuple[torch.Tensor, di
     g0 = torch.from_numpy(gate.rest_gate()).to(dev)
     gl = lagged(g, g0, s.lag)
     y = (x * gl[..., None, None]) >> GATE_BITS
-    over = {"se_gate": _sat_count(q) + _sat_count(z1) + _sat_count(z2)}
-    return y, over
+    return {"m": m, "q": q, "z1": z1, "h": h, "z2": z2, "g": g, "gl": gl, "y": y}
+
+
+@torch.no_grad()
+def onchip_gate_int(gate: OnchipGate, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, int]]:
+    """The integer reference: ``x`` int64 ``[T, N, C, H, W]`` (current with bias) -> gated
+    current int64, and how many values left 24 bits (``q``, ``z1``, ``z2``)."""
+    v = gate_stages(gate, x)
+    over = {"se_gate": _sat_count(v["q"]) + _sat_count(v["z1"]) + _sat_count(v["z2"])}
+    return v["y"], over
 
 
 def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nalln.ir.plan import GateSpec, Neuron, Plan, Stage, Synapse
+from nalln.ir.semantics import departures
 
 if TYPE_CHECKING:
     from nalln.loihi.onchip_se import OnchipGate
@@ -66,6 +67,7 @@ class QStage:
     drives: tuple[BiasDrive, ...] = ()  # biases into the current (then ``bias`` is 0 for them)
     calibration: Mapping[str, Any] = field(default_factory=dict)
     onchip: OnchipGate | None = None  # SEMode.ONCHIP: the gate's integers (replaces ``gate``)
+    vmin: int | None = None  # the membrane floor's mantissa, round(v_min S): v >= vmin << 6
     merged: tuple[QSynapse, ...] = ()  # the stage's merged synapses; their biases are in ``bias``
 
     def part(self, i: int) -> QStage:
@@ -122,6 +124,13 @@ class QStage:
     def neuron(self) -> Neuron | None:
         return self.stage.neuron
 
+    def semantics(self) -> dict[str, Any]:
+        """The population's reset, spikes per step and floor, where they are not NIR's."""
+        n = self.neuron
+        if n is None or not departures(n.reset, n.spikes, n.v_min):
+            return {}
+        return {"reset": n.reset.value, "spikes": n.spikes.value, "vmin": self.vmin}
+
     def describe(self) -> dict[str, Any]:
         """Everything but the tensors, as JSON-ready values."""
         return {
@@ -136,6 +145,7 @@ class QStage:
             "vth": self.vth,
             "dv": self.dv,
             "du": self.du,
+            **self.semantics(),
             "recurrent": None if self.stage.recurrent is None else self.stage.recurrent.source,
             "recurrent_exp": self.recurrent_exp,
             "bias_drives": [
@@ -172,6 +182,7 @@ class QuantPlan:
                 "du": q.du,
                 "max_abs_weight": int(np.abs(q.weight).max()),
                 **({} if q.recurrent is None else {"recurrent_exp": q.recurrent_exp}),
+                **q.semantics(),
                 **q.calibration,
             }
             for q in self.stages
@@ -202,7 +213,10 @@ def save_quant_plan(qp: QuantPlan, folder: str | Path) -> dict[str, Path]:
             "a = W_int * s (conv: 8-bit; dense: even 8-bit mantissa x 2) + recurrent_int * "
             "s(t-1); per step u = trunc(u * (4096 - (du + 1)) / 4096) + (a << 6); "
             "v = trunc(v * (4096 - dv) / 4096) + u + (bias << 6); spike if v > (vth << 6); "
-            "v = 0 after a spike; float current = a / scale; input = round(x * input_scale)"
+            "v = 0 after a spike (a layer with reset/spikes/vmin: z = v // (vth << 6) where "
+            "v > 0 for multi, v -= z (vth << 6) for subtract, that amount subtracted the next "
+            "step with the bias for subtract-undecayed, then v = max(v, vmin << 6)); "
+            "float current = a / scale; input = round(x * input_scale)"
         ),
         "input_scale": qp.input_scale,
         "layers": layers,

@@ -1,5 +1,6 @@
 """Our own Lava processes: the image source, a spike/current recorder, the SE-gate side-car and a
-LIF that resets by subtraction.
+LIF with a producer's semantics (``ProgrammableLIF``: subtracting resets, graded spike counts,
+a membrane floor).
 
 Import this module only through :mod:`nalln.conversion.lava_backend` (it needs the Lava shim).
 Every process has a float model (tag ``floating_pt``) and a fixed-point model (tag ``fixed_pt``)
@@ -210,52 +211,124 @@ class PySEGateFixed(_SEGateBase):
         self.a_out.send(np.rint(x * g).astype(np.int32))
 
 
-# --- Lava's LIFReset with a subtracting reset ---------------------------------------------------
-from lava.proc.lif.models import AbstractPyLifModelFloat  # noqa: E402
+# --- Lava's LIFReset with a producer's semantics (Loihi 2's programmable neuron) ----------------
+from lava.proc.lif.models import AbstractPyLifModelFixed, AbstractPyLifModelFloat  # noqa: E402
 from lava.proc.lif.process import LIFReset  # noqa: E402
 
+RESETS = ("zero", "subtract", "subtract-undecayed")  # nalln.ir.semantics.ResetRule's values
 
-class LIFResetSubtract(LIFReset):
-    """Lava's ``LIFReset`` whose spike subtracts ``reset_amount`` from ``v`` instead of zeroing
-    it: ``threshold`` (Sinabs, Norse: ``subtract``) or ``threshold / (1 - dv)`` (snnTorch's
-    ``subtract``: the next step's decay then leaves ``(1 - dv) v + I - threshold``)."""
 
-    def __init__(self, *, reset_amount: float, **kwargs) -> None:
+class ProgrammableLIF(LIFReset):
+    """Lava's ``LIFReset`` (same state, same reset every ``reset_interval`` steps, same
+    sub-threshold dynamics) with the producer's semantics as parameters
+    (:mod:`nalln.ir.semantics`; on Loihi 2 a microcode neuron, docs/conversion.md):
+
+    * ``reset``: ``zero`` (``v <- 0`` where it spiked), ``subtract`` (``v <- v - z vth``) or
+      ``subtract-undecayed`` (``z vth`` subtracted the next step, after its decay, with the
+      bias: snnTorch's subtraction);
+    * ``multi``: the spike is graded, the count ``z = floor(v / vth)`` where ``v > 0`` (the
+      next Dense/Conv needs ``num_message_bits > 0`` to weigh it); else ``z = [v > vth]``;
+    * ``v_min``: after the reset ``v <- max(v, v_min)`` (fixed point: ``v_min << 6``, the
+      threshold's exponent); ``None``: no floor.
+    """
+
+    def __init__(
+        self, *, reset: str = "zero", multi: bool = False, v_min: float | None = None, **kwargs
+    ) -> None:
+        if reset not in RESETS:
+            raise ValueError(f"reset must be one of {RESETS}, not {reset!r}")
         super().__init__(**kwargs)
-        self.proc_params["reset_amount"] = float(reset_amount)
+        self.proc_params["reset"] = str(reset)
+        self.proc_params["multi"] = bool(multi)
+        self.proc_params["v_min"] = v_min
 
 
-@implements(proc=LIFResetSubtract, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PyLifResetSubtractFloat(AbstractPyLifModelFloat):
-    """Lava's ``PyLifResetModelFloat`` (same state reset every ``reset_interval`` steps, same
-    dynamics, spike if ``v > vth``) with ``v <- v - reset_amount`` where it spiked."""
+class _ProgrammableLIF:
+    """What both models share: the window reset (``u``, ``v`` and what an undecayed subtraction
+    owes), the spike, the reset and the floor."""
 
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    vth: float = LavaPyType(float, float)
-
-    def __init__(self, proc_params) -> None:
-        super().__init__(proc_params)
+    def _init_rules(self, proc_params, floor_shift: int) -> None:
         self.reset_interval = proc_params["reset_interval"]
         self.reset_offset = proc_params["reset_offset"] % self.reset_interval
-        self.reset_amount = float(proc_params["reset_amount"])
+        self.rule = proc_params["reset"]
+        self.multi = bool(proc_params["multi"])
+        v_min = proc_params["v_min"]
+        self.floor = None if v_min is None else self._scalar(v_min) * 2**floor_shift
+        self.owed = 0
 
-    def spiking_activation(self) -> np.ndarray:
-        return self.v > self.vth
+    def _fire(self, th) -> np.ndarray:
+        v = self.v
+        z = np.where(v > 0, v // th, 0).astype(v.dtype) if self.multi else v > th
+        if self.rule == "zero":
+            v[z > 0] = 0
+        elif self.rule == "subtract":
+            v -= z * th
+        else:
+            self.owed = z * th
+        if self.floor is not None:
+            np.maximum(v, self.floor, out=v)
+        return z
 
-    def reset_voltage(self, spike_vector: np.ndarray) -> None:
-        self.v[spike_vector] -= self.reset_amount
-
-    def run_spk(self) -> None:
-        a_in_data = self.a_in.recv()
+    def _window(self) -> None:
         if (self.time_step % self.reset_interval) == self.reset_offset:
             self.u *= 0
             self.v *= 0
+            self.owed = 0
+
+
+@implements(proc=ProgrammableLIF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyProgrammableLIFFloat(_ProgrammableLIF, AbstractPyLifModelFloat):
+    """Float: ``v = (1 - dv) v + u + bias - owed``, then :meth:`_fire` at ``vth``."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    vth: float = LavaPyType(float, float)
+    _scalar = float
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self._init_rules(proc_params, 0)
+
+    def run_spk(self) -> None:
+        a_in_data = self.a_in.recv()
+        self._window()
         self.subthr_dynamics(activation_in=a_in_data)
-        s_out = self.spiking_activation()
-        self.reset_voltage(spike_vector=s_out)
-        self.s_out.send(s_out)
+        self.v -= self.owed
+        self.s_out.send(self._fire(self.vth).astype(float))
+
+
+@implements(proc=ProgrammableLIF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyProgrammableLIFFixed(_ProgrammableLIF, AbstractPyLifModelFixed):
+    """Lava's bit-accurate ``LIFReset`` arithmetic (24-bit wrap of ``u``, 24-bit saturation of
+    ``v``) with the owed subtraction in the bias, so ``v = clip(trunc(v (4096 - dv) / 4096) + u +
+    (bias << 6) - owed)``, then :meth:`_fire` at ``vth << 6``; a count is sent as a 24-bit
+    graded spike. Bit-exact with ``nalln.loihi.arithmetic.lif_integer``."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    vth: int = LavaPyType(int, np.int32, precision=17)
+    _scalar = int
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self._init_rules(proc_params, self.vth_shift)
+        self.effective_vth = 0
+
+    def scale_threshold(self) -> None:
+        self.effective_vth = np.left_shift(self.vth, self.vth_shift)
+        self.isthrscaled = True
+
+    def run_spk(self) -> None:
+        a_in_data = self.a_in.recv()
+        self._window()
+        self.scale_bias()
+        self.effective_bias = self.effective_bias - self.owed
+        if not self.isthrscaled:
+            self.scale_threshold()
+        self.subthr_dynamics(activation_in=a_in_data)
+        self.s_out.send(self._fire(self.effective_vth).astype(np.int32))
 
 
 # --- On-chip SE (SEMode.ONCHIP): the graded neurons of the gate branch -------------------------
