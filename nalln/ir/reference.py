@@ -94,7 +94,7 @@ def delayed(history: list[torch.Tensor], delay: np.ndarray, t: int) -> torch.Ten
     """Step ``t`` of a value read ``delay`` steps late per element (zero before its step 0):
     ``history`` holds the value of steps ``0..t`` ([B, *shape] each)."""
     values = torch.stack(history)  # [t + 1, B, *shape]
-    d = torch.as_tensor(np.asarray(delay), dtype=torch.int64)
+    d = torch.as_tensor(np.array(delay, dtype=np.int64))  # a copy: writable
     idx = t - d
     valid = (idx >= 0).to(values.dtype)
     idx = idx.clamp(min=0).expand(1, values.shape[1], *d.shape)
@@ -107,7 +107,7 @@ def delay_trace(s: torch.Tensor, delay: np.ndarray | None) -> torch.Tensor:
     if delay is None:
         return s
     T = s.shape[0]
-    d = torch.as_tensor(np.asarray(delay), dtype=torch.int64, device=s.device)
+    d = torch.as_tensor(np.array(delay, dtype=np.int64), device=s.device)
     t = torch.arange(T, device=s.device).view(T, *([1] * d.dim()))
     idx = t - d  # [T, *shape]
     valid = (idx >= 0).unsqueeze(1)
