@@ -109,15 +109,18 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
                 f"{'Conv' if syn.kind == 'conv' else 'Dense'}",
                 "from_nir_node": syn.source,
                 "weight_shape_torch": list(syn.weight.shape),
-                "lava_shape_whc": list(reversed(syn.out_shape))
-                if len(syn.out_shape) == 3
+                "lava_shape_whc": list(reversed(syn.out_image))
+                if syn.kind == "conv"
                 else list(syn.out_shape),
                 "stride": list(syn.stride),
                 "padding": list(syn.padding),
                 "groups": syn.groups,
                 "input": _stage_input(plan, k),
                 "se_gate": st.gate.name if st.gate else None,
-                "neuron": _lava_neuron(st.neuron),
+                "neuron": _lava_neuron(st.neuron)
+                if st.readout is None
+                else f"nalln LIReadout ({st.readout.nir_type}: lava.proc.lif.LIFReset that never "
+                f"fires, dv = {st.readout.decay:g}; its membrane v is the output)",
                 "nir_neuron": st.neuron.nir_type if st.neuron else None,
                 "decay_du": st.neuron.current_decay if st.neuron else None,
                 "decay_dv": st.neuron.decay if st.neuron else None,
@@ -390,7 +393,6 @@ def _netx_grid(plan, qp, x, progress, summary):
 
 def _lava_files(source, artefact, out, req: LavaRequest, progress, summary):
     from nalln.conversion.lava_backend import lava_network
-    from nalln.loihi.calibration import require_fixed_point
     from nalln.loihi.grid import fixed_point_plan
     from nalln.loihi.quant_plan import save_quant_plan
 
@@ -418,13 +420,6 @@ def _lava_files(source, artefact, out, req: LavaRequest, progress, summary):
             "not written: netx holds Loihi fixed point, calibrated and checked on example "
             "inputs; pass --inputs X.npz (or --data ROOT for an image graph)"
         )
-        return files
-    try:
-        require_fixed_point(plan)
-    except NallnError as exc:
-        if fixed_point:
-            raise
-        summary["netx"] = f"not written: netx holds Loihi fixed point, and {exc}"
         return files
     x = _calibration_images(source, data, req.inputs, calibration, progress)
     meta = source.loaded.run_meta if source.loaded is not None else None

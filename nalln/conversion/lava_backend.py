@@ -53,12 +53,11 @@ import torch
 from tqdm.auto import tqdm
 
 from nalln.conversion import lava_compat
-from nalln.errors import NallnError
 from nalln.ir.drive import Drive
-from nalln.ir.plan import PLAN_INPUT, Plan, Stage
+from nalln.ir.plan import PLAN_INPUT, Plan, Stage, image_shape
 from nalln.ir.reference import Trace
 from nalln.ir.semantics import SpikeMode, departures
-from nalln.loihi.arithmetic import round_input
+from nalln.loihi.arithmetic import DU_NONE, VTH_MAX, round_input
 from nalln.loihi.quant_plan import BiasDrive, QStage, QuantPlan, bias_in_current
 
 
@@ -72,6 +71,8 @@ class LavaRun:
 
 
 def _whc(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Lava's (W, H, C) of a [C, H, W] map; a Conv1d's [C, L] is (L, 1, C); (N,) stays."""
+    shape = image_shape(tuple(shape))
     return tuple(reversed(shape)) if len(shape) == 3 else tuple(shape)
 
 
@@ -95,6 +96,8 @@ def input_frames(x: torch.Tensor, plan: Plan, input_scale: float | None) -> dict
     if input_scale is not None:
         flat = round_input(flat, input_scale)[0]
     a = flat.numpy()
+    if a.ndim == 3:  # [N, C, L] (a Conv1d's input) as the height-1 map [N, C, 1, L]
+        a = a[:, :, None, :]
     if a.ndim == 4:
         a = a.transpose(0, 3, 2, 1)  # N, W, H, C
     a = a.astype(np.float64 if input_scale is None else np.int32)
@@ -135,17 +138,6 @@ def lava_network(source: object) -> LavaNetwork:
     raise TypeError(f"cannot run {type(source).__name__} on Lava")
 
 
-def _check_expressible(st: Stage) -> None:
-    """What nalln's Lava graph cannot run exactly, refused by name: an LI/Integrator readout
-    (its membrane is not recorded)."""
-    if st.readout is not None:
-        raise NallnError(
-            f"{st.readout.nir_type} node {st.readout.name!r} is a non-spiking readout; nalln's "
-            "Lava process graph records spikes and currents, not a readout membrane, yet: use "
-            "--backend norse"
-        )
-
-
 def _float_drives(st: Stage) -> tuple[BiasDrive, ...]:
     """A CubaLIF's input bias (every step) and a loop Affine's bias (from the window's second
     step) enter the current through an always-on neuron, not as ``bias_mant``."""
@@ -162,12 +154,11 @@ def _(plan: Plan) -> LavaNetwork:
     layers = []
     for st in plan.stages:
         n, g = st.neuron, st.gate
-        _check_expressible(st)
         lif = (
             {"du": float(n.current_decay), "dv": float(n.decay), "vth": float(n.v_th)}
             | {"bias_exp": 0}
             if n
-            else {}
+            else _readout_lif(st, False)
         )
         gcs = 0.0 if g is None or g.current_scale is None else float(g.current_scale)
         rec = None if st.recurrent is None else st.recurrent.weight
@@ -180,6 +171,17 @@ def _(plan: Plan) -> LavaNetwork:
             )
         )
     return LavaNetwork(plan, tuple(layers), None, "floating_pt", False)
+
+
+def _readout_lif(st: Stage | QStage, fixed: bool) -> dict[str, float | int]:
+    """``LIReadout``'s LIF parameters for an LI / Integrator readout (none for nalln's own
+    current readout): no current memory, its decay, a threshold it never reaches."""
+    ro = st.readout
+    if ro is None:
+        return {}
+    if fixed:
+        return {"du": DU_NONE, "dv": int(st.dv), "vth": VTH_MAX, "bias_exp": 6}
+    return {"du": 1.0, "dv": float(ro.decay), "vth": float("inf"), "bias_exp": 0}
 
 
 def neuron_rules(st: Stage | QStage) -> dict | None:
@@ -197,7 +199,9 @@ def _(qp: QuantPlan) -> LavaNetwork:
     layers = []
     for q in qp.stages:
         lif = (
-            {"du": int(q.du), "dv": int(q.dv), "vth": int(q.vth), "bias_exp": 6} if q.neuron else {}
+            {"du": int(q.du), "dv": int(q.dv), "vth": int(q.vth), "bias_exp": 6}
+            if q.neuron
+            else _readout_lif(q, True)
         )
         layers.append(
             LavaLayer(
@@ -243,6 +247,7 @@ def run_lava(
     from nalln.conversion.lava_processes.delay import WindowedDelay
     from nalln.conversion.lava_processes.processes import (
         FrameSource,
+        LIReadout,
         ProgrammableLIF,
         Recorder,
         RecurrentDense,
@@ -299,15 +304,28 @@ def run_lava(
         out_shape = _whc(tuple(st.synapse.out_shape))
         current = currents[0]
         bias = layer.bias
-        if st.neuron is None:  # readout: record the current
+        if st.neuron is None:  # readout: record the current, or an LI / I readout's membrane
             path = folder / f"{k}.npy"
             rec = Recorder(
                 shape=out_shape, first_step=base, n_steps=N * T, path=str(path), binary=False
             )
-            for c in currents:  # an InPort sums what several OutPorts send
-                c.connect(rec.a_in)
+            if st.readout is not None:
+                li = LIReadout(
+                    shape=out_shape,
+                    bias_mant=_broadcast_bias(np.asarray(bias), out_shape).astype(layer.dtype),
+                    reset_interval=T,
+                    reset_offset=base % T,
+                    **layer.lif,
+                )
+                for c in currents:  # an InPort sums what several OutPorts send
+                    c.connect(li.a_in)
+                li.v_out.connect(rec.a_in)
+                procs.append(li)
+            else:
+                for c in currents:
+                    c.connect(rec.a_in)
             procs.append(rec)
-            recorders[st.name] = (path, out_shape, False)
+            recorders[st.name] = (path, out_shape, False, tuple(syn.out_shape))
             last = base + N * T - 1
             break
         onchip = getattr(st, "onchip", None)
@@ -384,7 +402,7 @@ def run_lava(
             )
             lif.s_out.connect(rec.a_in)
             procs.append(rec)
-            recorders[n.name] = (path, out_shape, "counts" if multi else True)
+            recorders[n.name] = (path, out_shape, "counts" if multi else True, tuple(n.shape))
         port = lif.s_out
         prev_shape = out_shape
         graded = 24 if multi else 0
@@ -400,7 +418,8 @@ def run_lava(
         )
         port.connect(rec.a_in)
         procs.append(rec)
-        recorders["__output__"] = (path, prev_shape, "counts" if graded else True)
+        chw = tuple(reversed(prev_shape)) if len(prev_shape) == 3 else tuple(prev_shape)
+        recorders["__output__"] = (path, prev_shape, "counts" if graded else True, chw)
     cfg = Loihi2SimCfg(
         select_tag=net.select_tag,
         exception_proc_model_map=conv_model_map(net.fixed),
@@ -509,7 +528,7 @@ def _onchip_gate(gate, current, shape: tuple[int, int, int], bias, T: int, base:
 def _collect(recorders, readout: LavaLayer, N: int, T: int) -> Trace:
     spikes: dict[str, torch.Tensor] = {}
     outputs = None
-    for name, (path, shape, binary) in recorders.items():
+    for name, (path, shape, binary, torch_shape) in recorders.items():
         data = np.load(path, allow_pickle=False)
         if binary is True:
             size = int(np.prod(shape))
@@ -517,6 +536,7 @@ def _collect(recorders, readout: LavaLayer, N: int, T: int) -> Trace:
         data = data.reshape(N, T, *shape)  # steps are image-major: j*T + t
         if len(shape) == 3:
             data = data.transpose(0, 1, 4, 3, 2)  # W, H, C -> C, H, W
+        data = data.reshape(N, T, *torch_shape)  # a Conv1d's [C, 1, L] is NIR's [C, L]
         tensor = torch.from_numpy(np.ascontiguousarray(data.swapaxes(0, 1)))  # T, N, ...
         if name == "__output__":
             outputs = tensor.reshape(T, N, -1).float()
@@ -524,10 +544,15 @@ def _collect(recorders, readout: LavaLayer, N: int, T: int) -> Trace:
             spikes[name] = tensor.float()
         elif binary is True:
             spikes[name] = tensor
+        elif readout.stage.readout is not None:  # an LI / I membrane (fixed: units of a << 6)
+            unit = readout.scale * (64.0 if readout.dtype is np.int32 else 1.0)
+            outputs = (tensor.double().reshape(T, N, -1) / unit).float()
         else:
-            cur = tensor.double().reshape(T, N, -1)
+            cur = tensor.double()
             bias = torch.from_numpy(np.asarray(readout.bias).astype(np.float64))
-            outputs = ((cur + bias) / readout.scale).float()
+            if cur.dim() > 3:  # a conv readout: one bias per channel
+                bias = bias.view(-1, *([1] * (cur.dim() - 3)))
+            outputs = ((cur + bias).reshape(T, N, -1) / readout.scale).float()
     if outputs is None:
         last = list(spikes)[-1]
         outputs = spikes[last].reshape(T, N, -1).float()

@@ -31,7 +31,7 @@ import torch
 
 from nalln.conversion import lava_compat
 from nalln.errors import NallnError
-from nalln.ir.plan import PLAN_INPUT
+from nalln.ir.plan import PLAN_INPUT, image_shape
 from nalln.ir.semantics import departures
 from nalln.loihi.arithmetic import VTH_MAX
 from nalln.loihi.quant_plan import QuantPlan
@@ -129,8 +129,8 @@ def write_netx(qp: QuantPlan, path: str | os.PathLike) -> Path:
             i = 0
             g = layers.create_group(str(i))
             _type(g, "input")
-            g.create_dataset("shape", data=np.array(qp.plan.input_shape))
-            prev_dims = len(qp.plan.input_shape)
+            g.create_dataset("shape", data=np.array(image_shape(qp.plan.input_shape)))
+            prev_dims = len(image_shape(qp.plan.input_shape))
             for q in qp.stages:
                 if q.kind == "dense" and prev_dims == 3:
                     i += 1
@@ -140,21 +140,22 @@ def write_netx(qp: QuantPlan, path: str | os.PathLike) -> Path:
                 i += 1
                 g = layers.create_group(str(i))
                 _type(g, q.kind if q.recurrent is None else "dense_rec")
-                g.create_dataset("shape", data=np.array(q.out_shape))
+                shape = q.synapse.out_image if q.kind == "conv" else q.out_shape
+                g.create_dataset("shape", data=np.array(shape))
                 g.create_dataset("weight", data=q.weight.astype(np.int32))
                 if q.recurrent is not None:
                     g.create_dataset("weight_rec", data=q.recurrent.astype(np.int32))
                 g.create_dataset("bias", data=q.bias.astype(np.int32))
                 if q.kind == "conv":
-                    g.create_dataset("stride", data=np.array(q.stride))
+                    g.create_dataset("stride", data=np.array(q.stride))  # (H, W): netx flips
                     g.create_dataset("padding", data=np.array(q.padding))
                     g.create_dataset("dilation", data=np.array([1, 1]))
                     g.create_dataset("groups", data=int(q.groups))
-                if q.neuron is None:
-                    _neuron(g, 0, VTH_MAX)  # integrator for the readout
+                if q.neuron is None:  # integrator (an LI: its decay) for the readout
+                    _neuron(g, q.dv if q.readout is not None else 0, VTH_MAX)
                 else:
                     _neuron(g, q.dv, q.vth, q.du)
-                prev_dims = len(q.out_shape)
+                prev_dims = len(shape)
             f.attrs["nalln"] = (
                 f"NeurALLNet static-SE fixed point; T={qp.plan.num_steps}; input = round(x * "
                 f"{qp.input_scale!r}) as 24-bit graded spikes; readout v / (64 * scale * T)"
@@ -197,6 +198,9 @@ def run_netx(path: str | os.PathLike, qp: QuantPlan, x: torch.Tensor) -> np.ndar
             src.run(condition=RunSteps(num_steps=depth + T + 1), run_cfg=cfg)
             if not spiking:
                 v = np.asarray(net.layers[-1].neuron.v.get(), dtype=np.float64)
+                if v.ndim == 3:  # a conv readout: (W, H, C) -> torch's C-order
+                    v = v.transpose(2, 1, 0)
+                v = v.reshape(-1)
         finally:
             src.stop()
         if spiking:
@@ -207,6 +211,8 @@ def run_netx(path: str | os.PathLike, qp: QuantPlan, x: torch.Tensor) -> np.ndar
                 spikes = spikes.transpose(0, 3, 2, 1)
             return spikes.reshape(T, -1).astype(np.float64)
     q = qp.stages[-1]
+    if q.readout is not None:  # an LI / Integrator: its membrane at the window's last step
+        return v / (64.0 * q.scale)
     return v / (64.0 * q.scale * T)
 
 
@@ -224,10 +230,15 @@ def check_netx(path: str | os.PathLike, qp: QuantPlan, x: torch.Tensor) -> dict:
     }
     if qp.stages[-1].neuron is None:
         got = run_netx(path, qp, x[:1])
-        expected = emulate(qp, x[:1]).trace.logits[0].double().numpy()
+        em = emulate(qp, x[:1]).trace
+        membrane = qp.stages[-1].readout is not None
+        expected = (em.outputs[-1, 0] if membrane else em.logits[0]).double().numpy()
+        got = got.reshape(expected.shape)
         diff = float(np.abs(got - expected).max())
         summary.update(
-            compared="readout logits (mean over T) of one input",
+            compared=f"{qp.stages[-1].readout.nir_type} readout membrane at the last step"
+            if membrane
+            else "readout logits (mean over T) of one input",
             one_image_logits_netx=got.tolist(),
             one_image_logits_emulator=expected.tolist(),
             max_abs_difference=diff,

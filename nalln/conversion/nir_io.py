@@ -34,6 +34,7 @@ import nir
 import numpy as np
 
 from nalln.conversion import nir_probe
+from nalln.conversion.conv1d import conv1d_out
 from nalln.conversion.export import FORMAT, Exported
 from nalln.errors import NallnError
 from nalln.io import write_json
@@ -43,6 +44,7 @@ from nalln.ir.se_mode import SEMode
 SUPPORTED = (
     nir.Input,
     nir.Output,
+    nir.Conv1d,
     nir.Conv2d,
     nir.Affine,
     nir.Linear,
@@ -209,6 +211,8 @@ def _neuron_shape(node, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _out_shape(name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if isinstance(node, nir.Conv1d):
+        return conv1d_out(node, name, shape)
     if isinstance(node, nir.Conv2d):
         return _conv_out(node, name, shape)
     if isinstance(node, nir.AvgPool2d | nir.SumPool2d):

@@ -10,7 +10,8 @@ Norse imports correctly to Norse's own per-node importer and fixes the rest (too
   value): ``reset_value``, Norse's ``reset_subtract``, or ``v - z*th/beta`` for snnTorch's
   undecayed subtraction.
 * Conv2d: ``in_channels = weight.shape[1] * groups`` (Norse takes ``weight.shape[1]``, which
-  breaks depthwise convs).
+  breaks depthwise convs). Conv1d: ``torch.nn.Conv1d`` (Norse has none; nirtorch's default map
+  swaps the channel counts).
 * AvgPool2d / SumPool2d: real pooling modules (Norse drops AvgPool2d silently).
 * Flatten: NIR dims exclude the batch dimension; torch's include it (Norse flattens the batch).
 * IF: Norse's ``IAFCell`` (``v <- v + I``), input times ``r`` (Norse ignores it), ``v_reset``;
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nalln.conversion.conv1d import conv1d_padding
 from nalln.conversion.nir_io import Artefact, chain_of, conv_padding, node_meta, recurrent_loops
 from nalln.conversion.plan import DT_FALLBACK, delay_steps, graph_dt
 from nalln.conversion.semantics import node_floor, node_semantics
@@ -207,6 +209,8 @@ def node_map(
         return GainedCell(li_box.LIBoxCell(params, dt=node_dt), _tensor(node.r))
     if isinstance(node, nir.I):
         return GainedCell(IntegratorCell(), _tensor(node.r))
+    if isinstance(node, nir.Conv1d):
+        return _conv1d(node, name)
     if isinstance(node, nir.Conv2d):
         groups = int(np.asarray(node.groups))
         w = np.asarray(node.weight)
@@ -220,10 +224,7 @@ def node_map(
             groups=groups,
             bias=node.bias is not None,
         )
-        conv.weight.data = _tensor(w)
-        if node.bias is not None:
-            conv.bias.data = _tensor(node.bias)
-        return conv
+        return _with_weights(conv, node)
     if isinstance(node, nir.Linear):  # Norse swaps in_features and out_features
         w = np.asarray(node.weight)
         lin = nn.Linear(w.shape[1], w.shape[0], bias=False)
@@ -245,6 +246,33 @@ def node_map(
     if isinstance(node, nir.Input | nir.Output):
         return None
     return norse_import(node, ignore_warnings=True, dt=dt)
+
+
+def _conv1d(node: nir.Conv1d, name: str) -> nn.Conv1d:
+    """``torch.nn.Conv1d`` read right: Norse 1.1.0's importer has no Conv1d, and nirtorch's
+    default map swaps in and out channels (``weight.shape[-3]`` as ``in_channels``), drops
+    ``groups`` from the channel count and needs a bias."""
+    w = np.asarray(node.weight)
+    groups = int(np.asarray(node.groups))
+    conv = nn.Conv1d(
+        w.shape[1] * groups,
+        w.shape[0],
+        int(w.shape[2]),
+        stride=int(np.asarray(node.stride)),
+        padding=conv1d_padding(node, name),
+        dilation=int(np.asarray(node.dilation)),
+        groups=groups,
+        bias=node.bias is not None,
+    )
+    return _with_weights(conv, node)
+
+
+def _with_weights(conv: nn.Module, node: nir.NIRNode) -> nn.Module:
+    """``conv`` holding the node's weight and (if any) bias."""
+    conv.weight.data = _tensor(node.weight)
+    if node.bias is not None:
+        conv.bias.data = _tensor(node.bias)
+    return conv
 
 
 class _Scale(nn.Module):

@@ -40,6 +40,7 @@ from typing import Any
 import nir
 import numpy as np
 
+from nalln.conversion.conv1d import conv1d_synapse
 from nalln.conversion.neurons import NEURON_TYPES, READOUT_TYPES, neuron_params, readout_params
 from nalln.conversion.nir_io import Artefact, ChainNode, chain_of, conv_padding, node_meta
 from nalln.conversion.scale import scale_inputs, scale_outputs
@@ -173,7 +174,18 @@ def _lower_chain(chain: list[ChainNode], dt: float) -> list[Stage]:
                     "nodes only as the last layer before the Output"
                 )
         out: list[_Term] = []
-        if isinstance(node, nir.Conv2d):
+        if isinstance(node, nir.Conv1d):
+            for i, t in enumerate(terms):
+                need_no_synapse(t, name, "Conv1d")
+                if t.pool is not None or t.flat_from is not None or t.pre_scale is not None:
+                    raise NallnError(
+                        f"Conv1d node {name!r} follows pooling, Flatten or Scale; nalln folds "
+                        "none of them into a Conv1d"
+                    )
+                syn = conv1d_synapse(node, name, shape, item.out_shape)
+                syn = syn if i == 0 else replace(syn, bias=0 * syn.bias)  # the bias once
+                out.append(replace(t, syn=syn))
+        elif isinstance(node, nir.Conv2d):
             for i, t in enumerate(terms):
                 need_no_synapse(t, name, "Conv2d")
                 if t.flat_from is not None:

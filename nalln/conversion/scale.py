@@ -35,7 +35,11 @@ def per_channel(s: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
 
 def scale_outputs(syn: Synapse, s: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Weight and bias of ``syn`` followed by Scale ``s``."""
-    f = per_channel(s, tuple(syn.out_shape), name)
+    shape = tuple(syn.out_shape)
+    if syn.kind == "conv" and len(shape) == 2:  # a Conv1d's [C, L']: one factor per channel
+        s = np.broadcast_to(np.asarray(s, np.float64), shape).reshape(syn.out_image)
+        shape = syn.out_image
+    f = per_channel(s, shape, name)
     w = syn.weight * f.reshape(-1, *([1] * (syn.weight.ndim - 1)))
     return w, syn.bias * f
 

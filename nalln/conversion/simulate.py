@@ -135,6 +135,24 @@ def fidelity(
     }
 
 
+def graded_output(plan, ref: Trace, got: Trace) -> dict[str, Any]:
+    """How a graded output (a readout current, an LI / Integrator membrane) agrees per step:
+    spike agreement does not apply, so the largest absolute and relative difference over every
+    input, step and output (relative to the largest reference value) and top-1 of the
+    time average (``top1_agreement``, as for NeurALLNet's readout)."""
+    ro = plan.stages[-1].readout
+    diff = float((ref.outputs.double() - got.outputs.double()).abs().max())
+    peak = float(ref.outputs.double().abs().max())
+    return {
+        "what": f"{ro.nir_type} node {ro.name!r}: its membrane v per step"
+        if ro is not None
+        else "the last synapse's current per step",
+        "max_abs_difference_per_step": diff,
+        "max_relative_difference_per_step": diff / peak if peak else None,
+        "reference_peak": peak,
+    }
+
+
 def accuracy_interval(trace: Trace, labels: torch.Tensor | None) -> list[float] | None:
     """95% percentile-bootstrap interval of the accuracy (10,000 resamples, as ``evaluate``)."""
     if labels is None or len(labels) < 2:
@@ -288,6 +306,8 @@ def simulate(
                 plan, x, train_x, calibration, data, source, metrics, progress, world
             )
     metrics.update(fidelity(reference, got, labels, names))
+    if plan.readout is not None:
+        metrics["graded_output"] = graded_output(plan, reference, got)
     metrics["accuracy_ci95"] = accuracy_interval(got, labels)
     metrics["reference_accuracy_ci95"] = accuracy_interval(reference, labels)
     metrics["seconds_per_image"] = run_s / len(x)
@@ -454,10 +474,14 @@ def _run_lava(plan, x, fixed_point, train_x, calibration, data, source, metrics,
     check_overflow(em, f"the {len(x)} simulated images")
     r = run_lava(qp, x, progress=progress)
     exact = all(torch.equal(em.trace.spikes[k], r.trace.spikes[k]) for k in r.trace.spikes)
+    same_out = torch.equal(em.trace.outputs, r.trace.outputs)
+    if plan.stages[-1].readout is not None:  # an LI / I membrane: its every value, too
+        exact = exact and same_out
     metrics["lava"] = {"processes": r.processes, "steps": r.steps}
     metrics["fixed_point"] = {
         **_fixed_point_summary(qp, em),
         "lava_matches_emulator_bit_exactly": bool(exact),
+        "lava_outputs_equal_emulator": bool(same_out),
         "float_top1_agreement_under_weight_noise": {
             f"{b}_bit": v for b, v in weight_noise_sensitivity(plan, x).items()
         },
@@ -486,12 +510,14 @@ def report_markdown(m: dict[str, Any]) -> str:
         "| measure | value |",
         "|---|---|",
         f"| top-1 agreement with the reference | {m['top1_agreement']:.4f} |",
-        f"| spike agreement (all layers) | {sa['overall']:.6f} |",
+        "| spike agreement (all layers) | "
+        + ("no spiking layer |" if sa["overall"] is None else f"{sa['overall']:.6f} |"),
         f"| accuracy on the back-end | {_acc(m['accuracy'], m.get('accuracy_ci95'))} |",
         f"| accuracy of the reference | "
         f"{_acc(m['reference_accuracy'], m.get('reference_accuracy_ci95'))} |",
         f"| labels | {m['labels']} |",
         f"| max abs logit difference | {m['max_abs_logit_difference']:.3g} |",
+        *_graded_rows(m.get("graded_output")),
         f"| seconds per image (after build) | {m['seconds_per_image']:.4f} |",
         f"| build seconds | {m['build_seconds']:.2f} |",
     ]
@@ -559,6 +585,16 @@ def report_markdown(m: dict[str, Any]) -> str:
                 "spike, tests/conversion/test_fixed_point.py)."
             )
     return "\n".join(lines) + "\n"
+
+
+def _graded_rows(g: dict[str, Any] | None) -> list[str]:
+    if not g:
+        return []
+    rel = g["max_relative_difference_per_step"]
+    return [
+        f"| graded output ({g['what']}): max abs / relative difference per step | "
+        f"{g['max_abs_difference_per_step']:.3g} / {'-' if rel is None else f'{rel:.3g}'} |"
+    ]
 
 
 def _acc(value: float | None, interval: list[float] | None) -> str:

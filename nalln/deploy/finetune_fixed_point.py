@@ -114,12 +114,12 @@ def grid_for(
     from nalln.conversion.export import export_model
     from nalln.conversion.nir_io import read_artefact, write_artefact
     from nalln.conversion.plan import lower
-    from nalln.loihi.calibration import calibrate
+    from nalln.loihi.calibration import RUN_RANGE, calibrate
 
     with tempfile.TemporaryDirectory(prefix="nalln-qat-") as tmp:
         write_artefact(tmp, export_model(model, se_mode=SEMode.HYBRID))
         plan = lower(read_artefact(tmp))
-    qp = calibrate(plan, calib_x, progress)
+    qp = calibrate(plan, calib_x, progress, stem_range=RUN_RANGE)
     return grid_from_quant_plan(qp, se_mode, lag), qp.report
 
 

@@ -43,7 +43,7 @@ from nalln.ir.plan import PLAN_INPUT, GateSpec, Plan, Synapse
 from nalln.ir.reference import apply_gate, apply_synapse, delay_trace, run_plan
 
 POOL_TYPES = ("AvgPool2d", "SumPool2d")
-SYNAPSE_TYPES = ("Conv2d", "Affine", "Linear")
+SYNAPSE_TYPES = ("Conv1d", "Conv2d", "Affine", "Linear")
 
 
 def synapse_module(syn: Synapse) -> nn.Module:
@@ -173,11 +173,12 @@ class PlanCounter:
             syn = st.synapse
             pop = st.neuron.name if st.neuron is not None else None
             role = "input" if i == 0 else ("readout" if st.neuron is None else "block")
+            conv = syn.kind == "conv"  # a Conv1d is counted as the height-1 conv it runs as
             self.layers[i] = _layer(
                 syn.source or st.name,
                 synapse_module(syn),
-                syn.in_shape,
-                syn.out_shape,
+                syn.in_image if conv else syn.in_shape,
+                syn.out_image if conv else syn.out_shape,
                 _kind(syn),
                 role,
                 self.T,

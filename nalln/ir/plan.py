@@ -48,6 +48,10 @@ PLAN_INPUT = "<input>"  # Synapse.reads for the graph's input
 class Synapse:
     """A conv (``weight`` [Co, Ci/g, kh, kw]) or dense (``weight`` [out, in]) layer with bias.
 
+    A NIR ``Conv1d`` is a conv of height 1: ``weight`` [Co, Ci/g, 1, k], ``in_shape`` [Ci, L],
+    ``out_shape`` [Co, L'] (NIR's shapes; :attr:`in_image` / :attr:`out_image` give the
+    [C, 1, L] form the convolution runs on).
+
     A dense layer's ``in_shape`` is the shape whose C-order flattening it reads (it may be
     [C, H, W] when a Flatten was folded in)."""
 
@@ -66,6 +70,23 @@ class Synapse:
     # per input element, how many steps late it reads it (NIR Delay nodes; None: no delay);
     # alignment on a pipelined back-end (Lava) is that back-end's business, not this
     delay: np.ndarray | None = None  # int, shape in_shape (before a folded Flatten)
+
+    @property
+    def in_image(self) -> tuple[int, ...]:
+        """``in_shape`` as a conv reads it: [C, H, W] (a Conv1d's [C, L] is [C, 1, L])."""
+        return image_shape(self.in_shape)
+
+    @property
+    def out_image(self) -> tuple[int, ...]:
+        """``out_shape`` as a conv writes it (a Conv1d's [C, L'] is [C, 1, L'])."""
+        return image_shape(self.out_shape)
+
+
+def image_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A NIR ``[C, L]`` map (Conv1d) as the height-1 image ``[C, 1, L]`` every conv back-end
+    runs (the same C-order values); other shapes unchanged."""
+    shape = tuple(int(s) for s in shape)
+    return (shape[0], 1, shape[1]) if len(shape) == 2 else shape
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,8 @@ def apply_synapse(syn: Synapse, x: torch.Tensor) -> torch.Tensor:
     """The synapse's current (bias included) for a batch ``x`` [B, *in_shape]."""
     w = torch.as_tensor(syn.weight, dtype=x.dtype)
     b = torch.as_tensor(syn.bias, dtype=x.dtype)
-    if syn.kind == "conv":
+    if syn.kind == "conv":  # a Conv1d's [B, C, L] runs as [B, C, 1, L] (ir.plan.image_shape)
+        x = x.reshape(x.shape[0], *syn.in_image)
         return F.conv2d(x, w, b, stride=syn.stride, padding=syn.padding, groups=syn.groups)
     return F.linear(x.reshape(x.shape[0], -1), w, b)
 

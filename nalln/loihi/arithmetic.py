@@ -137,6 +137,7 @@ def _synapse(
     b = None if bias is None else torch.from_numpy(np.asarray(bias)).to(device=x.device, dtype=dt)
     with _exact_cuda(x.device):
         if q.kind == "conv":
+            x = x.reshape(x.shape[0], *q.stage.synapse.in_image)  # a Conv1d: [N, C, 1, L]
             if dt is torch.float32:
                 x = x.to(dtype=dt, memory_format=torch.channels_last)
                 w = w.contiguous(memory_format=torch.channels_last)
@@ -502,6 +503,44 @@ def _steps_like(x: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor
         )
         return flat.view(steps, *x.shape)
     return torch.empty((steps, *x.shape), dtype=dtype, device=x.device)
+
+
+def per_neuron_bias(bias: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+    """A layer's bias (per channel of a [C, H, W] map, else per neuron) as int64 of ``shape``."""
+    b = torch.from_numpy(np.asarray(bias, dtype=np.int64))
+    return b.view(-1, 1, 1).expand(shape) if len(shape) == 3 else b.reshape(shape)
+
+
+def readout_membrane(
+    a_steps: torch.Tensor, q: QStage, vth: int
+) -> tuple[torch.Tensor, dict[str, int]]:
+    """An LI / Integrator readout on Loihi: Lava's bit-accurate LIF with no current memory
+    (``du = 4095``) and a threshold it must never reach (``vth``: the 17-bit maximum), whose
+    membrane is the output. Per step ``u = a << 6`` (24-bit, wraps),
+    ``v = trunc(v * (4096 - dv) / 4096) + u + (bias << 6)`` (24-bit, saturates; ``dv = 0``: the
+    Integrator). Returns ``v`` per step [T, N, ...] (int64, units of ``a << 6``) and overflow
+    counts; ``readout_threshold`` counts steps where ``v`` passed ``vth << 6`` (Lava's LIF
+    would spike and zero it, as this does)."""
+    shape = a_steps.shape[2:]
+    bias = per_neuron_bias(q.bias, tuple(shape)).to(a_steps.device) << ACT_SHIFT
+    keep_v = DECAY_UNITY - int(q.dv)
+    th = int(vth) << ACT_SHIFT
+    v = torch.zeros(a_steps.shape[1:], dtype=torch.int64, device=a_steps.device)
+    over = {"synaptic_input": 0, "current": 0, "membrane": 0, "readout_threshold": 0}
+    out = []
+    for t in range(a_steps.shape[0]):
+        a = a_steps[t].to(torch.int64)
+        over["synaptic_input"] += int((a.abs() > A_MAX).sum())
+        u = a << ACT_SHIFT
+        over["current"] += int((u.abs() > STATE_MAX).sum())
+        v = decay_fixed(v, keep_v) + wrap_current(u) + bias
+        over["membrane"] += int((v.abs() > STATE_MAX).sum())
+        v = v.clamp(-STATE_MAX, STATE_MAX)
+        fired = v > th
+        over["readout_threshold"] += int(fired.sum())
+        v = v.masked_fill(fired, 0)
+        out.append(v)
+    return torch.stack(out), over
 
 
 def round_input(x: torch.Tensor, scale: float) -> tuple[torch.Tensor, int]:

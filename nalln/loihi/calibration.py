@@ -10,12 +10,15 @@ weights share its scale ``S`` (both currents add in the same units): by default 
 gets the smallest weight exponent ``e >= 0`` that fits its weights in 8 bits on that ``S``
 (``recurrent_exp=False``: ``e = 0``, and ``S`` is capped by the loop weights, as netx needs). The
 layer is simulated with its loop closed (its own fixed-point spikes of the previous step), as
-it runs.
+it runs. How much of the 24-bit range the stem's calibration peaks may fill is a
+:class:`StemRange` (``GRAPH_RANGE`` by default: the float layer's own current and membrane
+peaks, each with headroom 2; ``RUN_RANGE`` for nalln's own runs).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 
 import numpy as np
 import torch
@@ -45,10 +48,43 @@ from nalln.loihi.arithmetic import (
     w_range,
     with_gate,
 )
-from nalln.loihi.emulator import agreement, check_overflow, emulate
+from nalln.loihi.emulator import agreement, check_overflow, emulate, readout_outputs
 from nalln.loihi.quant_plan import BiasDrive, QStage, QSynapse, QuantPlan, bias_in_current
 
+READOUT_FACTORS = (0.75, 0.5, 0.25, 0.125, 0.0625)  # below 1: an LI/I membrane that would overflow
 STEM_HEADROOM = 2.0  # calibration max of the stem current uses half the 17-bit input range
+
+
+class MembraneBound(StrEnum):
+    """How the stem's calibration bounds its 24-bit current and membrane."""
+
+    BUILD_UP = "build-up"  # the peak ``|W x|`` held for T steps: ``peak * build_up``, no bias
+    SIMULATED = "simulated"  # the float layer's own ``|u|``, ``|v|`` on the calibration inputs
+
+
+@dataclass(frozen=True)
+class StemRange:
+    """How much of Loihi's registers the stem's largest calibration values may fill; the rest
+    is headroom for inputs the calibration did not see. The stem's scale ``S`` is the largest
+    with ``current_headroom * max|a| <= A_MAX`` (the 17-bit synaptic input) and
+    ``membrane_headroom * max(|u|, |v|) <= A_MAX`` (the 24-bit current and membrane, in units
+    of ``a``), the peaks as ``membrane`` bounds them."""
+
+    current_headroom: float = STEM_HEADROOM
+    membrane_headroom: float = STEM_HEADROOM
+    membrane: MembraneBound = MembraneBound.SIMULATED
+
+
+# Foreign graphs (the default): the membrane's own peak (bias, loop and resets included) gets
+# the same headroom as the current. RUN_RANGE's bound without headroom puts a slow membrane
+# (snnTorch's beta = 0.8 over 8 steps builds up 4.2x) exactly at the 24-bit limit on the
+# calibration inputs; the bias pushes a neuron over, and only clipped stem weights survive
+# (docs/conversion.md, "Where snntorch_conv_lif lost its fixed-point agreement").
+GRAPH_RANGE = StemRange()
+# nalln's own runs: the bound every measured NeurALLNet figure and fine-tuned grid was made with,
+# ``S = A_MAX / (max(2, build_up) max|W x|)`` (tau = 2 steps, T = 4: build-up 1.875 < 2, so the
+# current's headroom is what binds there).
+RUN_RANGE = StemRange(membrane_headroom=1.0, membrane=MembraneBound.BUILD_UP)
 
 
 def _base_alpha(stage: Stage, exponent: bool) -> float:
@@ -98,27 +134,91 @@ def _build_up(decay: float, T: int) -> float:
     return float(sum((1.0 - decay) ** t for t in range(T)))
 
 
-def _stem_scale(stage: Stage, x: torch.Tensor, T: int, exponent: bool) -> float:
-    """Largest stem scale S keeping the calibration current within half the 17-bit range, and
-    the membrane within 24 bits: a slowly decaying neuron (dt/tau < 1/2) driven by its peak
-    current for T steps reaches ``peak * sum_t (1 - dt/tau)^t``, more than twice the peak (a
-    CubaLIF's current builds up the same way first; a recurrent layer's loop adds at most its
-    largest row of ``|W_rec|``, and without a weight exponent its weights must fit 8 bits on
-    the same S)."""
-    s = stage.synapse
+def _float_peaks(stage: Stage, x: torch.Tensor, spikes: torch.Tensor, T: int) -> tuple:
+    """``max|a|`` and ``max(|u|, |v|)`` of the float stem as Loihi splits it (``a``: the
+    synaptic input with the loop and a bias that rides in the current; ``u``: the decaying
+    current; ``v``: the membrane before its reset, which adds any other bias), on the
+    calibration inputs, the loop closed and the resets taken from the reference's ``spikes``."""
+    s, n, ro = stage.synapse, stage.neuron, stage.readout
     w = torch.from_numpy(s.weight)
-    x = Drive.of(x, s.in_shape).flat(x)  # every value the stem receives
-    cur = (
-        F.conv2d(x.double(), w, None, stride=s.stride, padding=s.padding, groups=s.groups)
-        if s.kind == "conv"
-        else F.linear(x.double().flatten(1), w)
-    )
-    peak = float(cur.abs().max())
-    n = stage.neuron
-    build_up = 1.0 if n is None else _build_up(n.decay, T) * _build_up(n.current_decay, T)
-    if stage.recurrent is not None:
-        peak += float(np.abs(stage.recurrent.weight).sum(1).max())
-    scale = A_MAX / (max(STEM_HEADROOM, build_up) * (peak or 1.0))
+    xs = Drive.of(x, s.in_shape).step_major(x.double(), T)
+    b = torch.from_numpy(s.bias).double().view(-1, *([1] * (len(s.out_shape) - 1)))
+    b_cur = b if bias_in_current(stage) else torch.zeros_like(b)
+    peak_a = peak_uv = 0.0
+    u = v = torch.zeros(())
+    for t in range(T):
+        n_img = len(xs[t])
+        a = (
+            F.conv2d(
+                xs[t].reshape(n_img, *s.in_image),
+                w,
+                None,
+                stride=s.stride,
+                padding=s.padding,
+                groups=s.groups,
+            ).reshape(n_img, *s.out_shape)  # a Conv1d's [C, 1, L'] as its population [C, L']
+            if s.kind == "conv"
+            else F.linear(xs[t].flatten(1), w)
+        ) + b_cur
+        if stage.recurrent is not None and t:
+            r = stage.recurrent
+            a = a + F.linear(spikes[t - 1].double().flatten(1), torch.from_numpy(r.weight))
+            a = a + torch.from_numpy(r.bias).double()
+        peak_a = max(peak_a, float(a.abs().max()))
+        if n is None:
+            if ro is not None:  # an LI / Integrator membrane sums its current over the window
+                v = (1 - ro.decay) * v + a
+                peak_uv = max(peak_uv, float(v.abs().max()))
+            continue
+        u = (1 - n.current_decay) * u + a
+        v = (1 - n.decay) * v + u + (b - b_cur)
+        peak_uv = max(peak_uv, float(u.abs().max()), float(v.abs().max()))
+        v = torch.where(spikes[t].bool(), torch.zeros_like(v), v)
+    return peak_a, peak_uv or peak_a
+
+
+def _stem_scale(
+    stage: Stage,
+    x: torch.Tensor,
+    T: int,
+    exponent: bool,
+    room: StemRange,
+    spikes: torch.Tensor | None,
+) -> float:
+    """Largest stem scale S within ``room``'s share of the 17-bit synaptic input and the 24-bit
+    current and membrane on the calibration inputs. ``MembraneBound.BUILD_UP``: a slowly
+    decaying neuron (dt/tau < 1/2) driven by its peak for T steps reaches ``peak * sum_t (1 -
+    dt/tau)^t``, more than twice the peak (a CubaLIF's current builds up the same way first; a
+    recurrent layer's loop adds at most its largest row of ``|W_rec|``). Without a weight
+    exponent the loop weights must fit 8 bits on the same S."""
+    s = stage.synapse
+    if room.membrane is MembraneBound.SIMULATED:
+        peak, state = _float_peaks(stage, x, spikes, T)
+    else:
+        w = torch.from_numpy(s.weight)
+        flat = Drive.of(x, s.in_shape).flat(x)  # every value the stem receives
+        cur = (
+            F.conv2d(
+                flat.double().reshape(len(flat), *s.in_image),
+                w,
+                None,
+                stride=s.stride,
+                padding=s.padding,
+                groups=s.groups,
+            )
+            if s.kind == "conv"
+            else F.linear(flat.double().flatten(1), w)
+        )
+        peak = float(cur.abs().max())
+        if stage.recurrent is not None:
+            peak += float(np.abs(stage.recurrent.weight).sum(1).max())
+        n, ro = stage.neuron, stage.readout
+        build_up = 1.0 if n is None else _build_up(n.decay, T) * _build_up(n.current_decay, T)
+        if ro is not None:  # an LI / Integrator membrane sums its current over the window
+            build_up = _build_up(ro.decay, T)
+        state = peak * build_up
+    peak, state = peak or 1.0, state or 1.0
+    scale = A_MAX / max(room.current_headroom * peak, room.membrane_headroom * state)
     if stage.recurrent is not None and not exponent:
         scale = min(scale, DENSE_W[1] / (float(np.abs(stage.recurrent.weight).max()) or 1.0))
     bmax = 0.0 if bias_in_current(stage) else float(np.abs(s.bias).max())
@@ -131,6 +231,8 @@ def _candidates(stage: Stage, k: int, exponent: bool) -> list[float]:
     s = stage.synapse
     bmax = 0.0 if bias_in_current(stage) else float(np.abs(s.bias).max())
     factors = list(STEM_FACTORS if k == 0 else CLIP_FACTORS)
+    if stage.readout is not None:  # an integrating membrane may need a smaller scale to fit
+        factors += [f for f in READOUT_FACTORS if f < min(factors)]
     if k > 0 and bmax > 0:  # the 13-bit bias mantissa caps the scale
         cap = BIAS_MAX / bmax / _base_alpha(stage, exponent)
         if cap < max(factors):
@@ -190,10 +292,12 @@ def _calibrate_stage(
         if merged_inp:
             a = narrow(a)
         if stage.neuron is None:
-            total = a.sum(0) + T * torch.from_numpy(bias.astype(np.float64))
-            if int((total.abs() > A_MAX).sum()):
+            if stage.readout is not None:
+                q = replace(q, dv=int(round(stage.readout.decay * DECAY_UNITY)), vth=VTH_MAX)
+            outputs, over = readout_outputs(q, a)
+            if any(over.values()):
                 continue
-            logits = ((a + torch.from_numpy(bias.astype(np.float64))) / scale).mean(0)
+            logits = outputs.mean(0)
             mse = float(((logits - ref_out) ** 2).mean())
             top1 = float((logits.argmax(1) == ref_out.argmax(1)).double().mean())
             key = (mse, -top1, abs(c - 1.0))
@@ -235,9 +339,9 @@ def _calibrate_stage(
     return best[1], best[2]
 
 
-def require_fixed_point(plan: Plan) -> None:
-    """What nalln's Loihi arithmetic (emulator, calibration, Lava fixed point, netx) cannot run,
-    refused by name: an LI/Integrator readout (its membrane is not modelled)."""
+def require_graph_fixed_point(plan: Plan) -> None:
+    """What nalln's Loihi fixed point cannot run in a graph, refused by name: the graded input
+    read by any synapse but the first layer's, or read through a Delay."""
     for k, st in enumerate(plan.stages):
         for syn in st.synapses:
             if plan.reads(k, syn) == PLAN_INPUT and (
@@ -249,27 +353,28 @@ def require_fixed_point(plan: Plan) -> None:
                     "nalln's Loihi fixed point feeds the input to the first layer only: run it "
                     "in float"
                 )
-        if st.readout is not None:
-            raise NallnError(
-                f"{st.readout.nir_type} node {st.readout.name!r} is a non-spiking readout; "
-                "nalln's Loihi fixed point has no readout membrane yet: run it in float "
-                "(--backend norse)"
-            )
 
 
 @torch.no_grad()
 def calibrate(
-    plan: Plan, x: torch.Tensor, progress: bool = False, *, recurrent_exp: bool = True
+    plan: Plan,
+    x: torch.Tensor,
+    progress: bool = False,
+    *,
+    recurrent_exp: bool = True,
+    stem_range: StemRange = GRAPH_RANGE,
 ) -> QuantPlan:
     """Quantise ``plan`` for Loihi, calibrating every layer on normalised images ``x``.
     ``recurrent_exp``: a loop Dense may carry a weight exponent (``weight_exp > 0``), so the
     layer's scale is set by its input; ``False`` keeps every weight an 8-bit integer with
-    exponent 0 (what netx's ``dense_rec`` holds), capping the scale by the loop weights."""
-    require_fixed_point(plan)
+    exponent 0 (what netx's ``dense_rec`` holds), capping the scale by the loop weights.
+    ``stem_range``: the headroom the stem's scale leaves (:class:`StemRange`)."""
+    require_graph_fixed_point(plan)
     T = plan.num_steps
     ref = run_plan(plan, x, dtype=torch.float32)  # the torch model's precision
     ref_logits = ref.outputs.mean(0).double()
-    stem_scale = _stem_scale(plan.stages[0], x, T, recurrent_exp)
+    first = plan.stages[0]
+    stem_scale = _stem_scale(first, x, T, recurrent_exp, stem_range, ref.spikes.get(first.name))
     stages: list[QStage] = []
     inp: torch.Tensor = x.double()
     input_scale = 1.0
@@ -320,6 +425,7 @@ def calibrate(
             "calibration_images": int(x.shape[0]),
             "objective": "per layer, on the float reference's input: spike agreement (neurons), "
             "logit MSE (readout)",
+            "stem_range": asdict(stem_range),
             "top1_agreement_calibration": float(
                 (em.trace.logits.argmax(1) == ref.logits.argmax(1)).double().mean()
             ),

@@ -16,9 +16,13 @@ from nalln.ir.plan import PLAN_INPUT
 from nalln.ir.reference import Trace, delay_trace
 from nalln.loihi.arithmetic import (
     A_MAX,
+    ACT_SHIFT,
+    VTH_MAX,
     counts,
     lif_spikes,
     narrow,
+    per_neuron_bias,
+    readout_membrane,
     round_input,
     run_stage,
     spike_stage,
@@ -35,6 +39,27 @@ def gated(q: QStage, a: torch.Tensor) -> tuple[torch.Tensor, dict[str, int]]:
         return with_gate(q, a), {}
     bias = torch.from_numpy(q.bias.astype(np.int64)).to(a.device).view(1, 1, -1, 1, 1)
     return onchip_gate_int(q.onchip, a.round().to(torch.int64) + bias)
+
+
+def as_population(s: torch.Tensor, q: QStage) -> torch.Tensor:
+    """Spikes [T, N, ...] in the population's NIR shape (a Conv1d's [C, 1, L'] is [C, L'])."""
+    shape = tuple(q.neuron.shape)
+    return s if tuple(s.shape[2:]) == shape else s.reshape(*s.shape[:2], *shape)
+
+
+def readout_outputs(q: QStage, a: torch.Tensor) -> tuple[torch.Tensor, dict[str, int]]:
+    """The readout's float output per step [T, N, K] and its overflow counts: the current
+    ``(a + bias) / S`` (nalln's own readout: the host reads the synaptic input), or an LI /
+    Integrator's membrane ``v / (64 S)`` (:func:`readout_membrane`, on the chip)."""
+    T, n = a.shape[:2]
+    if q.stage.readout is not None:
+        v, over = readout_membrane(a, q, VTH_MAX)
+        return v.reshape(T, n, -1).double() / (2**ACT_SHIFT * q.scale), over
+    shape = tuple(a.shape[2:])
+    bias = per_neuron_bias(q.bias, shape).to(a.device).double()
+    total = a.sum(0) + T * bias
+    out = (a + bias) / q.scale
+    return out.reshape(T, n, -1), {"readout": int((total.abs() > A_MAX).sum())}
 
 
 def _graph_current(
@@ -119,18 +144,15 @@ def _emulate(
         if fused is not None:  # the same arithmetic, bounds proven (see spike_stage)
             s, o = fused
             overflow[q.name] = {**over, **o}
-            spikes[q.name] = _keep(s, sink, q.name)
+            spikes[q.name] = _keep(as_population(s, q), sink, q.name)
             h = outs[q.name] = s
             peaks[q.name] = 1.0
             continue
         graph = not plain
         a = _graph_current(qp, k, q, outs, peaks, T) if graph else run_stage(q, h, k == 0, T, peak)
         if q.neuron is None:
-            bias = torch.from_numpy(q.bias.astype(np.float64)).to(a.device)
-            total = a.sum(0) + T * bias
-            over["readout"] = int((total.abs() > A_MAX).sum())
-            outputs = (a + bias) / q.scale
-            overflow[q.name] = over
+            outputs, o = readout_outputs(q, a)
+            overflow[q.name] = {**over, **o}
             break
         if q.gate is not None or q.onchip is not None:
             a, o_gate = gated(q, a)
@@ -139,7 +161,7 @@ def _emulate(
         else:
             s, o = lif_spikes(a, q, q.bias, q.vth)
         overflow[q.name] = {**over, **o}
-        spikes[q.name] = _keep(s, sink, q.name, counts(q))
+        spikes[q.name] = _keep(as_population(s, q), sink, q.name, counts(q))
         peak = max(float(s.max()), 1.0) if counts(q) and s.numel() else 1.0
         peaks[q.name] = peak
         h = outs[q.name] = s  # 0/1 (or counts) in the layout the next synapse reads
@@ -218,5 +240,8 @@ def check_overflow(em: Emulation, what: str) -> None:
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Fraction of equal entries (spikes or labels)."""
+    """Fraction of equal entries (spikes or labels); the same entries in another shape (a
+    Conv1d population as [C, 1, L] or [C, L]) are compared in C order, never broadcast."""
+    if a.shape != b.shape and a.numel() == b.numel():
+        a = a.reshape(b.shape)
     return float((a == b).double().mean())

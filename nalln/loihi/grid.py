@@ -47,7 +47,7 @@ from nalln.loihi.arithmetic import (
     round_input,
     run_stage,
 )
-from nalln.loihi.calibration import calibrate
+from nalln.loihi.calibration import GRAPH_RANGE, RUN_RANGE, calibrate
 from nalln.loihi.emulator import agreement, check_overflow, emulate, gated
 from nalln.loihi.onchip_se import (
     DEFAULT_LAG,
@@ -360,8 +360,10 @@ def fixed_point_plan(
     plan: Plan, x: torch.Tensor, meta: RunMeta | None, progress: bool
 ) -> QuantPlan:
     """What ``convert``/``simulate`` deploy: the recorded grid of a fixed-point fine-tuned
-    checkpoint (``meta``), else a per-layer calibration on ``x``."""
+    checkpoint (``meta``), else a per-layer calibration on ``x`` (a run's with the stem range
+    its measured figures were made with, a foreign graph's with the membrane's headroom)."""
     grid = recorded_grid(meta)
     if grid is None:
-        return calibrate(plan, x, progress)
+        room = RUN_RANGE if meta is not None else GRAPH_RANGE
+        return calibrate(plan, x, progress, stem_range=room)
     return _with_grid_report(quant_plan_from_grid(plan, grid), x)

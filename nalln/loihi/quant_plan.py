@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nalln.ir.plan import GateSpec, Neuron, Plan, Stage, Synapse
+from nalln.ir.plan import GateSpec, Neuron, Plan, Readout, Stage, Synapse
 from nalln.ir.semantics import departures
 
 if TYPE_CHECKING:
@@ -131,6 +131,11 @@ class QStage:
             return {}
         return {"reset": n.reset.value, "spikes": n.spikes.value, "vmin": self.vmin}
 
+    @property
+    def readout(self) -> Readout | None:
+        """An LI / Integrator readout (a LIF that never fires: ``dv``, ``vth`` = 17-bit max)."""
+        return self.stage.readout
+
     def describe(self) -> dict[str, Any]:
         """Everything but the tensors, as JSON-ready values."""
         return {
@@ -155,6 +160,7 @@ class QStage:
             "calibration": dict(self.calibration),
             "gate": self.gate.name if self.gate else None,
             "neuron": self.neuron.name if self.neuron else None,
+            **({} if self.readout is None else {"readout": self.readout.nir_type}),
             **(
                 {"merged": [{"source": m.synapse.source, "exp": m.exp} for m in self.merged]}
                 if self.merged
@@ -216,7 +222,9 @@ def save_quant_plan(qp: QuantPlan, folder: str | Path) -> dict[str, Path]:
             "v = 0 after a spike (a layer with reset/spikes/vmin: z = v // (vth << 6) where "
             "v > 0 for multi, v -= z (vth << 6) for subtract, that amount subtracted the next "
             "step with the bias for subtract-undecayed, then v = max(v, vmin << 6)); "
-            "float current = a / scale; input = round(x * input_scale)"
+            "float current = a / scale; input = round(x * input_scale); "
+            "an LI / Integrator readout is that LIF with du = 4095, vth = 2^17 - 1 (never "
+            "reached) and output v / (64 * scale)"
         ),
         "input_scale": qp.input_scale,
         "layers": layers,

@@ -247,15 +247,9 @@ def test_norse_readouts_equal_the_reference(readout):
     assert torch.allclose(got.outputs.double(), want.outputs, atol=1e-4)
 
 
-def test_readout_refusals_name_the_node():
-    from nalln.conversion.lava_backend import lava_network
-    from nalln.loihi.calibration import calibrate
-
-    plan = lower(Artefact([graph("IF", readout="LI")], [], {}), 6)
-    with pytest.raises(NallnError, match="LI node 'readout' is a non-spiking readout"):
-        lava_network(plan)
-    with pytest.raises(NallnError, match="LI node 'readout' is a non-spiking readout"):
-        calibrate(plan, inputs(4))
+def test_a_node_after_a_readout_is_refused_by_name():
+    """LI and Integrator readouts run on every back-end (tests/conversion/test_readouts.py);
+    only as the last layer."""
     g = graph("IF")
     g.nodes["n2"] = nir.I(r=np.ones(6))
     with pytest.raises(NallnError, match="node 'fc2' follows readout 'n2'"):

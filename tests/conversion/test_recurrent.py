@@ -197,7 +197,8 @@ def test_lava_fixed_point_equals_the_emulator(lava_backend, name, g):
     # spiking layer the forward weights set the scale and the loop fits exponent 0
     assert (loop_q.recurrent_exp > 0) == ("deep" not in name)
     assert loop_q.du == (2047 if "CubaLIF" in name else 4095)
-    drives = {"CubaLIF": [(0, 0)], "LIF biased loop": [(2, 1)]}.get(name, [])  # (exp, first step)
+    # (exp, first step): the stem's scale, from its float peaks, needs exponents on the columns
+    drives = {"CubaLIF": [(1, 0)], "LIF biased loop": [(4, 1)]}.get(name, [])
     assert [(d.exp, d.from_step) for d in loop_q.drives] == drives
     x = inputs(3)
     em = emulate(qp, x)

@@ -331,6 +331,78 @@ class PyProgrammableLIFFixed(_ProgrammableLIF, AbstractPyLifModelFixed):
         self.s_out.send(self._fire(self.effective_vth).astype(np.int32))
 
 
+# --- An LI / Integrator readout: Lava's LIFReset whose membrane is its output ---------------------
+# Lava's decorators refuse a subclass of a model that already implements a process, so these
+# are Lava's PyLifResetModelFloat / PyLifResetModelBitAcc (lava 0.10) on the same abstract bases,
+# their run_spk copied unchanged, plus one line: the membrane goes out on v_out.
+from lava.proc.lif.models import AbstractPyLifModelFixed  # noqa: E402
+
+
+class LIReadout(LIFReset):
+    """A NIR LI (``dv = dt/tau``) or Integrator (``dv = 0``) readout: Lava's ``LIFReset`` with no
+    current memory (``du`` = 1, fixed point 4095) and a threshold it never reaches (float: inf;
+    fixed point: the 17-bit maximum, the emulator counts a crossing as overflow), which sends
+    its membrane ``v`` on ``v_out`` every step, after Lava's own update."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.v_out = OutPort(shape=tuple(kwargs["shape"]))
+
+
+class _MembraneOut:
+    """Lava's ``LIFReset`` step (window reset, dynamics, spike, reset to 0), then ``v_out``."""
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self.reset_interval = proc_params["reset_interval"]
+        self.reset_offset = (proc_params["reset_offset"]) % self.reset_interval
+
+    def scale(self) -> None:  # what the bit-accurate model does before its dynamics
+        """Nothing in float."""
+
+    def run_spk(self) -> None:
+        a_in_data = self.a_in.recv()
+        if (self.time_step % self.reset_interval) == self.reset_offset:
+            self.u *= 0
+            self.v *= 0
+        self.scale()
+        self.subthr_dynamics(activation_in=a_in_data)
+        s_out = self.spiking_activation()
+        self.reset_voltage(spike_vector=s_out)
+        self.s_out.send(s_out)
+        self.v_out.send(self.v)
+
+
+@implements(proc=LIReadout, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyLIReadoutFloat(_MembraneOut, AbstractPyLifModelFloat):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    v_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    vth: float = LavaPyType(float, float)
+
+    def spiking_activation(self) -> np.ndarray:
+        return self.v > self.vth
+
+
+@implements(proc=LIReadout, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("bit_accurate_loihi", "fixed_pt")
+class PyLIReadoutFixed(_MembraneOut, AbstractPyLifModelFixed):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    v_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    vth: int = LavaPyType(int, np.int32, precision=17)
+
+    def scale(self) -> None:
+        self.scale_bias()
+        if not self.isthrscaled:
+            self.effective_vth = np.left_shift(self.vth, self.vth_shift)
+            self.isthrscaled = True
+
+    def spiking_activation(self) -> np.ndarray:
+        return self.v > self.effective_vth
+
+
 # --- On-chip SE (SEMode.ONCHIP): the graded neurons of the gate branch -------------------------
 # Integer semantics: nalln.loihi.onchip_se (module docstring). The synapses of the branch are
 # Lava's own Dense processes (fc1, fc2, the broadcast of each gate to its channel's positions)
