@@ -41,7 +41,7 @@ from nalln.conversion.sources import (
 )
 from nalln.errors import NallnError
 from nalln.io import staged_folder, write_bytes, write_json
-from nalln.ir.plan import Plan
+from nalln.ir.plan import PLAN_INPUT, Plan
 from nalln.ir.se_mode import SEMode
 from nalln.ir.semantics import SpikeMode, departures
 from nalln.loihi.quant_plan import bias_in_current
@@ -98,8 +98,10 @@ def _bias_columns(st) -> list[str]:
 def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
     """The Lava process graph in words: one row per stage."""
     rows = []
+    levels = plan.levels()
     for k, st in enumerate(plan.stages):
         syn = st.synapse
+        level = levels[st.name]
         rows.append(
             {
                 "stage": st.name,
@@ -123,8 +125,8 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
                 "decay_du": st.neuron.current_decay if st.neuron else None,
                 "decay_dv": st.neuron.decay if st.neuron else None,
                 "v_th": st.neuron.v_th if st.neuron else None,
-                "first_lava_step": 2 + k,
-                "reset_offset": (2 + k) % plan.num_steps,
+                "first_lava_step": 2 + level,
+                "reset_offset": (2 + level) % plan.num_steps,
                 "recurrent": None
                 if st.recurrent is None
                 else f"{st.recurrent.source}: Dense (RecurrentDense) from s_out back into a_in, "
@@ -135,13 +137,24 @@ def lava_plan_table(plan: Plan) -> list[dict[str, Any]]:
         n = st.neuron
         if n is not None and departures(n.reset, n.spikes, n.v_min):
             rows[-1].update(reset=n.reset.value, spikes=n.spikes.value, v_min=n.v_min)
+        if not plan.is_chain:  # a graph: what each synapse reads, and how late
+            rows[-1]["synapses"] = [
+                {
+                    "from_nir_node": s.source,
+                    "reads": plan.reads(k, s),
+                    "aligned_by_steps": level - 1 - levels[plan.reads(k, s)],
+                    "nir_delay_steps": None if s.delay is None else s.delay.tolist(),
+                }
+                for s in st.synapses
+            ]
     return rows
 
 
 def _stage_input(plan: Plan, k: int) -> str:
-    if k == 0:
+    src = plan.reads(k, plan.stages[k].synapse)
+    if src == PLAN_INPUT:
         return "graded (24-bit)"
-    prev = plan.stages[k - 1].neuron
+    prev = next(st for st in plan.stages if st.name == src).neuron
     if prev is not None and prev.spikes is SpikeMode.MULTI:
         return "graded (24-bit): the previous population's spike counts"
     return "binary spikes"

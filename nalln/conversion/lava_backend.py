@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from nalln.conversion import lava_compat
 from nalln.ir.drive import Drive
-from nalln.ir.plan import Plan, Stage, image_shape
+from nalln.ir.plan import PLAN_INPUT, Plan, Stage, image_shape
 from nalln.ir.reference import Trace
 from nalln.ir.semantics import SpikeMode, departures
 from nalln.loihi.arithmetic import DU_NONE, VTH_MAX, round_input
@@ -119,6 +119,8 @@ class LavaLayer:
     recurrent: np.ndarray | None = None  # the loop's weights [n, n] (s_out -> a_in), if any
     recurrent_exp: int = 0  # fixed point: the loop Dense's weight_exp (recurrent is the mantissa)
     drives: tuple[BiasDrive, ...] = ()  # biases into the current, via an always-on neuron
+    # the merged synapses' weights (Stage.merged) and weight exponents (0 in float)
+    merged: tuple[tuple[np.ndarray, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -160,10 +162,13 @@ def _(plan: Plan) -> LavaNetwork:
         )
         gcs = 0.0 if g is None or g.current_scale is None else float(g.current_scale)
         rec = None if st.recurrent is None else st.recurrent.weight
-        bias = st.synapse.bias * (not bias_in_current(st))
+        bias = sum(s.bias for s in st.synapses) * (not bias_in_current(st))
         drives = _float_drives(st)
+        merged = tuple((m.weight, 0) for m in st.merged)
         layers.append(
-            LavaLayer(st, st.synapse.weight, bias, np.float64, lif, 1.0, gcs, rec, 0, drives)
+            LavaLayer(
+                st, st.synapse.weight, bias, np.float64, lif, 1.0, gcs, rec, 0, drives, merged
+            )
         )
     return LavaNetwork(plan, tuple(layers), None, "floating_pt", False)
 
@@ -209,6 +214,7 @@ def _(qp: QuantPlan) -> LavaNetwork:
                 recurrent=None if q.recurrent is None else q.recurrent >> q.recurrent_exp,
                 recurrent_exp=q.recurrent_exp,
                 drives=q.drives,
+                merged=tuple((m.weight >> m.exp, m.exp) for m in q.merged),
             )
         )
     return LavaNetwork(qp.plan, tuple(layers), qp.input_scale, "fixed_pt", True)
@@ -238,6 +244,7 @@ def run_lava(
     from lava.proc.dense.process import Dense
     from lava.proc.lif.process import LIF, LIFReset
 
+    from nalln.conversion.lava_processes.delay import WindowedDelay
     from nalln.conversion.lava_processes.processes import (
         FrameSource,
         LIReadout,
@@ -256,37 +263,46 @@ def run_lava(
     procs: list = [src]
     port = src.s_out
     prev_shape = _whc(tuple(plan.input_shape))
-    graded = 24
     tmp = tempfile.TemporaryDirectory(dir=workdir, prefix="nalln-lava-")
     folder = Path(tmp.name)
     recorders: dict[str, tuple[Path, tuple[int, ...], bool]] = {}
     last = 0
     always = None  # the always-on neuron that drives bias columns, if any layer needs one
     shift = 0  # steps the main-path delays of earlier on-chip SE blocks add
+    # what each synapse may read: port, Lava shape, message bits, level (hops from the input)
+    levels = plan.levels()
+    graded = 0  # message bits of what the last population sends (24: a multi-spike's counts)
+    ports = {PLAN_INPUT: (port, prev_shape, 24, -1, 1)}  # (+ the step image 0's step 0 arrives)
     for k, layer in enumerate(net.layers):
-        st, syn = layer.stage, layer.stage.synapse
-        base = 2 + k + shift  # Lava step of this stage's current for image 0, step 0
-        if syn.kind == "conv":
-            weight = _lava_conv_weight(layer.weight).astype(layer.dtype)
-            synapse = Conv(
-                weight=weight,
-                input_shape=prev_shape,
-                padding=tuple(reversed(syn.padding)),
-                stride=tuple(reversed(syn.stride)),
-                groups=int(syn.groups),
-                num_message_bits=graded,
-            )
-            if tuple(synapse.output_shape) != _whc(tuple(syn.out_shape)):
-                raise AssertionError(f"{st.name}: Lava conv output {synapse.output_shape}")
-            port.connect(synapse.s_in)
-        else:
-            weight = np.asarray(layer.weight).astype(layer.dtype)
-            synapse = Dense(weights=weight, num_message_bits=graded)
-            src_port = port.transpose([2, 1, 0]).flatten() if len(prev_shape) == 3 else port
-            src_port.connect(synapse.s_in)
-        procs.append(synapse)
-        out_shape = _whc(tuple(syn.out_shape))
-        current = synapse.a_out
+        st = layer.stage
+        syns = st.synapses
+        weights = [(layer.weight, 0), *layer.merged]
+        level = levels[st.name]
+        base = 2 + level + shift  # Lava step of this stage's current for image 0, step 0
+        currents = []
+        for syn, (w, w_exp) in zip(syns, weights, strict=True):
+            s_port, s_shape, bits, s_level, s_first = ports[plan.reads(k, syn)]
+            align = level - 1 - s_level  # steps a shorter path waits at a merge
+            if align or syn.delay is not None:
+                delays = np.zeros(s_shape, np.int64)
+                if syn.delay is not None:
+                    delays = _whc_array(np.asarray(syn.delay, np.int64))
+                line = WindowedDelay(
+                    shape=s_shape, delays=delays, align=align, first=s_first, period=T
+                )
+                s_port.connect(line.a_in)
+                procs.append(line)
+                s_port = line.a_out
+            synapse = _synapse_process(syn, w, w_exp, layer.dtype, s_shape, bits, Conv, Dense)
+            if syn.kind == "conv":
+                s_port.connect(synapse.s_in)
+            else:
+                src_port = s_port.transpose([2, 1, 0]).flatten() if len(s_shape) == 3 else s_port
+                src_port.connect(synapse.s_in)
+            procs.append(synapse)
+            currents.append(synapse.a_out)
+        out_shape = _whc(tuple(st.synapse.out_shape))
+        current = currents[0]
         bias = layer.bias
         if st.neuron is None:  # readout: record the current, or an LI / I readout's membrane
             path = folder / f"{k}.npy"
@@ -301,11 +317,13 @@ def run_lava(
                     reset_offset=base % T,
                     **layer.lif,
                 )
-                current.connect(li.a_in)
+                for c in currents:  # an InPort sums what several OutPorts send
+                    c.connect(li.a_in)
                 li.v_out.connect(rec.a_in)
                 procs.append(li)
             else:
-                current.connect(rec.a_in)
+                for c in currents:
+                    c.connect(rec.a_in)
             procs.append(rec)
             recorders[st.name] = (path, out_shape, False, tuple(syn.out_shape))
             last = base + N * T - 1
@@ -347,6 +365,8 @@ def run_lava(
             **extra,
         )
         current.connect(lif.a_in)
+        for c in currents[1:]:  # a merge: the InPort sums the currents
+            c.connect(lif.a_in)
         procs.append(lif)
         if layer.recurrent is not None:  # s_out -> Dense -> a_in, one step late, per window
             loop = RecurrentDense(
@@ -386,6 +406,7 @@ def run_lava(
         port = lif.s_out
         prev_shape = out_shape
         graded = 24 if multi else 0
+        ports[st.name] = (port, out_shape, graded, level, base)
     if not recorders:  # nothing recorded: still need the output spikes
         path = folder / "out.npy"
         rec = Recorder(
@@ -423,6 +444,31 @@ def run_lava(
     finally:
         tmp.cleanup()
     return LavaRun(trace, t1 - t0, t2 - t1, last, len(procs))
+
+
+def _whc_array(a: np.ndarray) -> np.ndarray:
+    """A [C, H, W] array in Lava's (W, H, C) layout (1-D arrays as they are)."""
+    return np.ascontiguousarray(a.transpose(2, 1, 0)) if a.ndim == 3 else a
+
+
+def _synapse_process(syn, w, w_exp: int, dtype, in_shape, bits: int, conv_cls, dense_cls):
+    """The Lava Conv or Dense of one synapse reading a port of shape ``in_shape`` (Lava's
+    layout) with ``bits``-bit messages (0: spikes)."""
+    if syn.kind == "conv":
+        synapse = conv_cls(
+            weight=_lava_conv_weight(w).astype(dtype),
+            weight_exp=int(w_exp),
+            input_shape=in_shape,
+            padding=tuple(reversed(syn.padding)),
+            stride=tuple(reversed(syn.stride)),
+            groups=int(syn.groups),
+            num_message_bits=bits,
+        )
+        if tuple(synapse.output_shape) != _whc(tuple(syn.out_shape)):
+            raise AssertionError(f"{syn.source}: Lava conv output {synapse.output_shape}")
+        return synapse
+    kw = {"weight_exp": int(w_exp)} if w_exp else {}
+    return dense_cls(weights=np.asarray(w).astype(dtype), num_message_bits=bits, **kw)
 
 
 def _onchip_gate(gate, current, shape: tuple[int, int, int], bias, T: int, base: int, procs: list):

@@ -31,7 +31,7 @@ import torch
 
 from nalln.conversion import lava_compat
 from nalln.errors import NallnError
-from nalln.ir.plan import image_shape
+from nalln.ir.plan import PLAN_INPUT, image_shape
 from nalln.ir.semantics import departures
 from nalln.loihi.arithmetic import VTH_MAX
 from nalln.loihi.quant_plan import QuantPlan
@@ -71,10 +71,30 @@ def netx_refusal(qp: QuantPlan) -> str | None:
     """Why netx cannot hold ``qp`` (one line), or None: netx's layers have no always-on neuron
     to carry a bias into the current (a CubaLIF's input bias, a loop Affine's bias), and its
     ``dense_rec`` derives one weight exponent <= 0 from 8-bit weights; its neurons have NIR's
-    semantics only (:func:`semantics_refusal`)."""
+    semantics only (:func:`semantics_refusal`); its file is a sequence of layers, each reading
+    the one before (no branch, merge or delay)."""
     reason = semantics_refusal(qp)
     if reason:
         return reason
+    plan = qp.plan
+    for k, q in enumerate(qp.stages):
+        if q.merged:
+            return (
+                f"netx cannot hold layer {q.name!r}: it sums {len(q.merged) + 1} synapses (a "
+                "merge); a netx file is a sequence of layers, each reading only the one before"
+            )
+        if q.synapse.delay is not None:
+            return (
+                f"netx cannot hold layer {q.name!r}: it reads its input through a Delay; netx "
+                "layers have no per-element delay"
+            )
+        prev = "the input" if k == 0 else repr(qp.stages[k - 1].name)
+        reads = plan.reads(k, q.synapse)
+        if reads != (PLAN_INPUT if k == 0 else qp.stages[k - 1].name):
+            return (
+                f"netx cannot hold layer {q.name!r}: it reads {reads!r}, not {prev} (a branch); "
+                "a netx file is a sequence of layers, each reading only the one before"
+            )
     for q in qp.stages:
         if q.drives:
             what = "its bias enters the synaptic current (a CubaLIF's input bias or a loop bias)"

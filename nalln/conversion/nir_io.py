@@ -2,9 +2,11 @@
 
 ``nir.read`` cannot type-check a graph with a grouped conv (nir 1.0.8 infers C_in from
 ``weight.shape[1]``), so graphs are read with ``type_check=False`` and then checked here: the node
-types must be ones the back-ends support, the graph must be a chain from one Input to one Output,
-and the shapes must chain. Our own shape inference sets every node's input/output type (grouped
-convs get ``C_in = weight.shape[1] * groups``) before NIR's own ``check_types`` runs.
+types must be ones the back-ends support, the graph must be a directed acyclic graph from one Input
+to one Output (branches and merges allowed; several edges into a node are summed, NIR's rule),
+plus loops ``neuron -> Linear/Affine -> the same neuron``, and the shapes must meet. Our own
+shape inference sets every node's input/output type (grouped convs get
+``C_in = weight.shape[1] * groups``) before NIR's own ``check_types`` runs.
 
 Files are untrusted, even our own (a folder from someone else looks the same): before reading,
 :func:`probe` checks them in a child process with a time limit (:mod:`nir_probe`: no links into
@@ -56,6 +58,7 @@ SUPPORTED = (
     nir.AvgPool2d,
     nir.SumPool2d,
     nir.Flatten,
+    nir.Delay,
 )
 SUPPORTED_NAMES = ", ".join(t.__name__ for t in SUPPORTED)
 MANIFEST = "manifest.json"
@@ -71,9 +74,11 @@ class ChainNode:
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     recurrent: tuple[str, nir.NIRNode] | None = None  # (name, Linear/Affine) feeding it back
+    preds: tuple[str, ...] = ()  # the nodes whose outputs it receives (summed), in edge order
 
 
 RECURRENT_NEURONS = (nir.LIF, nir.IF, nir.CubaLIF)
+NEURON_NODES = (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold, nir.LI, nir.I)
 
 
 def recurrent_loops(graph: nir.NIRGraph, succ: dict, pred: dict) -> dict[str, str]:
@@ -214,6 +219,14 @@ def _out_shape(name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> tuple[in
         return _pool_out(node, name, shape)
     if isinstance(node, nir.Flatten):
         return _flatten_out(node, shape)
+    if isinstance(node, nir.Delay):
+        d = np.asarray(node.delay)
+        if d.size != 1 and tuple(d.shape) != tuple(shape):
+            raise NallnError(
+                f"shapes do not chain at node {name!r} (Delay): its delays have shape "
+                f"{list(d.shape)} but it receives {list(shape)}"
+            )
+        return tuple(shape)
     if isinstance(node, nir.Affine | nir.Linear):
         if len(shape) != 1 or shape[0] != node.weight.shape[1]:
             raise NallnError(
@@ -263,24 +276,55 @@ def _back_edge(succ: dict[str, list[str]]) -> tuple[str, str] | None:
     return None
 
 
-def first_non_chain_edge(
-    edges: list[tuple[str, str]], succ: dict[str, list[str]]
-) -> tuple[tuple[str, str], str] | None:
-    """The edge that makes the graph more than a chain, and why: the one closing a cycle, else
-    the first (in file order) that branches or merges."""
-    back = _back_edge(succ)
-    if back is not None:
-        src, dst = back
-        return (src, dst), f"closes a cycle ({dst!r} leads back to {src!r})"
-    out: dict[str, str] = {}
-    into: dict[str, str] = {}
-    for src, dst in ((str(a), str(b)) for a, b in edges):
-        if src in out:
-            return (src, dst), f"branches: {src!r} already feeds {out[src]!r}"
-        if dst in into:
-            return (src, dst), f"merges: {dst!r} already receives {into[dst]!r}"
-        out[src], into[dst] = dst, src
-    return None
+def _cycle_path(succ: dict[str, list[str]], edge: tuple[str, str]) -> list[str]:
+    """The nodes of the cycle an edge ``(src, dst)`` closes: a path ``dst -> ... -> src``."""
+    src, dst = edge
+    back: dict[str, str | None] = {dst: None}
+    queue = [dst]
+    while queue:
+        n = queue.pop(0)
+        if n == src:
+            break
+        for m in succ[n]:
+            if m not in back:
+                back[m] = n
+                queue.append(m)
+    path, n = [], src
+    while n is not None:
+        path.append(n)
+        n = back.get(n)
+    return path[::-1]
+
+
+def _reachable(start: str, nbrs: dict[str, list[str]]) -> set[str]:
+    """Every node a walk along ``nbrs`` reaches from ``start`` (``start`` included)."""
+    seen, stack = {start}, [start]
+    while stack:
+        for m in nbrs[stack.pop()]:
+            if m not in seen:
+                seen.add(m)
+                stack.append(m)
+    return seen
+
+
+def topological_order(nodes: list[str], edges: list[tuple[str, str]]) -> list[str]:
+    """Kahn's order, ties broken by file order (a chain keeps its order); the graph is acyclic."""
+    indeg = {n: 0 for n in nodes}
+    for _, b in edges:
+        indeg[b] += 1
+    pos = {n: i for i, n in enumerate(nodes)}
+    ready = sorted((n for n in nodes if indeg[n] == 0), key=pos.get)
+    out = []
+    while ready:
+        n = ready.pop(0)
+        out.append(n)
+        for a, b in edges:
+            if a == n:
+                indeg[b] -= 1
+                if indeg[b] == 0:
+                    ready.append(b)
+        ready.sort(key=pos.get)
+    return out
 
 
 def article(word: str) -> str:
@@ -291,7 +335,8 @@ def article(word: str) -> str:
 
 
 def chain_of(graph: nir.NIRGraph, label: str = "graph") -> list[ChainNode]:
-    """Check ``graph`` and return its nodes in order with their shapes; fix the node types."""
+    """Check ``graph`` and return its nodes in topological order (file order among equals: a
+    chain in its own order) with their shapes and predecessors; fix the node types."""
     for name, node in graph.nodes.items():
         if not isinstance(node, SUPPORTED):
             kind = type(node).__name__
@@ -315,35 +360,49 @@ def chain_of(graph: nir.NIRGraph, label: str = "graph") -> list[ChainNode]:
     outputs = [n for n, v in graph.nodes.items() if isinstance(v, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
         raise NallnError(
-            f"{label}: nalln simulates chains with one Input and one Output node; found "
+            f"{label}: nalln simulates graphs with one Input and one Output node; found "
             f"{len(inputs)} input(s) and {len(outputs)} output(s)"
         )
-    bad = first_non_chain_edge(edges, succ)
-    if bad is not None:
-        edge, why = bad
+    back = _back_edge(succ)
+    if back is not None:
+        cycle = _cycle_path(succ, back)
+        neurons = [n for n in cycle if isinstance(graph.nodes[n], NEURON_NODES)]
+        if not neurons:
+            raise NallnError(
+                f"{label}: edge {back!r} closes a cycle ({' -> '.join(cycle)} -> {cycle[0]}) "
+                "with no neuron on it; NIR's one-step delay on a cycle is a neuron's, so every "
+                "cycle must pass through one"
+            )
         raise NallnError(
-            f"{label}: edge {edge!r} {why}; nalln simulates chains from Input to Output, with "
-            "recurrence only as neuron -> Linear/Affine -> the same neuron (branches, merges and "
-            "other cycles are not supported yet)"
+            f"{label}: edge {back!r} closes a cycle ({' -> '.join(cycle)} -> {cycle[0]}); nalln "
+            "runs recurrence only as neuron -> Linear/Affine -> the same neuron (a longer cycle "
+            "takes one Lava step per hop, not NIR's one step, so it is not supported yet)"
         )
-    order = [inputs[0]]
-    while succ[order[-1]]:
-        order.append(succ[order[-1]][0])
-        if len(order) > len(nodes):
-            raise NallnError(f"{label}: the graph has a cycle")
-    if order[-1] != outputs[0] or len(order) != len(nodes):
-        missing = sorted(set(nodes) - set(order))
+    pred_of = {n: [a for a, b in edges if b == n] for n in nodes}
+    seen, reach = _reachable(inputs[0], succ), _reachable(outputs[0], pred_of)
+    off = [n for n in nodes if n not in seen or n not in reach]
+    if off:
         raise NallnError(
-            f"{label}: not every node lies on the path from input to output "
-            f"(unreachable: {missing or 'none'}; path ends at {order[-1]!r})"
+            f"{label}: not every node lies on a path from input to output (off every path: "
+            f"{off})"
         )
+    order = topological_order(nodes, edges)
     in_type = graph.nodes[inputs[0]].input_type.get("input")
     if in_type is None:
         raise NallnError(f"{label}: the Input node has no shape")
     shape = tuple(int(x) for x in np.asarray(in_type).reshape(-1))
     chain = [ChainNode(inputs[0], graph.nodes[inputs[0]], shape, shape)]
+    shapes = {inputs[0]: shape}
     for name in order[1:]:
         node = graph.nodes[name]
+        preds = pred_of[name]
+        shape = shapes[preds[0]]
+        for p in preds[1:]:
+            if shapes[p] != shape:
+                raise NallnError(
+                    f"{label}: shapes do not meet at node {name!r}, which sums its inputs: "
+                    f"{preds[0]!r} gives {list(shape)} but {p!r} gives {list(shapes[p])}"
+                )
         out = _out_shape(name, node, shape)
         node.input_type = {"input": np.array(shape)}
         node.output_type = {"output": np.array(out)}
@@ -361,8 +420,8 @@ def chain_of(graph: nir.NIRGraph, label: str = "graph") -> list[ChainNode]:
             w.input_type = {"input": np.array(out)}
             w.output_type = {"output": np.array(out)}
             rec = (w_name, w)
-        chain.append(ChainNode(name, node, shape, out, rec))
-        shape = out
+        chain.append(ChainNode(name, node, shape, out, rec, tuple(preds)))
+        shapes[name] = out
     try:
         graph.check_types()
     except (ValueError, NotImplementedError) as exc:

@@ -40,12 +40,12 @@ import torch
 from torch import nn
 
 from nalln.conversion.conv1d import conv1d_padding
-from nalln.conversion.nir_io import Artefact, conv_padding, node_meta
-from nalln.conversion.plan import DT_FALLBACK
+from nalln.conversion.nir_io import Artefact, chain_of, conv_padding, node_meta, recurrent_loops
+from nalln.conversion.plan import DT_FALLBACK, delay_steps, graph_dt
 from nalln.conversion.semantics import node_floor, node_semantics
 from nalln.errors import NallnError
 from nalln.ir.drive import Drive
-from nalln.ir.reference import Trace, apply_gate
+from nalln.ir.reference import Trace, apply_gate, delayed
 from nalln.ir.semantics import ResetRule, SpikeMode
 
 
@@ -161,8 +161,11 @@ def _tensor(a) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a), dtype=torch.float32)
 
 
-def node_map(node: nir.NIRNode, *, dt: float, norse_import, name: str = "") -> nn.Module | None:
-    """Our map from a NIR node to a torch module (``None``: nirtorch's default)."""
+def node_map(
+    node: nir.NIRNode, *, dt: float, norse_import, name: str = "", delay_dt: float | None = None
+) -> nn.Module | None:
+    """Our map from a NIR node to a torch module (``None``: nirtorch's default); a Delay
+    counts its steps in ``delay_dt`` (the graph's dt, as lowering reads it)."""
     if isinstance(node, nir.LIF | nir.IF | nir.CubaLIF):
         rule, spikes = node_semantics(node, name)
     if isinstance(node, nir.LIF):
@@ -237,6 +240,9 @@ def node_map(node: nir.NIRNode, *, dt: float, norse_import, name: str = "") -> n
         return pool
     if isinstance(node, nir.Flatten):
         return Flatten(node.start_dim, node.end_dim)
+    if isinstance(node, nir.Delay):
+        d_dt = dt if delay_dt is None else delay_dt
+        return DelayLine(torch.as_tensor(delay_steps(node, name, d_dt, np.shape(node.delay))))
     if isinstance(node, nir.Input | nir.Output):
         return None
     return norse_import(node, ignore_warnings=True, dt=dt)
@@ -299,6 +305,45 @@ class IntegratorCell(nn.Module):
         return v, v
 
 
+class DelayLine(nn.Module):
+    """NIR Delay: the input of ``steps`` steps before, per element (zero before step 0); the
+    state is the inputs so far (Norse has no delay node)."""
+
+    def __init__(self, steps: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("steps", steps)
+
+    def forward(self, x: torch.Tensor, state=None):
+        past = [x] if state is None else [*state, x]
+        steps = np.broadcast_to(self.steps.cpu().numpy(), x.shape[1:])  # a scalar delay too
+        return delayed(past, steps, len(past) - 1), past
+
+
+def _in_topological_order(executor: nn.Module, graph: nir.NIRGraph) -> nn.Module:
+    """nirtorch 2.6 runs nodes in depth-first order from the input, and a node whose input is
+    not yet computed in this step reads that input's value of the previous step (how it
+    delays a loop). In a merge of paths of different depth that is wrong: the IF of ``LIF ->
+    {A -> LIF -> B, skip}`` ran before ``skip`` and summed the previous step's skip current.
+    Order the nodes topologically (as the reference does), each loop node ``w`` of ``neuron ->
+    w -> neuron`` right after its neuron, so only a loop reads the previous step."""
+    order = [c.name for c in chain_of(graph, "graph")]
+    succ = {n: [b for a, b in graph.edges if a == n] for n in graph.nodes}
+    pred = {n: [a for a, b in graph.edges if b == n] for n in graph.nodes}
+    for neuron, w in recurrent_loops(graph, succ, pred).items():
+        order.insert(order.index(neuron) + 1, w)
+    rank = {sanitize(n): i for i, n in enumerate(order)}
+    executor.execution_order = sorted(
+        executor.execution_order, key=lambda node: rank.get(node.name, -1)
+    )
+    return executor
+
+
+def sanitize(name: str) -> str:
+    from nirtorch.utils import sanitize_name
+
+    return sanitize_name(name)
+
+
 class NorseNetwork(nn.Module):
     """The loaded segments (Norse GraphExecutors) and the SE gates between them."""
 
@@ -313,8 +358,11 @@ class NorseNetwork(nn.Module):
             names = {id(n): k for k, n in seg.nodes.items()}
             built: dict[str, nn.Module] = {}
 
-            def mapper(node, names=names, built=built, dt=dt):
-                mod = node_map(node, dt=dt, norse_import=norse_import, name=names.get(id(node), ""))
+            delay_dt = graph_dt(seg, artefact.info)
+
+            def mapper(node, names=names, built=built, dt=dt, delay_dt=delay_dt):
+                name = names.get(id(node), "")
+                mod = node_map(node, dt=dt, norse_import=norse_import, name=name, delay_dt=delay_dt)
                 if isinstance(mod, ScaledLIF):
                     built[names[id(node)]] = mod
                 return mod
@@ -324,7 +372,7 @@ class NorseNetwork(nn.Module):
                 level = logging.getLogger().level
                 logging.getLogger().setLevel(logging.ERROR)
                 try:
-                    executors.append(nirtorch.load(seg, mapper))
+                    executors.append(_in_topological_order(nirtorch.load(seg, mapper), seg))
                 finally:
                     logging.getLogger().setLevel(level)
             for name, mod in built.items():

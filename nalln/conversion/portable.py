@@ -202,6 +202,14 @@ def portable_graph(graph: nir.NIRGraph, *, dt: float = PORTABLE_DT) -> nir.NIRGr
     chain of the node types nalln supports); it is left unchanged."""
     src = copy.deepcopy(graph)
     chain = chain_of(src, "portable form")
+    fed = [p for c in chain for p in c.preds]
+    odd = [c.name for c in chain if len(c.preds) > 1 or fed.count(c.name) > 1]
+    odd += [c.name for c in chain if isinstance(c.node, nir.Delay)]
+    if odd:
+        raise NallnError(
+            f"the portable form rewrites chains; node {odd[0]!r} branches, merges or delays "
+            "(drop --portable: the exact graph holds it)"
+        )
     info = graph_info(src)
     graph_dt = float(info.get("dt", DT_FALLBACK))
     order = [c.name for c in chain]

@@ -10,6 +10,9 @@ with). The rules are those of :mod:`nalln.energy.counting` (NeuroBench 2.3), app
   weight) pairs through the exact fan-out map of :mod:`nalln.energy.fanout`; dense = every pair;
 * a held input (direct coding) gives the first synapse the same current at every step, so it is
   computed once per inference, as NeurALLNet's stem; per-step inputs are counted at every step;
+* a graph with branches and merges: every edge's synapse is counted on what it reads (the input
+  or a population's spikes; where a Delay precedes it, the delayed spikes: a spike delayed past
+  the window's last step is never processed); the ReLU twin reads every value undelayed;
 * a recurrent synapse (``neuron -> w -> neuron``) reads the population's spikes of the previous
   step: counted at steps 1..T-1 (NIR's one-step delay: nothing arrives at step 0);
 * where lowering folded a pooling node into the next synapse, that synapse is counted as
@@ -36,8 +39,8 @@ from nalln.conversion.nir_io import Artefact, chain_of
 from nalln.energy.counting import ExtraOps, NetworkCounts, Population, SynapticLayer
 from nalln.energy.fanout import fanout_map
 from nalln.ir.drive import Drive
-from nalln.ir.plan import GateSpec, Plan, Synapse
-from nalln.ir.reference import apply_gate, apply_synapse, run_plan
+from nalln.ir.plan import PLAN_INPUT, GateSpec, Plan, Synapse
+from nalln.ir.reference import apply_gate, apply_synapse, delay_trace, run_plan
 
 POOL_TYPES = ("AvgPool2d", "SumPool2d")
 SYNAPSE_TYPES = ("Conv1d", "Conv2d", "Affine", "Linear")
@@ -165,6 +168,7 @@ class PlanCounter:
         self.populations: dict[int, Population] = {}
         self.n = 0
         kind = "lif" if network == "snn" else "relu"
+        self.merged: dict[tuple[int, int], _Counted] = {}  # (stage, j): its j-th merged synapse
         for i, st in enumerate(plan.stages):
             syn = st.synapse
             pop = st.neuron.name if st.neuron is not None else None
@@ -184,6 +188,22 @@ class PlanCounter:
                 stride=syn.stride if syn.kind == "conv" else (1,),
                 groups=syn.groups,
             )
+            for j, m in enumerate(st.merged):  # a merge: every edge's synapse is counted
+                graded = plan.reads(i, m) == PLAN_INPUT
+                self.merged[i, j] = _layer(
+                    m.source or f"{st.name}.merged.{j}",
+                    synapse_module(m),
+                    m.in_shape,
+                    m.out_shape,
+                    _kind(m),
+                    "input" if graded else role,
+                    self.T,
+                    once=once and graded and m.delay is None,
+                    spike_input=not graded,
+                    population=pop,
+                    stride=m.stride if m.kind == "conv" else (1,),
+                    groups=m.groups,
+                )
             if st.gate is not None:
                 self.gates[i] = _gate_layers(st.gate, self.T)
             if st.neuron is not None:
@@ -235,11 +255,25 @@ class PlanCounter:
         all_steps = list(range(T))
         held = self.drive is Drive.HELD
         h = x.to(torch.float64).unsqueeze(0) if held else self.drive.step_major(x, T).double()
+        values = {PLAN_INPUT: h}  # what each synapse reads: [S, B, ...] (S = 1: held input)
+
+        def reads(i: int, syn: Synapse) -> torch.Tensor:
+            v = values[plan.reads(i, syn)]
+            if syn.delay is None:
+                return v
+            return delay_trace(v.expand(T, *v.shape[1:]) if v.shape[0] != T else v, syn.delay)
+
         for i, st in enumerate(plan.stages):
-            steps = [0] if (i == 0 and self.layers[0].layer.once) else all_steps
-            inp = h.expand(T, *h.shape[1:]) if (i == 0 and held and len(steps) == T) else h
-            self.layers[i].count(inp, steps, b)
+            counted = [(self.layers[i], st.synapse)]
+            counted += [(self.merged[i, j], m) for j, m in enumerate(st.merged)]
+            for layer, syn in counted:
+                src = reads(i, syn)
+                steps = [0] if (layer.layer.once and src.shape[0] == 1) else all_steps
+                inp = src.expand(T, *src.shape[1:]) if len(steps) == T else src
+                layer.count(inp, steps, b)
             if st.gate is not None:
+                steps = [0] if (i == 0 and self.layers[0].layer.once) else all_steps
+                inp = h.expand(T, *h.shape[1:]) if (i == 0 and held and len(steps) == T) else h
                 cur = self._currents(st.synapse, inp)
                 if len(steps) == 1 and T > 1:
                     cur = cur.expand(T, *cur.shape[1:])
@@ -250,7 +284,7 @@ class PlanCounter:
             self.populations[i].spikes += s.reshape(T, b, -1).sum((1, 2)).double().numpy()
             if i in self.recurrent and T > 1:
                 self.recurrent[i].count(s[:-1].double(), all_steps[1:], b)
-            h = s.double()
+            h = values[st.name] = s.double()
         self.n += b
         return trace.outputs
 
@@ -259,9 +293,16 @@ class PlanCounter:
         """Count one batch on the ReLU twin (one step; per-step inputs as their mean)."""
         b = int(x.shape[0])
         h = x.double() if self.drive is Drive.HELD else x.double().mean(1)
+        values = {PLAN_INPUT: h}  # a delay has no meaning in one step: the twin reads undelayed
         for i, st in enumerate(self.plan.stages):
-            self.layers[i].count(h.unsqueeze(0), [0], b)
-            cur = apply_synapse(st.synapse, h)
+            cur = None
+            counted = [(self.layers[i], st.synapse)]
+            counted += [(self.merged[i, j], m) for j, m in enumerate(st.merged)]
+            for layer, syn in counted:
+                src = values[self.plan.reads(i, syn)]
+                layer.count(src.unsqueeze(0), [0], b)
+                c = apply_synapse(syn, src)
+                cur = c if cur is None else cur + c.reshape(cur.shape)
             if st.gate is not None:
                 self._gate(i, st.gate, cur.unsqueeze(0), [0], b)
                 cur = apply_gate(st.gate, cur)
@@ -270,14 +311,15 @@ class PlanCounter:
                 continue
             y = torch.relu(cur).reshape(b, *st.neuron.shape)
             self.populations[i].spikes[0] += float((y != 0).sum())
-            h = y
+            h = values[st.name] = y
         self.n += b
 
     def result(self) -> NetworkCounts:
         layers: list[SynapticLayer] = []
         extras: list[ExtraOps] = []
-        for i in range(len(self.plan.stages)):
+        for i, st in enumerate(self.plan.stages):
             layers.append(self.layers[i].layer)
+            layers += [self.merged[i, j].layer for j in range(len(st.merged))]
             if i in self.gates:
                 fc1, fc2, extra = self.gates[i]
                 layers += [fc1.layer, fc2.layer]
@@ -314,13 +356,16 @@ def folded_pools(artefact: Artefact) -> dict[str, str]:
     """Synapse (NIR node) -> the pooling node lowering folded into it."""
     out: dict[str, str] = {}
     for i, seg in enumerate(artefact.segments):
-        pending: str | None = None
+        pending: dict[str, str | None] = {}  # node -> the pooling its output still carries
         for item in chain_of(seg, f"segment {i}"):
             kind = type(item.node).__name__
+            carried = next((pending[p] for p in item.preds if pending.get(p)), None)
             if kind in POOL_TYPES:
-                pending = item.name
+                pending[item.name] = item.name
             elif kind in SYNAPSE_TYPES:
-                if pending is not None:
-                    out[item.name] = pending
-                pending = None
+                if carried is not None:
+                    out[item.name] = carried
+                pending[item.name] = None
+            else:
+                pending[item.name] = carried
     return out

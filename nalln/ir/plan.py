@@ -1,4 +1,9 @@
-"""The deployment plan: a chain of synapse -> [SE gate] -> neuron stages.
+"""The deployment plan: synapse(s) -> [SE gate] -> neuron stages in topological order.
+
+A chain's stage reads the one before it; a graph with branches and merges names what each
+synapse reads (:attr:`Synapse.reads`: the input or an earlier population), and a population with
+several inputs sums its synapses' currents (:attr:`Stage.merged`), NIR's rule for several edges
+into one node.
 
 Small frozen dataclasses (NIR's style) that every back-end builds from: the float reference
 (:mod:`nalln.ir.reference`), the Loihi fixed point (:mod:`nalln.loihi`), Lava and the netx file.
@@ -36,6 +41,9 @@ class GateSpec:
         return int(self.w1.shape[1])
 
 
+PLAN_INPUT = "<input>"  # Synapse.reads for the graph's input
+
+
 @dataclass(frozen=True)
 class Synapse:
     """A conv (``weight`` [Co, Ci/g, kh, kw]) or dense (``weight`` [out, in]) layer with bias.
@@ -56,6 +64,12 @@ class Synapse:
     padding: tuple[int, int] = (0, 0)
     groups: int = 1
     source: str = ""  # NIR node name
+    # what it reads: None, the stage before it (the input for the first stage: a chain);
+    # PLAN_INPUT, the graph's input; else the name of an earlier stage (a population)
+    reads: str | None = None
+    # per input element, how many steps late it reads it (NIR Delay nodes; None: no delay);
+    # alignment on a pipelined back-end (Lava) is that back-end's business, not this
+    delay: np.ndarray | None = None  # int, shape in_shape (before a folded Flatten)
 
     @property
     def in_image(self) -> tuple[int, ...]:
@@ -115,6 +129,12 @@ class Stage:
     neuron: Neuron | None = None  # None: a readout (the current, or ``readout``'s v, is the output)
     readout: Readout | None = None  # the integrating readout after the last synapse, if any
     recurrent: Synapse | None = None  # the neuron's own spikes of the previous step -> its input
+    merged: tuple[Synapse, ...] = ()  # further synapses whose currents add to ``synapse``'s
+
+    @property
+    def synapses(self) -> tuple[Synapse, ...]:
+        """Every synapse into the population (or readout), their currents summed."""
+        return (self.synapse, *self.merged)
 
 
 @dataclass
@@ -124,6 +144,32 @@ class Plan:
     num_steps: int
     dt: float
     info: dict[str, Any] = field(default_factory=dict)
+
+    def reads(self, k: int, syn: Synapse) -> str:
+        """What synapse ``syn`` of stage ``k`` reads: :data:`PLAN_INPUT` or a stage's name."""
+        if syn.reads is not None:
+            return syn.reads
+        return PLAN_INPUT if k == 0 else self.stages[k - 1].name
+
+    def levels(self) -> dict[str, int]:
+        """Hops from the input (the input is -1; a stage is one more than the deepest thing
+        its synapses read): on a pipelined back-end (Lava: one step per Conv/Dense) stage
+        ``k`` of a chain is at level ``k``; a merge's shorter paths wait the difference."""
+        out = {PLAN_INPUT: -1}
+        for k, st in enumerate(self.stages):
+            syns = st.synapses if st.synapse is not None else ()
+            out[st.name] = 1 + max((out[self.reads(k, s)] for s in syns), default=-1)
+        return out
+
+    @property
+    def is_chain(self) -> bool:
+        """Every stage reads only the stage before it, without delays (netx's layer list)."""
+        return all(
+            not st.merged
+            and st.synapse.delay is None
+            and self.reads(k, st.synapse) == (PLAN_INPUT if k == 0 else self.stages[k - 1].name)
+            for k, st in enumerate(self.stages)
+        )
 
     @property
     def neurons(self) -> list[Neuron]:

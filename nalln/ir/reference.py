@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from nalln.ir.drive import Drive
-from nalln.ir.plan import GateSpec, Neuron, Plan, Synapse
+from nalln.ir.plan import PLAN_INPUT, GateSpec, Neuron, Plan, Synapse
 from nalln.ir.semantics import ResetRule, SpikeMode
 
 
@@ -91,10 +91,50 @@ def _floor(n: Neuron, v: torch.Tensor) -> torch.Tensor:
     return v if n.v_min is None else v.clamp(min=n.v_min)
 
 
+def delayed(history: list[torch.Tensor], delay: np.ndarray, t: int) -> torch.Tensor:
+    """Step ``t`` of a value read ``delay`` steps late per element (zero before its step 0):
+    ``history`` holds the value of steps ``0..t`` ([B, *shape] each)."""
+    values = torch.stack(history)  # [t + 1, B, *shape]
+    d = torch.as_tensor(np.array(delay, dtype=np.int64))  # a copy: writable
+    idx = t - d
+    valid = (idx >= 0).to(values.dtype)
+    idx = idx.clamp(min=0).expand(1, values.shape[1], *d.shape)
+    return values.gather(0, idx)[0] * valid
+
+
+def delay_trace(s: torch.Tensor, delay: np.ndarray | None) -> torch.Tensor:
+    """A whole trace ``s`` [T, N, *shape] read ``delay`` steps late per element (zeros first):
+    what a delayed synapse reads, for the back-ends that run layer by layer."""
+    if delay is None:
+        return s
+    T = s.shape[0]
+    d = torch.as_tensor(np.array(delay, dtype=np.int64), device=s.device)
+    t = torch.arange(T, device=s.device).view(T, *([1] * d.dim()))
+    idx = t - d  # [T, *shape]
+    valid = (idx >= 0).unsqueeze(1)
+    idx = idx.clamp(min=0).unsqueeze(1).expand(T, *s.shape[1:])
+    return torch.where(valid, s.gather(0, idx), torch.zeros((), dtype=s.dtype, device=s.device))
+
+
+def delayed_sources(plan: Plan) -> set[str]:
+    """What some synapse reads with a delay (its history must be kept)."""
+    return {
+        plan.reads(k, syn)
+        for k, st in enumerate(plan.stages)
+        if st.synapse is not None
+        for syn in st.synapses
+        if syn.delay is not None
+    }
+
+
 @torch.no_grad()
 def run_plan(plan: Plan, x: torch.Tensor, dtype: torch.dtype = torch.float64) -> Trace:
     """Simulate the plan on inputs ``x``: ``[B, *input_shape]`` held at each of the T steps
-    (direct coding), or ``[B, T, *input_shape]`` with a value per step (:class:`Drive`)."""
+    (direct coding), or ``[B, T, *input_shape]`` with a value per step (:class:`Drive`).
+
+    Stages run in topological order within each step; a synapse reads the stage before it or
+    (``Synapse.reads``) the input or an earlier population's output of the same step (of
+    ``delay`` steps before, where delayed), and a population sums its synapses' currents."""
     drive = Drive.of(x, plan.input_shape)
     drive.steps(x, plan.num_steps)
     x = x.to(dtype)
@@ -102,11 +142,22 @@ def run_plan(plan: Plan, x: torch.Tensor, dtype: torch.dtype = torch.float64) ->
     u = dict(v)  # synaptic current state (CubaLIF); unused where current_decay == 1
     owed: dict[str, torch.Tensor] = {}  # subtract-undecayed: the reset of the previous step
     spikes: dict[str, list[torch.Tensor]] = {n: [] for n in v}
+    history: dict[str, list[torch.Tensor]] = {n: [] for n in delayed_sources(plan)}
     outputs = []
     for t in range(plan.num_steps):
         h = drive.at(x, t)
-        for stage in plan.stages:
-            cur = apply_synapse(stage.synapse, h)
+        outs = {PLAN_INPUT: h}
+        if PLAN_INPUT in history:
+            history[PLAN_INPUT].append(h)
+        for k, stage in enumerate(plan.stages):
+            cur = None
+            for syn in stage.synapses:
+                if syn.delay is not None:
+                    src = delayed(history[plan.reads(k, syn)], syn.delay, t)
+                else:
+                    src = h if syn.reads is None else outs[syn.reads]
+                c = apply_synapse(syn, src)
+                cur = c if cur is None else cur + c.reshape(cur.shape)
             if stage.gate is not None:
                 cur = apply_gate(stage.gate, cur)
             n = stage.neuron
@@ -117,23 +168,26 @@ def run_plan(plan: Plan, x: torch.Tensor, dtype: torch.dtype = torch.float64) ->
                     cur = cur if prev is None else (1.0 - ro.decay) * prev + cur
                     v[ro.name] = cur
                 h = cur
-                continue
-            cur = cur.reshape(x.shape[0], *n.shape)
-            if stage.recurrent is not None and spikes[stage.name]:  # one step late, as NIR
-                prev = spikes[stage.name][-1].to(dtype)
-                cur = cur + apply_synapse(stage.recurrent, prev).reshape(cur.shape)
-            if n.current_decay != 1.0:
-                if u[stage.name] is not None:
-                    cur = (1.0 - n.current_decay) * u[stage.name] + cur
-                u[stage.name] = cur
-            mem = cur if v[stage.name] is None else (1.0 - n.decay) * v[stage.name] + cur
-            if stage.name in owed:
-                mem = mem - owed.pop(stage.name)
-            s, v[stage.name], owe = fire(n, mem)
-            if owe is not None:
-                owed[stage.name] = owe
-            spikes[stage.name].append(s)
-            h = s.to(dtype)
+            else:
+                cur = cur.reshape(x.shape[0], *n.shape)
+                if stage.recurrent is not None and spikes[stage.name]:  # one step late, as NIR
+                    prev = spikes[stage.name][-1].to(dtype)
+                    cur = cur + apply_synapse(stage.recurrent, prev).reshape(cur.shape)
+                if n.current_decay != 1.0:
+                    if u[stage.name] is not None:
+                        cur = (1.0 - n.current_decay) * u[stage.name] + cur
+                    u[stage.name] = cur
+                mem = cur if v[stage.name] is None else (1.0 - n.decay) * v[stage.name] + cur
+                if stage.name in owed:
+                    mem = mem - owed.pop(stage.name)
+                s, v[stage.name], owe = fire(n, mem)
+                if owe is not None:
+                    owed[stage.name] = owe
+                spikes[stage.name].append(s)
+                h = s.to(dtype)
+            outs[stage.name] = h
+            if stage.name in history:
+                history[stage.name].append(h)
         outputs.append(h.reshape(x.shape[0], -1))
     return Trace(torch.stack(outputs), {k: torch.stack(s) for k, s in spikes.items()})
 

@@ -149,6 +149,12 @@ def _synapse(
     return a.round_() if a.device.type == "cuda" else a
 
 
+def narrow(a: torch.Tensor) -> torch.Tensor:
+    """Integer currents in float32 when every value is exact there (``|a| <= 2^24``: what a
+    single synapse's current is in), else as they are (a sum of merged synapses' currents)."""
+    return a.float() if a.numel() == 0 or float(a.abs().max()) <= EXACT_F32 else a
+
+
 def _exact_cuda(device: torch.device):
     """No TF32 on CUDA (10-bit mantissas would round large integer inputs)."""
     import contextlib

@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 
 from nalln.errors import NallnError
 from nalln.ir.drive import Drive
-from nalln.ir.plan import Plan, Stage
-from nalln.ir.reference import run_plan
+from nalln.ir.plan import PLAN_INPUT, Plan, Stage
+from nalln.ir.reference import delay_trace, run_plan
 from nalln.loihi.arithmetic import (
     A_MAX,
     BIAS_MAX,
@@ -40,6 +40,7 @@ from nalln.loihi.arithmetic import (
     VTH_MAX,
     current_du,
     lif_fixed,
+    narrow,
     quantise_recurrent,
     quantise_weight,
     round_input,
@@ -48,7 +49,7 @@ from nalln.loihi.arithmetic import (
     with_gate,
 )
 from nalln.loihi.emulator import agreement, check_overflow, emulate, readout_outputs
-from nalln.loihi.quant_plan import BiasDrive, QStage, QuantPlan, bias_in_current
+from nalln.loihi.quant_plan import BiasDrive, QStage, QSynapse, QuantPlan, bias_in_current
 
 READOUT_FACTORS = (0.75, 0.5, 0.25, 0.125, 0.0625)  # below 1: an LI/I membrane that would overflow
 STEM_HEADROOM = 2.0  # calibration max of the stem current uses half the 17-bit input range
@@ -93,7 +94,27 @@ def _base_alpha(stage: Stage, exponent: bool) -> float:
     alpha = w_range(s.kind) / (float(np.abs(s.weight).max()) or 1.0)
     if stage.recurrent is not None and not exponent:
         alpha = min(alpha, DENSE_W[1] / (float(np.abs(stage.recurrent.weight).max()) or 1.0))
+    for m in stage.merged:  # a merged conv has no weight exponent in our Lava conv: it caps S
+        if m.kind == "conv":
+            alpha = min(alpha, w_range("conv") / (float(np.abs(m.weight).max()) or 1.0))
     return alpha
+
+
+def _merged(stage: Stage, scale: float) -> tuple[tuple[QSynapse, ...], float]:
+    """The merged synapses on the population's scale ``S``, so their currents add in the same
+    units: a dense one as even 8-bit mantissas times its own ``2^e`` (the smallest ``e >= 0``
+    that fits, as a loop's), a conv one with ``e = 0`` (``S`` is capped for it); and the
+    largest clipped fraction."""
+    out, clipped = [], 0.0
+    for m in stage.merged:
+        if m.kind == "conv":
+            w, c = quantise_weight(m.weight, scale, "conv")
+            e = 0
+        else:
+            w, e, c = quantise_recurrent(m.weight, scale, True)
+        out.append(QSynapse(m, w, e))
+        clipped = max(clipped, c)
+    return tuple(out), clipped
 
 
 def _drives(stage: Stage, scale: float, exponent: bool) -> tuple[BiasDrive, ...]:
@@ -228,6 +249,7 @@ def _calibrate_stage(
     stem_scale: float | None,
     ref_out: torch.Tensor | None,
     exponent: bool = True,
+    merged_inp: tuple[torch.Tensor, ...] = (),
 ) -> tuple[QStage, float | None]:
     """Best quantisation of one layer, judged on its own error: it receives the float
     reference's input (image or previous layer's spikes), so the choice is not confounded by
@@ -243,7 +265,8 @@ def _calibrate_stage(
         scale = stem_scale if stem_scale is not None else alpha
         in_scale = scale / alpha if stem_scale is not None else None
         w_int, clipped = quantise_weight(s.weight, alpha, s.kind)
-        bias = np.rint(s.bias * scale * (not bias_in_current(stage))).astype(np.int64)
+        total_bias = sum(m.bias for m in stage.synapses)  # merged biases add in the neuron
+        bias = np.rint(total_bias * scale * (not bias_in_current(stage))).astype(np.int64)
         if np.abs(bias).max(initial=0) > BIAS_MAX:
             continue
         n = stage.neuron
@@ -254,13 +277,20 @@ def _calibrate_stage(
             rec, rec_exp, rec_clipped = quantise_recurrent(stage.recurrent.weight, scale, exponent)
             clipped = max(clipped, rec_clipped)
         drives = _drives(stage, scale, exponent)
-        q = QStage(stage, w_int, bias, scale, 0, dv, du, rec, rec_exp, drives)
+        merged, m_clipped = _merged(stage, scale)
+        clipped = max(clipped, m_clipped)
+        q = QStage(stage, w_int, bias, scale, 0, dv, du, rec, rec_exp, drives, merged=merged)
         if n is not None and n.v_min is not None:  # the floor on the layer's scale
             q = replace(q, vmin=int(np.clip(round(n.v_min * scale), -VTH_MAX, VTH_MAX)))
         if stem_scale is not None:
             a = run_stage(q, round_input(inp, in_scale)[0], True, T)
         else:  # 0/1 spikes, or the counts of a multi-spike layer
             a = run_stage(q, inp, False, T, float(inp.max()) if inp.numel() else 1.0)
+        for i, m_inp in enumerate(merged_inp):  # a merge: the currents add
+            peak = float(m_inp.max()) if m_inp.numel() else 1.0
+            a = a.double() + run_stage(q.part(i), m_inp, False, T, max(peak, 1.0)).double()
+        if merged_inp:
+            a = narrow(a)
         if stage.neuron is None:
             if stage.readout is not None:
                 q = replace(q, dv=int(round(stage.readout.decay * DECAY_UNITY)), vth=VTH_MAX)
@@ -309,6 +339,22 @@ def _calibrate_stage(
     return best[1], best[2]
 
 
+def require_graph_fixed_point(plan: Plan) -> None:
+    """What nalln's Loihi fixed point cannot run in a graph, refused by name: the graded input
+    read by any synapse but the first layer's, or read through a Delay."""
+    for k, st in enumerate(plan.stages):
+        for syn in st.synapses:
+            if plan.reads(k, syn) == PLAN_INPUT and (
+                k or syn is not st.synapse or syn.delay is not None
+            ):
+                raise NallnError(
+                    f"synapse {syn.source!r} reads the graded input "
+                    f"{'with a delay' if syn.delay is not None else 'beside the first layer'}; "
+                    "nalln's Loihi fixed point feeds the input to the first layer only: run it "
+                    "in float"
+                )
+
+
 @torch.no_grad()
 def calibrate(
     plan: Plan,
@@ -323,6 +369,7 @@ def calibrate(
     layer's scale is set by its input; ``False`` keeps every weight an 8-bit integer with
     exponent 0 (what netx's ``dense_rec`` holds), capping the scale by the loop weights.
     ``stem_range``: the headroom the stem's scale leaves (:class:`StemRange`)."""
+    require_graph_fixed_point(plan)
     T = plan.num_steps
     ref = run_plan(plan, x, dtype=torch.float32)  # the torch model's precision
     ref_logits = ref.outputs.mean(0).double()
@@ -332,7 +379,13 @@ def calibrate(
     inp: torch.Tensor = x.double()
     input_scale = 1.0
     bar = tqdm(plan.stages, desc="calibrating fixed point", disable=not progress, leave=False)
+
+    def read(k: int, syn) -> torch.Tensor:  # the float reference's spikes a synapse reads
+        return delay_trace(ref.spikes[plan.reads(k, syn)], syn.delay)
+
     for k, stage in enumerate(bar):
+        if k and (stage.synapse.reads is not None or stage.synapse.delay is not None):
+            inp = read(k, stage.synapse)
         q, in_scale = _calibrate_stage(
             stage,
             inp,
@@ -342,6 +395,7 @@ def calibrate(
             stem_scale if k == 0 else None,
             ref_logits if stage.neuron is None else None,
             recurrent_exp,
+            tuple(read(k, m) for m in stage.merged),
         )
         if k == 0:
             input_scale = float(in_scale)

@@ -12,13 +12,15 @@ import numpy as np
 import torch
 
 from nalln.errors import NallnError
-from nalln.ir.reference import Trace
+from nalln.ir.plan import PLAN_INPUT
+from nalln.ir.reference import Trace, delay_trace
 from nalln.loihi.arithmetic import (
     A_MAX,
     ACT_SHIFT,
     VTH_MAX,
     counts,
     lif_spikes,
+    narrow,
     per_neuron_bias,
     readout_membrane,
     round_input,
@@ -58,6 +60,30 @@ def readout_outputs(q: QStage, a: torch.Tensor) -> tuple[torch.Tensor, dict[str,
     total = a.sum(0) + T * bias
     out = (a + bias) / q.scale
     return out.reshape(T, n, -1), {"readout": int((total.abs() > A_MAX).sum())}
+
+
+def _graph_current(
+    qp: QuantPlan,
+    k: int,
+    q: QStage,
+    outs: dict[str, torch.Tensor],
+    peaks: dict[str, float],
+    T: int,
+) -> torch.Tensor:
+    """The synaptic input [T, N, ...] of stage ``k`` of a graph: each synapse on what it reads
+    (the graded input or a population's spikes or counts, ``delay`` steps late where delayed), the
+    merged synapses' integer currents summed (float64, exact below 2^53)."""
+    total = None
+    for i, syn in enumerate(q.stage.synapses):
+        part = q if i == 0 else q.part(i - 1)
+        src = qp.plan.reads(k, syn)
+        inp = outs[src]
+        if src == PLAN_INPUT:
+            a = run_stage(part, inp, True, T)
+        else:
+            a = run_stage(part, delay_trace(inp, syn.delay), False, T, peaks[src])
+        total = a.double() if total is None else total + a.double()
+    return narrow(total)
 
 
 @dataclass
@@ -107,18 +133,23 @@ def _emulate(
     spikes: dict[str, torch.Tensor] = {}
     overflow: dict[str, dict[str, int]] = {}
     outputs = None
+    outs: dict[str, torch.Tensor] = {PLAN_INPUT: xi}  # what a synapse may read (a graph)
+    peaks: dict[str, float] = {PLAN_INPUT: 1.0}  # the largest spike count each carries
     peak = 1.0  # the largest spike count h carries (a multi-spike layer's graded spikes)
     for k, q in enumerate(qp.stages):
         over = {"input": in_over} if k == 0 else {}
-        fuse = q.neuron is not None and peak == 1.0
+        plain = not q.merged and q.synapse.reads is None and q.synapse.delay is None
+        fuse = q.neuron is not None and peak == 1.0 and plain
         fused = spike_stage(q, h, T, k == 0, pool) if fuse else None
         if fused is not None:  # the same arithmetic, bounds proven (see spike_stage)
             s, o = fused
             overflow[q.name] = {**over, **o}
             spikes[q.name] = _keep(as_population(s, q), sink, q.name)
-            h = s
+            h = outs[q.name] = s
+            peaks[q.name] = 1.0
             continue
-        a = run_stage(q, h, k == 0, T, peak)
+        graph = not plain
+        a = _graph_current(qp, k, q, outs, peaks, T) if graph else run_stage(q, h, k == 0, T, peak)
         if q.neuron is None:
             outputs, o = readout_outputs(q, a)
             overflow[q.name] = {**over, **o}
@@ -132,7 +163,8 @@ def _emulate(
         overflow[q.name] = {**over, **o}
         spikes[q.name] = _keep(as_population(s, q), sink, q.name, counts(q))
         peak = max(float(s.max()), 1.0) if counts(q) and s.numel() else 1.0
-        h = s  # 0/1 (or counts) in the layout the next synapse reads
+        peaks[q.name] = peak
+        h = outs[q.name] = s  # 0/1 (or counts) in the layout the next synapse reads
     if outputs is None:
         outputs = h.reshape(T, h.shape[1], -1).to(torch.float32, copy=True)
     return Emulation(Trace(outputs.reshape(T, x.shape[0], -1).float(), spikes), overflow)

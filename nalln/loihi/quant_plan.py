@@ -8,7 +8,7 @@ read through to the float stage, so a builder treats both alike.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,17 @@ def bias_in_current(stage: Stage) -> bool:
 
 
 @dataclass(frozen=True)
+class QSynapse:
+    """A merged synapse (:attr:`~nalln.ir.plan.Stage.merged`) on its population's scale: its
+    integers (mantissa << ``exp``, in units of ``a``) and the weight exponent that lets its
+    8-bit mantissas share the scale ``S`` of the population's other synapses."""
+
+    synapse: Synapse
+    weight: np.ndarray  # int64, torch layout
+    exp: int = 0
+
+
+@dataclass(frozen=True)
 class QStage:
     """One quantised synapse -> [gate] -> neuron (or readout) stage."""
 
@@ -57,10 +68,25 @@ class QStage:
     calibration: Mapping[str, Any] = field(default_factory=dict)
     onchip: OnchipGate | None = None  # SEMode.ONCHIP: the gate's integers (replaces ``gate``)
     vmin: int | None = None  # the membrane floor's mantissa, round(v_min S): v >= vmin << 6
+    merged: tuple[QSynapse, ...] = ()  # the stage's merged synapses; their biases are in ``bias``
+
+    def part(self, i: int) -> QStage:
+        """Merged synapse ``i`` as a stage of its own (no bias, loop or drive), so the
+        synaptic arithmetic computes its current like any stage's."""
+        m = self.merged[i]
+        stage = replace(self.stage, synapse=m.synapse, merged=(), recurrent=None, gate=None)
+        zero = np.zeros_like(self.bias)
+        return replace(
+            self, stage=stage, weight=m.weight, bias=zero, recurrent=None, drives=(), merged=()
+        )
 
     @property
     def synapse(self) -> Synapse:
         return self.stage.synapse
+
+    @property
+    def synapses(self) -> tuple[Synapse, ...]:
+        return self.stage.synapses
 
     @property
     def name(self) -> str:
@@ -135,6 +161,11 @@ class QStage:
             "gate": self.gate.name if self.gate else None,
             "neuron": self.neuron.name if self.neuron else None,
             **({} if self.readout is None else {"readout": self.readout.nir_type}),
+            **(
+                {"merged": [{"source": m.synapse.source, "exp": m.exp} for m in self.merged]}
+                if self.merged
+                else {}
+            ),
         }
 
 
@@ -178,6 +209,9 @@ def save_quant_plan(qp: QuantPlan, folder: str | Path) -> dict[str, Path]:
         tensors[f"{q.name}/bias"] = np.ascontiguousarray(q.bias.astype(np.int32))
         if q.recurrent is not None:
             tensors[f"{q.name}/recurrent"] = np.ascontiguousarray(q.recurrent.astype(np.int32))
+        for m in q.merged:
+            key = f"{q.name}/merged/{m.synapse.source}"
+            tensors[key] = np.ascontiguousarray(m.weight.astype(np.int32))
         layers.append(q.describe())
     spec = {
         "format": "nalln-loihi-fixed/1",

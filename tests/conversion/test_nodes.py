@@ -297,7 +297,8 @@ def test_unsupported_node_message_reads_right(tmp_path):
     from nalln.conversion.nir_io import chain_of
 
     g = graph("IF")
-    g.nodes["n2"] = nir.Delay(delay=np.ones(6))
-    with pytest.raises(NallnError, match="node 'n2' is a Delay, which nalln cannot simulate"):
+    six = np.ones(6)
+    g.nodes["n2"] = nir.CubaLI(tau_syn=six, tau_mem=six, r=six, v_leak=0 * six)
+    with pytest.raises(NallnError, match="node 'n2' is a CubaLI, which nalln cannot simulate"):
         chain_of(g)
     assert [article(w) for w in ("IF", "CubaLIF", "Delay", "I")] == ["an", "a", "a", "an"]
