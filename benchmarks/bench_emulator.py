@@ -39,7 +39,7 @@ from nalln.conversion.sources import load_source, load_split, prepare, training_
 from nalln.inference import pick_device
 from nalln.io import write_json
 from nalln.ir.se_mode import SEMode
-from nalln.loihi.emulator import emulate_batched
+from nalln.loihi.emulator import cpu_batch, emulate_batched
 from nalln.loihi.grid import fixed_point_plan
 from nalln.run_data import run_index
 from nalln.textfmt import format_table
@@ -105,7 +105,8 @@ def main() -> int:
     tag = "SYNTHETIC data - " if source.synthetic else ""
     load = os.getloadavg()
     print(f"{tag}{args.run}: {n} test images, SE {args.se}; measured on this machine")
-    print(f"emulator on {device}, batch {EMULATOR_BATCH}, torch threads {torch.get_num_threads()}")
+    batch = cpu_batch(EMULATOR_BATCH, device)
+    print(f"emulator on {device}, batch {batch}, torch threads {torch.get_num_threads()}")
     headers = ["back-end", "s/image (wall)", "CPU s/image", "build s", "speed-up (wall)"]
     print(format_table(rows, headers, "lrrrr"))
     print(f"CPU seconds per image, Lava (all processes, run only) / emulator: {cpu_ratio:.0f}x")
@@ -124,7 +125,7 @@ def main() -> int:
         "lava_seconds_per_image": lava_s,
         "lava_build_seconds": lava.build_seconds,
         "emulator_device": str(device),
-        "emulator_batch_size": EMULATOR_BATCH,
+        "emulator_batch_size": batch,
         "emulator_seconds_per_image": warm_s / n,
         "emulator_cpu_seconds_per_image": warm_cpu / n,
         "emulator_cold_seconds_per_image": cold_s / n,

@@ -434,7 +434,13 @@ def _fixed_point_summary(qp, em) -> dict[str, Any]:
 
 def _run_emulator(plan, x, train_x, calibration, data, source, metrics, progress, world=SINGLE):
     from nalln.inference import pick_device
-    from nalln.loihi.emulator import Emulation, add_overflow, check_overflow, emulate_batched
+    from nalln.loihi.emulator import (
+        Emulation,
+        add_overflow,
+        check_overflow,
+        cpu_batch,
+        emulate_batched,
+    )
 
     t0 = time.perf_counter()
     # every rank calibrates on the same images; rank 0's plan is used by all, to be certain
@@ -455,7 +461,7 @@ def _run_emulator(plan, x, train_x, calibration, data, source, metrics, progress
     t2 = time.perf_counter()
     check_overflow(em, f"the {len(x)} simulated images")
     metrics["fixed_point"] = _fixed_point_summary(qp, em)
-    metrics["emulator"] = {"device": str(device), "batch_size": EMULATOR_BATCH}
+    metrics["emulator"] = {"device": str(device), "batch_size": cpu_batch(EMULATOR_BATCH, device)}
     return em.trace, t1 - t0, t2 - t1
 
 

@@ -41,7 +41,7 @@ layer.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -119,7 +119,12 @@ def _l1(q: QStage) -> int:
 
 
 def _synapse(
-    q: QStage, x: torch.Tensor, peak: float, bias: np.ndarray | None = None
+    q: QStage,
+    x: torch.Tensor,
+    peak: float,
+    bias: np.ndarray | None = None,
+    gain: int = 1,
+    pool: dict[tuple, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``a = W x`` (``+ bias``, when given) for integer ``x`` with ``|x| <= peak``, exact.
 
@@ -130,17 +135,19 @@ def _synapse(
     FFT), channels last (a depthwise conv 10x faster than in NCHW); on CUDA TF32 is off and the
     result is rounded (an identity when exact; it absorbs any sub-0.5 error of a cuDNN
     algorithm). Above the bound (a very bright graded image) it computes in float64, exact
-    below ``2^53``. Returns float32 or float64, in the layout the convolution produced."""
+    below ``2^53``. ``gain`` (a power of two) scales the weights and bias, so the result is
+    ``gain (W x + bias)``, exact under the same bound times ``gain``. ``pool`` keeps the
+    converted weights for the next batch. Returns float32 or float64, in the layout the
+    convolution produced."""
     b_peak = float(np.abs(bias).max(initial=0)) if bias is not None else 0.0
-    dt = torch.float32 if peak * _l1(q) + b_peak <= EXACT_F32 else torch.float64
-    w = torch.from_numpy(q.weight).to(device=x.device, dtype=dt)
-    b = None if bias is None else torch.from_numpy(np.asarray(bias)).to(device=x.device, dtype=dt)
+    exact32 = gain * (peak * _l1(q) + b_peak) <= EXACT_F32
+    dt = torch.float32 if exact32 else torch.float64
+    w, b = _weights(q, bias, gain, dt, x.device, pool)
     with _exact_cuda(x.device):
         if q.kind == "conv":
             x = x.reshape(x.shape[0], *q.stage.synapse.in_image)  # a Conv1d: [N, C, 1, L]
             if dt is torch.float32:
                 x = x.to(dtype=dt, memory_format=torch.channels_last)
-                w = w.contiguous(memory_format=torch.channels_last)
             else:
                 x = x.to(dt)
             a = F.conv2d(x, w, b, stride=q.stride, padding=q.padding, groups=q.groups)
@@ -153,6 +160,30 @@ def narrow(a: torch.Tensor) -> torch.Tensor:
     """Integer currents in float32 when every value is exact there (``|a| <= 2^24``: what a
     single synapse's current is in), else as they are (a sum of merged synapses' currents)."""
     return a.float() if a.numel() == 0 or float(a.abs().max()) <= EXACT_F32 else a
+
+
+def _weights(
+    q: QStage,
+    bias: np.ndarray | None,
+    gain: int,
+    dt: torch.dtype,
+    device: torch.device,
+    pool: dict[tuple, torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``gain W`` (channels last for a float32 conv) and ``gain bias`` in ``dt`` on ``device``:
+    integers times a power of two, exact; from ``pool`` when the same layer asked before."""
+    key = ("weights", q.name, gain, dt, str(device), bias is None)
+    if pool is not None and key in pool:
+        return pool[key]
+    w = torch.from_numpy(q.weight).to(device=device, dtype=dt) * gain
+    if q.kind == "conv" and dt is torch.float32:
+        w = w.contiguous(memory_format=torch.channels_last)
+    b = None
+    if bias is not None:
+        b = torch.from_numpy(np.asarray(bias)).to(device=device, dtype=dt) * gain
+    if pool is not None:
+        pool[key] = (w, b)
+    return w, b
 
 
 def _exact_cuda(device: torch.device):
@@ -363,9 +394,11 @@ def _lif_float(
     for i in range(0, n, chunk):
         part = slice(i, min(i + chunk, n))
         src = first[part] if held else first[:, part]
-        drive = torch.empty_like(src, dtype=dt)  # 64 a + (bias << 6): integers, exact
+        # 64 a + (bias << 6): integers, exact; a per-step drive becomes the spikes in place
+        drive = torch.empty_like(src, dtype=dt) if held else spikes[:, part]
         torch.add(b, src, alpha=2**ACT_SHIFT, out=drive)
-        membrane += _membrane_steps(drive, held, spikes[:, part], keep_v, th, check)
+        out = spikes[:, part] if held else None
+        membrane += _membrane_steps(drive, held, out, keep_v, th, check)
     return spikes, {"synaptic_input": 0, "current": 0, "membrane": membrane}
 
 
@@ -374,7 +407,8 @@ def spike_stage(
     inp: torch.Tensor,
     T: int,
     graded: bool = False,
-    pool: dict[tuple, torch.Tensor] | None = None,
+    pool: dict[tuple, Any] | None = None,
+    keep: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, int]] | None:
     """Synapse and LIF of a layer in one: ``lif_spikes(run_stage(q, inp, graded, T), q,
     q.bias, q.vth)`` for 0/1 spikes ``inp`` [T, N, ...] or (``graded``) the held graded image
@@ -388,8 +422,13 @@ def spike_stage(
     overflow is possible, so ``a`` is never scanned; the graded image's current is scanned
     once (``max |a + bias| + max |bias| <= A_MAX`` proves ``|a| <= A_MAX``). The membrane bound
     of :func:`_lif_float` uses ``D = 64 max |a + bias|`` (bounded by ``64 (max sum |W| + max
-    |bias|)`` for spikes). ``pool`` (layer and shape -> buffer) lends the spike buffer of the
-    same layer's previous batch: the caller must be done with it (fresh pages fault in slowly)."""
+    |bias|)`` for spikes). With spikes in, the synapse's weights carry the factor 64 (exact:
+    ``64 (max sum |W| + max |bias|) < 2^24``), and the membrane steps run in the synapse's own
+    output, no copy. ``pool`` (layer and shape -> buffer) lends the spike buffer and the
+    converted weights of the same layer's previous batch: the caller must be done with them
+    (fresh pages fault in slowly). ``keep`` (bool, the spikes' shape: a slice of the caller's
+    trace) receives each chunk's spikes while they are still in the cache (see
+    :func:`kept`)."""
     if q.gate is not None or q.onchip is not None or q.recurrent is not None:
         return None
     if q.drives or int(q.du) != DU_NONE or not nir_neuron(q):
@@ -404,7 +443,7 @@ def spike_stage(
     if graded:
         if Drive.of(inp, q.in_shape) is not Drive.HELD:
             return None
-        a = _synapse(q, inp, _peak(inp), bias)
+        a = _synapse(q, inp, _peak(inp), bias, pool=pool)
         if a.dtype != torch.float32:
             return None
         peak = _peak(a)
@@ -415,29 +454,47 @@ def spike_stage(
         peak = _l1(q) + peak_b
         if peak - peak_b > A_MAX:
             return None
-        a = _synapse(q, prev_flat(inp), 1.0, bias)
+        a = _synapse(q, prev_flat(inp), 1.0, bias, 2**ACT_SHIFT, pool)  # 64 (a + bias)
         if a.dtype != torch.float32:
             return None
         a = a.reshape(T, -1, *a.shape[1:])
         step0 = a[0]
     growth = sum((keep_v / DECAY_UNITY) ** k for k in range(T))
     check = 2**ACT_SHIFT * peak * growth > STATE_MAX
+    spikes = _held_spikes(q, step0, T, pool) if graded else a  # spikes: in the synapse's output
+    n = step0.shape[0]
+    per_image = max(step0[:1].numel(), 1)
+    chunk = n if a.device.type != "cpu" else max(1, min(n, CHUNK_ELEMENTS // per_image))
+    gain = 2**ACT_SHIFT if graded else 1  # spikes: 64 is in the weights
+    keep = keep if kept(keep, spikes) else None
+    membrane = 0
+    for i in range(0, n, chunk):
+        part = slice(i, min(i + chunk, n))
+        drive = a[part] if graded else a[:, part]
+        out = spikes[:, part] if graded else None
+        membrane += _membrane_steps(drive, graded, out, keep_v, th, check, gain)
+        if keep is not None:
+            keep[:, part].copy_(spikes[:, part])
+    return spikes, {"synaptic_input": 0, "current": 0, "membrane": membrane}
+
+
+def _held_spikes(
+    q: QStage, step0: torch.Tensor, T: int, pool: dict[tuple, Any] | None
+) -> torch.Tensor:
+    """The spike buffer of a layer driven by the held image, lent by ``pool`` batch after
+    batch (fresh pages fault in slowly)."""
     key = (q.name, T, *step0.shape)
     spikes = None if pool is None else pool.get(key)
     if spikes is None or spikes.device != step0.device:
         spikes = _steps_like(step0, T, torch.float32)
         if pool is not None:
             pool[key] = spikes
-    n = step0.shape[0]
-    per_image = max(step0[:1].numel(), 1)
-    chunk = n if a.device.type != "cpu" else max(1, min(n, CHUNK_ELEMENTS // per_image))
-    membrane = 0
-    for i in range(0, n, chunk):
-        part = slice(i, min(i + chunk, n))
-        drive = a[part] if graded else a[:, part]
-        out = spikes[:, part]
-        membrane += _membrane_steps(drive, graded, out, keep_v, th, check, 2**ACT_SHIFT)
-    return spikes, {"synaptic_input": 0, "current": 0, "membrane": membrane}
+    return spikes
+
+
+def kept(keep: torch.Tensor | None, spikes: torch.Tensor) -> bool:
+    """Whether :func:`spike_stage` writes its spikes into ``keep`` too: bool, same shape."""
+    return keep is not None and keep.dtype == torch.bool and keep.shape == spikes.shape
 
 
 CHUNK_ELEMENTS = 2**16  # neurons per chunk on the CPU: 256 KiB of float32 membrane
@@ -446,7 +503,7 @@ CHUNK_ELEMENTS = 2**16  # neurons per chunk on the CPU: 256 KiB of float32 membr
 def _membrane_steps(
     drive: torch.Tensor,
     held: bool,
-    out: torch.Tensor,
+    out: torch.Tensor | None,
     keep_v: int,
     th: int,
     check: bool,
@@ -454,11 +511,16 @@ def _membrane_steps(
 ) -> int:
     """The T steps of :func:`_lif_float` on one chunk, in place, adding ``gain * drive`` per
     step (integers; ``gain`` a power of two, so exact); spikes into ``out`` [T, n, ...];
-    returns the membrane overflow count."""
-    steps = out.shape[0]
-    # keep a divisor of 4096 (a power of two): v / 2^k truncated, one exact pass
-    divisor = DECAY_UNITY // keep_v if keep_v and DECAY_UNITY % keep_v == 0 else None
+    returns the membrane overflow count. ``out`` None (a per-step ``drive``, ``gain`` 1: the
+    caller's scratch): :func:`_membrane_in_place`."""
+    # 0-dim tensors, exact (< 2^24 in float32, < 2^36 in float64): a Python number would be
+    # wrapped anew at every call
+    thr = torch.tensor(th, dtype=drive.dtype)
+    divisor = _divisor(keep_v, drive.dtype)
     c = keep_v / DECAY_UNITY  # exact: keep_v * 2^-12
+    if out is None:
+        return _membrane_in_place(drive, keep_v, thr, divisor, c, check)
+    steps = out.shape[0]
     v = (drive if held else drive[0]) * gain
     membrane = 0
     for t in range(steps):
@@ -466,18 +528,67 @@ def _membrane_steps(
             d = drive if held else drive[t]
             if not keep_v:
                 v.copy_(d).mul_(gain)
-            elif divisor is not None:
-                v.div_(divisor, rounding_mode="trunc").add_(d, alpha=gain)
             else:
-                v.mul_(c).trunc_().add_(d, alpha=gain)
+                _decay_(v, divisor, c).add_(d, alpha=gain)
         if check and _peak(v) > STATE_MAX:
             membrane += int((v.abs() > STATE_MAX).sum())
             v.clamp_(-STATE_MAX, STATE_MAX)
         s = out[t]
-        torch.gt(v, th, out=s)
+        torch.gt(v, thr, out=s)
         if t + 1 < steps:
             v.addcmul_(v, s, value=-1)  # reset: v - v = 0 exactly
     return membrane
+
+
+def _membrane_in_place(
+    drive: torch.Tensor,
+    keep_v: int,
+    thr: torch.Tensor,
+    divisor: torch.Tensor | None,
+    c: float,
+    check: bool,
+) -> int:
+    """The T steps on a per-step drive [T, n, ...] that becomes the spikes: step t's membrane
+    is ``drive[t] + trunc(v_{t-1} keep / 4096)``, computed in ``drive[t]``; then ``w =
+    trunc(v_t keep / 4096)`` (the next step's share, one chunk of scratch), ``drive[t] = v_t >
+    th`` (the spikes, in place: what the next synapse reads, no buffer of their own), ``w -=
+    w s`` (the reset: ``trunc(0) = 0``, so masking after the decay is the same) and
+    ``drive[t + 1] += w``. Four passes a step, as before, and no spike buffer to write."""
+    steps = drive.shape[0]
+    w = torch.empty_like(drive[0]) if keep_v and steps > 1 else None
+    membrane = 0
+    for t in range(steps):
+        v = drive[t]
+        if check and _peak(v) > STATE_MAX:
+            membrane += int((v.abs() > STATE_MAX).sum())
+            v.clamp_(-STATE_MAX, STATE_MAX)
+        last = t + 1 == steps
+        if w is not None and not last:
+            if divisor is not None:
+                torch.div(v, divisor, rounding_mode="trunc", out=w)
+            else:
+                torch.mul(v, c, out=w).trunc_()
+        torch.gt(v, thr, out=v)  # the spikes, 0/1, over the membrane
+        if w is not None and not last:
+            w.addcmul_(w, v, value=-1)
+            drive[t + 1].add_(w)
+    return membrane
+
+
+def _divisor(keep_v: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """``4096 / keep`` when ``keep`` divides 4096 (a power of two: ``v / 2^k`` truncated, one
+    exact pass), as a 0-dim tensor; else None."""
+    if keep_v and DECAY_UNITY % keep_v == 0:
+        return torch.tensor(DECAY_UNITY // keep_v, dtype=dtype)
+    return None
+
+
+def _decay_(v: torch.Tensor, divisor: torch.Tensor | None, c: float) -> torch.Tensor:
+    """``v = trunc(v keep / 4096)`` in place: one exact division when ``keep`` divides 4096,
+    else an exact product (``c = keep 2^-12``) and a truncation."""
+    if divisor is not None:
+        return v.div_(divisor, rounding_mode="trunc")
+    return v.mul_(c).trunc_()
 
 
 def _peak(x: torch.Tensor) -> float:
@@ -546,7 +657,9 @@ def readout_membrane(
 def round_input(x: torch.Tensor, scale: float) -> tuple[torch.Tensor, int]:
     """The image as the chip receives it: 24-bit graded spikes ``round(x * scale)``, and how
     many values left that range (the one place the input is rounded)."""
-    xi = torch.round(x.double() * scale)
+    xi = x.to(torch.float64, copy=True).mul_(scale).round_()
+    if _peak(xi) <= INPUT_MAX:  # one pass proves nothing is out of range
+        return xi, 0
     return xi.clamp(-INPUT_MAX, INPUT_MAX), int((xi.abs() > INPUT_MAX).sum())
 
 

@@ -19,6 +19,7 @@ from nalln.loihi.arithmetic import (
     ACT_SHIFT,
     VTH_MAX,
     counts,
+    kept,
     lif_spikes,
     narrow,
     per_neuron_bias,
@@ -140,11 +141,15 @@ def _emulate(
         over = {"input": in_over} if k == 0 else {}
         plain = not q.merged and q.synapse.reads is None and q.synapse.delay is None
         fuse = q.neuron is not None and peak == 1.0 and plain
-        fused = spike_stage(q, h, T, k == 0, pool) if fuse else None
+        keep = None if sink is None else sink.get(q.name)
+        fused = spike_stage(q, h, T, k == 0, pool, keep) if fuse else None
         if fused is not None:  # the same arithmetic, bounds proven (see spike_stage)
             s, o = fused
             overflow[q.name] = {**over, **o}
-            spikes[q.name] = _keep(as_population(s, q), sink, q.name)
+            if kept(keep, s):  # written chunk by chunk while in the cache
+                spikes[q.name] = as_population(keep, q)
+            else:
+                spikes[q.name] = _keep(as_population(s, q), sink, q.name)
             h = outs[q.name] = s
             peaks[q.name] = 1.0
             continue
@@ -182,8 +187,11 @@ def emulate_batched(
 ) -> Emulation:
     """:func:`emulate` in batches on ``device`` (CPU or CUDA; integer maths is exact on both),
     traces gathered on the CPU and overflow counts summed; ``keep_spikes=False`` keeps only the
-    outputs (bounded memory for a whole test split at 224 px)."""
+    outputs (bounded memory for a whole test split at 224 px). On the CPU a batch holds at most
+    :data:`CPU_BATCH` images (:func:`cpu_batch`)."""
     from tqdm.auto import tqdm
+
+    batch_size = cpu_batch(batch_size, device)
 
     outputs, overflow = [], {}
     T, n = qp.plan.num_steps, len(x)
@@ -211,6 +219,17 @@ def emulate_batched(
         add_overflow(overflow, em.overflow)
     spikes = {k: v for k, v in whole.items() if k in seen}
     return Emulation(Trace(torch.cat(outputs, 1), spikes), overflow)
+
+
+CPU_BATCH = 24  # images per batch on the CPU (measured: docs/conversion.md, "76-100x")
+
+
+def cpu_batch(batch_size: int, device: torch.device | str) -> int:
+    """The batch :func:`emulate_batched` runs on ``device``: on the CPU at most
+    :data:`CPU_BATCH` images, whose buffers (a few MiB a layer) the allocator reuses from batch
+    to batch; larger ones take fresh pages, which fault in slowly (at 32 images, 64 px:
+    about 150 page faults per image, a sixth of the CPU time)."""
+    return min(batch_size, CPU_BATCH) if device_is_cpu(device) else batch_size
 
 
 def device_is_cpu(device: torch.device | str) -> bool:
