@@ -221,7 +221,7 @@ def emulate_batched(
     return Emulation(Trace(torch.cat(outputs, 1), spikes), overflow)
 
 
-CPU_BATCH = 24  # images per batch on the CPU (measured: docs/conversion.md, "76-100x")
+CPU_BATCH = 24  # images per batch on the CPU (measured: docs/conversion.md, "CPU_BATCH")
 
 
 def cpu_batch(batch_size: int, device: torch.device | str) -> int:

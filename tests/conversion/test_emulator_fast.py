@@ -76,20 +76,26 @@ def test_fused_stage_equals_general_path(qplan):
     qp, x = qplan
     T = qp.plan.num_steps
     for bright in (1.0, 30.0):
-        em = emulate(qp, x * bright)
-        inp = round_input(x * bright, qp.input_scale)[0]
         fused_layers = 0
-        for k, q in enumerate(qp.stages):
-            if q.neuron is None:
-                break
+        for k, q, inp in _layer_inputs(qp, x * bright):
             got = spike_stage(q, inp, T, k == 0)
             if got is not None:
                 fused_layers += 1
                 bias = None if q.gate is not None else q.bias
                 want = lif_integer(run_stage(q, inp, k == 0, T), q, bias, q.vth)
                 assert torch.equal(got[0].bool(), want[0]) and got[1] == want[1]
-            inp = em.trace.spikes[q.name]
         assert fused_layers > 0
+
+
+def _layer_inputs(qp, x):
+    """Each spiking layer with its index and what it receives in the emulation of ``x``."""
+    em = emulate(qp, x)
+    inp = round_input(x, qp.input_scale)[0]
+    for k, q in enumerate(qp.stages):
+        if q.neuron is None:
+            return
+        yield k, q, inp
+        inp = em.trace.spikes[q.name]
 
 
 def test_emulate_is_deterministic_across_batches(qplan):
@@ -102,3 +108,55 @@ def test_emulate_is_deterministic_across_batches(qplan):
     assert torch.equal(whole.trace.outputs, one.trace.outputs)
     assert all(torch.equal(whole.trace.spikes[k], one.trace.spikes[k]) for k in whole.trace.spikes)
     assert whole.overflow == one.overflow
+
+
+@pytest.mark.parametrize("batch_size", [5, 64])
+def test_batches_and_kept_trace_equal_one_pass(qplan, batch_size):
+    """Uneven batches (the trace written chunk by chunk into slices of the split's trace) and
+    one batch larger than the CPU cap equal the unbatched emulation, dtype and all."""
+    from nalln.loihi.emulator import CPU_BATCH, cpu_batch, emulate_batched
+
+    qp, x = qplan
+    whole = emulate(qp, x)
+    got = emulate_batched(qp, x, batch_size=batch_size)
+    assert torch.equal(whole.trace.outputs, got.trace.outputs)
+    for k, v in whole.trace.spikes.items():
+        assert got.trace.spikes[k].dtype == v.dtype and torch.equal(got.trace.spikes[k], v)
+    assert whole.overflow == got.overflow
+    assert cpu_batch(64, "cpu") == CPU_BATCH and cpu_batch(64, "cuda") == 64
+
+
+def test_spike_stage_keep_and_pool(qplan):
+    """The bool copy written while in cache equals the returned spikes; pooled weights and
+    buffers (a second batch) give the same spikes as a fresh call."""
+    from nalln.loihi.arithmetic import kept
+
+    qp, x = qplan
+    T = qp.plan.num_steps
+    em = emulate(qp, x)
+    pool: dict = {}
+    checked = 0
+    for k, q, inp in _layer_inputs(qp, x):
+        fresh = spike_stage(q, inp, T, k == 0)
+        if fresh is not None:
+            keep = torch.zeros((T, len(x), *fresh[0].shape[2:]), dtype=torch.bool)
+            for _ in range(2):  # the second call reads the pool
+                s, o = spike_stage(q, inp, T, k == 0, pool, keep)
+                assert kept(keep, s) and torch.equal(keep, s.bool())
+                assert torch.equal(s, fresh[0]) and o == fresh[1]
+            assert torch.equal(keep, em.trace.spikes[q.name].reshape(keep.shape))
+            checked += 1
+    assert checked > 0 and any(key[0] == "weights" for key in pool)
+
+
+def test_round_input_counts_out_of_range():
+    """The one-pass range proof and the counting path agree with the plain formula."""
+    x = torch.tensor([[0.5, -0.25, 3.0e7, -3.0e7, 1.0]], dtype=torch.float32)
+    for scale in (1.0, 4.0):
+        got, over = round_input(x, scale)
+        want = torch.round(x.double() * scale)
+        assert over == int((want.abs() > 2**23 - 1).sum()) == 2
+        assert torch.equal(got, want.clamp(-(2**23 - 1), 2**23 - 1))
+    small, over = round_input(x[:, :2], 2.0)
+    assert over == 0 and torch.equal(small, torch.round(x[:, :2].double() * 2.0))
+    assert small.data_ptr() != x.data_ptr()
