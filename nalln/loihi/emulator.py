@@ -7,6 +7,7 @@ value that leaves its register, per layer, so nothing is clipped silently.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -124,7 +125,7 @@ def _emulate(
     qp: QuantPlan,
     x: torch.Tensor,
     sink: dict[str, torch.Tensor] | None,
-    pool: dict[tuple, torch.Tensor] | None,
+    pool: dict[tuple, Any] | None,
 ) -> Emulation:
     """:func:`emulate`, writing the trace into ``sink`` and lending spike buffers from ``pool``
     (nothing returned refers to a pooled buffer)."""
@@ -201,7 +202,7 @@ def emulate_batched(
         if keep_spikes and q.neuron is not None
     }
     seen: set[str] = set()
-    pool: dict[tuple, torch.Tensor] = {}  # spike buffers, reused batch after batch
+    pool: dict[tuple, Any] = {}  # the held image's spike buffers and weights, batch after batch
     starts = range(0, n, batch_size)
     for i in tqdm(starts, desc="loihi emulator", disable=not progress, leave=False, unit="batch"):
         part = slice(i, min(i + batch_size, n))

@@ -160,3 +160,29 @@ def test_round_input_counts_out_of_range():
     small, over = round_input(x[:, :2], 2.0)
     assert over == 0 and torch.equal(small, torch.round(x[:, :2].double() * 2.0))
     assert small.data_ptr() != x.data_ptr()
+
+
+def test_layer_agreement_counts_exactly():
+    """simulate's per-layer agreement (nonzero counts of bool traces, sums of graded counts)
+    equals the plain formulas entry for entry."""
+    from nalln.conversion.simulate import layer_agreement
+    from nalln.ir.reference import Trace
+
+    g = torch.Generator().manual_seed(0)
+    ref = {
+        "b": torch.rand(4, 3, 8, 5, 5, generator=g) > 0.7,
+        "c": (torch.rand(4, 3, 6, generator=g) * 3).floor(),
+    }
+    got = {k: v.clone() for k, v in ref.items()}
+    got["b"][0, 0, 0, 0, :3] ^= True
+    got["c"][1, 2, 3] += 2
+    out = layer_agreement(
+        Trace(torch.zeros(4, 3, 2), ref), Trace(torch.zeros(4, 3, 2), got), ["b", "c"]
+    )
+    for k, a in ref.items():
+        b, d = got[k], out["per_layer_details"][k]
+        same = int((a == b).sum())
+        assert out["per_layer"][k] == same / a.numel() and d["mismatches"] == a.numel() - same
+        assert (d["spikes_reference"], d["spikes_backend"]) == (int(a.sum()), int(b.sum()))
+        assert d["spike_rate_reference"] == float(a.double().mean())
+    assert out["per_layer_details"]["b"]["mismatches"] == 3
