@@ -124,7 +124,7 @@ def _synapse(
     peak: float,
     bias: np.ndarray | None = None,
     gain: int = 1,
-    pool: dict[tuple, torch.Tensor] | None = None,
+    pool: dict[tuple, Any] | None = None,
 ) -> torch.Tensor:
     """``a = W x`` (``+ bias``, when given) for integer ``x`` with ``|x| <= peak``, exact.
 
@@ -168,7 +168,7 @@ def _weights(
     gain: int,
     dt: torch.dtype,
     device: torch.device,
-    pool: dict[tuple, torch.Tensor] | None,
+    pool: dict[tuple, Any] | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``gain W`` (channels last for a float32 conv) and ``gain bias`` in ``dt`` on ``device``:
     integers times a power of two, exact; from ``pool`` when the same layer asked before."""
