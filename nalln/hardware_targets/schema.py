@@ -270,6 +270,9 @@ def parse_target(data: dict[str, Any], text: str, path: Path, builtin: bool = Fa
         value, unit = entry["value"], entry["unit"]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise fail((*where, "value"), f"must be a number, got {value!r}")
+        for f in ("unit", "status", "source", "note"):
+            if f in entry and not isinstance(entry[f], str):
+                raise fail((*where, f), f"must be a string, got {type(entry[f]).__name__}")
         if unit not in UNITS[spec.quantity]:
             raise fail(
                 (*where, "unit"),

@@ -115,6 +115,9 @@ def _write(tmp_path: Path, text: str, name: str = "t.toml") -> Path:
         (GOOD + "colour = 1\n", 11, ["constants.e_synop.colour", "unknown field"]),
         (GOOD.replace("kind", "colour = 1\nkind"), 4, ["colour", "unknown key"]),
         (GOOD.replace('id = "mychip"\n', ""), None, ["id", "missing"]),
+        # found by tests/faults/test_fuzz_targets.py: a list as the unit was a TypeError
+        (GOOD.replace('unit = "pJ"', "unit = []"), 8, ["constants.e_synop.unit", "string"]),
+        (GOOD.replace('status = "published"', "status = 1"), 9, ["status", "string, got int"]),
     ],
 )
 def test_malformed_files_say_which_key_and_line(tmp_path, broken, line, words) -> None:
